@@ -1,0 +1,1 @@
+"""Calibration data from real video frames and quantization of exported graphs."""

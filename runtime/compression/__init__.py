@@ -1,0 +1,16 @@
+"""Per-frame visual-token compressors and DyToK budgets: pure NumPy functions."""
+from .baselines import random_indices, select_groups, uniform_indices
+from .dycoke import kv_keep, ttm, ttm_keep
+from .dytok import (allocate_budgets, budget_for_retention, frame_weights, select_layers,
+                    split_dominant_contextual, uniform_budgets, visual_softmax_head_mean)
+from .dyntok import MergedTokens, dyntok_frame, dyntok_groups
+from .fastv import fastv_keep, fastv_keep_count, fastv_keep_per_frame
+from .visionzip import KeptTokens, pool_merge_units, strided_targets, visionzip, visionzip_groups
+
+__all__ = [
+    "allocate_budgets", "budget_for_retention", "frame_weights", "select_layers", "split_dominant_contextual",
+    "uniform_budgets", "visual_softmax_head_mean", "visionzip", "visionzip_groups", "strided_targets",
+    "pool_merge_units", "KeptTokens", "ttm", "ttm_keep", "kv_keep", "dyntok_frame", "dyntok_groups",
+    "MergedTokens", "fastv_keep", "fastv_keep_count", "fastv_keep_per_frame", "select_groups",
+    "uniform_indices", "random_indices",
+]

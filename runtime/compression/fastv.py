@@ -1,0 +1,46 @@
+"""FastV (arXiv 2403.06764): keep the visual tokens the last prompt token attends to most.
+
+Selection only (spec §3.2): layers >= K then run on ``keep`` with position ids ``keep`` (the
+original numbering, gaps kept) and decoding continues at position N.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BudgetError, ShapeError
+
+
+def fastv_keep_count(num_visual: int, drop_ratio: float) -> int:
+    """Visual tokens kept: Python ``round(V * (1 - R))`` (half to even)."""
+    if not 0 <= drop_ratio <= 1:
+        raise BudgetError(f"FastV drop ratio must be in [0, 1], got {drop_ratio}")
+    return round(num_visual * (1 - drop_ratio))
+
+
+def fastv_keep(attention: np.ndarray, vision_start: int, num_visual: int, drop_ratio: float) -> np.ndarray:
+    """attention [N]: head-mean last-row attention at layer K-1 -> kept sequence indices, ascending."""
+    attention = np.asarray(attention)
+    n = len(attention)
+    if attention.ndim != 1 or vision_start < 0 or vision_start + num_visual > n:
+        raise ShapeError(f"visual span [{vision_start}, {vision_start + num_visual}) is outside {n} tokens")
+    k = fastv_keep_count(num_visual, drop_ratio)
+    top = np.argsort(-attention[vision_start:vision_start + num_visual], kind="stable")[:k]
+    return np.concatenate([np.arange(vision_start), vision_start + np.sort(top),
+                           np.arange(vision_start + num_visual, n)]).astype(np.int64)
+
+
+def fastv_keep_per_frame(attention: np.ndarray, vision_start: int, num_visual: int,
+                         budgets: np.ndarray) -> np.ndarray:
+    """DyToK + FastV analogue (spec §1.9, unconfirmed): top-``a_f`` of each frame's equal share of
+    the visual span instead of one global top-k. attention [N], budgets [F] -> kept indices."""
+    budgets = np.asarray(budgets, np.int64)
+    attention = np.asarray(attention)
+    if len(budgets) == 0 or num_visual % len(budgets) or vision_start + num_visual > len(attention):
+        raise ShapeError(f"visual span of {num_visual} tokens cannot be split into {len(budgets)} frames")
+    per = num_visual // len(budgets)
+    if (budgets < 0).any() or (budgets > per).any():
+        raise BudgetError(f"frame budgets must be within [0, {per}], got {budgets.tolist()}")
+    span = attention[vision_start:vision_start + num_visual].reshape(len(budgets), per)
+    local = [np.sort(np.argsort(-row, kind="stable")[:b]) + f * per for f, (row, b) in enumerate(zip(span, budgets))]
+    return np.concatenate([np.arange(vision_start), vision_start + np.concatenate(local),
+                           np.arange(vision_start + num_visual, len(attention))]).astype(np.int64)
