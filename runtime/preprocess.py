@@ -7,6 +7,8 @@ PIL bicubic resize of uint8 frames, rescale in float64 then float32, normalise i
 The resize reproduces Pillow's fixed-point bicubic (``Resample.c``: a = -0.5 kernel widened by the
 downscale factor, 22-bit integer coefficients, horizontal pass then vertical, each rounded to
 uint8), so our pixels equal the PIL path bit for bit with no PIL dependency at run time.
+Reference: Pillow 12.1.1 (Pillow 13 runs the vertical pass first for some size pairs, which
+moves a few pixels by a few levels; pinned in the ``export`` extra for the parity tests).
 """
 from __future__ import annotations
 

@@ -1,0 +1,70 @@
+"""Model presets: real checkpoints by name, and seeded random-weight models from real-shaped configs.
+
+Real presets only name a checkpoint; weights come from a local folder (see ``export.weights``).
+Random presets (``tiny`` for tests and the demo, ``small`` for benchmarks) keep Qwen2.5-VL's
+structure (windowed + full-attention ViT blocks, 2x2 merger, GQA, M-RoPE) at a small size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    hf_id: str | None  # Hugging Face repo id of the real checkpoint, None for random presets
+    assistant: str | None  # default assistant preset for DyToK's keyframe prior
+    vision: dict = field(default_factory=dict)  # Qwen2_5_VLVisionConfig overrides (random presets)
+    text: dict = field(default_factory=dict)  # Qwen2_5_VLTextConfig overrides (random presets)
+
+    @property
+    def is_random(self) -> bool:
+        return self.hf_id is None
+
+
+_TINY_VISION = dict(depth=4, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=64,
+                    fullatt_block_indexes=[1, 3], window_size=112, patch_size=14, spatial_merge_size=2,
+                    temporal_patch_size=2, tokens_per_second=2, hidden_act="silu")
+_TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
+                  rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]})
+# Qwen2-0.5B-sized LLM (896 wide, 24 layers, 14 heads / 2 KV heads) with a shallower 640-wide ViT.
+_SMALL_VISION = dict(depth=8, hidden_size=640, intermediate_size=1708, num_heads=10, out_hidden_size=896,
+                     fullatt_block_indexes=[3, 7], window_size=112, patch_size=14, spatial_merge_size=2,
+                     temporal_patch_size=2, tokens_per_second=2, hidden_act="silu")
+_SMALL_TEXT = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                   num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6,
+                   rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]})
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset("tiny", None, "tiny-assistant", _TINY_VISION, _TINY_TEXT),
+    "tiny-assistant": Preset("tiny-assistant", None, None, _TINY_VISION,
+                             {**_TINY_TEXT, "num_hidden_layers": 3}),
+    "small": Preset("small", None, "small-assistant", _SMALL_VISION, _SMALL_TEXT),
+    "small-assistant": Preset("small-assistant", None, None, {**_SMALL_VISION, "depth": 4, "fullatt_block_indexes": [1, 3]},
+                              {**_SMALL_TEXT, "num_hidden_layers": 8}),
+    "qwen2.5-vl-3b": Preset("qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct", None),
+    "qwen2.5-vl-7b": Preset("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct", "qwen2.5-vl-3b"),
+    "qwen2.5-vl-32b": Preset("qwen2.5-vl-32b", "Qwen/Qwen2.5-VL-32B-Instruct", "qwen2.5-vl-3b"),
+    "qwen2.5-vl-72b": Preset("qwen2.5-vl-72b", "Qwen/Qwen2.5-VL-72B-Instruct", "qwen2.5-vl-7b"),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise SystemExit(f"unknown model {name!r}: choose one of {', '.join(PRESETS)}") from None
+
+
+def random_config(preset: Preset, vocab_size: int, special_ids: dict[str, int]):
+    """A transformers ``Qwen2_5_VLConfig`` for a random preset, with the tokenizer's special ids."""
+    from transformers import Qwen2_5_VLConfig
+
+    text = dict(preset.text, vocab_size=vocab_size)
+    return Qwen2_5_VLConfig(
+        vision_config=dict(preset.vision), text_config=text, vocab_size=vocab_size,
+        image_token_id=special_ids["<|image_pad|>"], video_token_id=special_ids["<|video_pad|>"],
+        vision_start_token_id=special_ids["<|vision_start|>"], vision_end_token_id=special_ids["<|vision_end|>"],
+        eos_token_id=special_ids["<|im_end|>"], pad_token_id=special_ids["<|endoftext|>"],
+        tie_word_embeddings=False)
