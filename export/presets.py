@@ -61,10 +61,11 @@ def random_config(preset: Preset, vocab_size: int, special_ids: dict[str, int]):
     """A transformers ``Qwen2_5_VLConfig`` for a random preset, with the tokenizer's special ids."""
     from transformers import Qwen2_5_VLConfig
 
-    text = dict(preset.text, vocab_size=vocab_size)
+    ids = dict(bos_token_id=special_ids["<|endoftext|>"], eos_token_id=special_ids["<|im_end|>"],
+               pad_token_id=special_ids["<|endoftext|>"])
+    text = dict(preset.text, vocab_size=vocab_size, **ids)
     return Qwen2_5_VLConfig(
         vision_config=dict(preset.vision), text_config=text, vocab_size=vocab_size,
         image_token_id=special_ids["<|image_pad|>"], video_token_id=special_ids["<|video_pad|>"],
         vision_start_token_id=special_ids["<|vision_start|>"], vision_end_token_id=special_ids["<|vision_end|>"],
-        eos_token_id=special_ids["<|im_end|>"], pad_token_id=special_ids["<|endoftext|>"],
-        tie_word_embeddings=False)
+        tie_word_embeddings=False, **ids)

@@ -1,0 +1,113 @@
+"""Qwen2.5-VL language model graphs: the primary decoder with an explicit KV cache, and the
+assistant's keyframe-prior graph (last-token attention over the visual keys, selected layers).
+
+Both take ``inputs_embeds`` (token embeddings are looked up on the host from an exported table)
+and 3-D M-RoPE ``position_ids``, so pruned visual tokens keep their original positions.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .vision import rms_norm, rotate_half
+
+
+def mrope_cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor, sections: list[int]):
+    """position_ids (3, B, L) -> cos, sin (B, 1, L, d): temporal/height/width bands interleaved by section."""
+    freqs = position_ids[..., None].float() * inv_freq  # (3, B, L, d/2)
+    bands = torch.split(freqs, sections, dim=-1)
+    freqs = torch.cat([band[i % 3] for i, band in enumerate(bands)], dim=-1)  # (B, L, d/2)
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None]
+    return emb.cos(), emb.sin()
+
+
+class _Decoder(nn.Module):
+    def __init__(self, text_model: nn.Module):
+        super().__init__()
+        cfg = text_model.config
+        self.text = text_model
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = cfg.num_key_value_heads
+        self.head_dim = cfg.hidden_size // cfg.num_attention_heads
+        self.sections = list(cfg.rope_parameters["mrope_section"])
+        self.register_buffer("inv_freq", text_model.rotary_emb.inv_freq.detach().clone(), persistent=False)
+
+    def qkv(self, layer, x, cos, sin):
+        """x (B, L, D) -> rotated q (B, H, L, d), rotated k and v (B, KV, L, d)."""
+        b, n, _ = x.shape
+        attn = layer.self_attn
+        q = attn.q_proj(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
+        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
+
+    def expand_kv(self, x):
+        """(B, KV, P, d) -> (B, H, P, d): each KV head serves heads // kv_heads query heads."""
+        b, kv, p, d = x.shape
+        return x[:, :, None].expand(b, kv, self.heads // kv, p, d).reshape(b, self.heads, p, d)
+
+    def attend(self, layer, x, q, k, v, bias):
+        scores = torch.matmul(q, self.expand_kv(k).transpose(-1, -2)) * self.head_dim ** -0.5 + bias
+        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        out = torch.matmul(probs, self.expand_kv(v)).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
+        return layer.self_attn.o_proj(out)
+
+
+class LanguageModel(_Decoder):
+    """Prefill and decode in one graph. past (B, KV, P, d) per layer, P may be 0."""
+
+    def __init__(self, lm: nn.Module):
+        super().__init__(lm.model.language_model)
+        self.lm_head = lm.lm_head
+
+    def forward(self, inputs_embeds, position_ids, attention_mask, *past):
+        n_new = inputs_embeds.shape[1]
+        n_past = past[0].shape[2]
+        cos, sin = mrope_cos_sin(position_ids, self.inv_freq, self.sections)
+        key_pos = torch.arange(attention_mask.shape[1], device=inputs_embeds.device)
+        query_pos = torch.arange(n_new, device=inputs_embeds.device) + n_past
+        allowed = (key_pos[None, :] <= query_pos[:, None])[None, None] & (attention_mask[:, None, None, :] > 0)
+        bias = torch.zeros(allowed.shape, dtype=inputs_embeds.dtype).masked_fill(~allowed, torch.finfo(inputs_embeds.dtype).min)
+        x = inputs_embeds
+        presents = []
+        for i, layer in enumerate(self.text.layers):
+            h = rms_norm(layer.input_layernorm, x)
+            q, k, v = self.qkv(layer, h, cos, sin)
+            k = torch.cat([past[2 * i], k], dim=2)
+            v = torch.cat([past[2 * i + 1], v], dim=2)
+            presents += [k, v]
+            x = x + self.attend(layer, h, q, k, v, bias)
+            x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
+        logits = self.lm_head(rms_norm(self.text.norm, x[:, -1:]))[:, 0]  # last position only: (B, vocab)
+        return (logits, *presents)
+
+
+class KeyframePrior(_Decoder):
+    """DyToK detection pass: for each selected layer, softmax over the visual keys only of the last
+    prompt token's scaled logits, mean over heads. Runs layers up to the deepest selected one and,
+    in that one, only the last token's query and the visual keys (no full attention, no norm/head)."""
+
+    def __init__(self, lm: nn.Module, layers: list[int]):
+        super().__init__(lm.model.language_model)
+        self.layers = sorted(layers)
+
+    def forward(self, inputs_embeds, position_ids, visual_index):
+        cos, sin = mrope_cos_sin(position_ids, self.inv_freq, self.sections)
+        n = inputs_embeds.shape[1]
+        causal = torch.ones(n, n, dtype=torch.bool, device=inputs_embeds.device).tril()
+        bias = torch.zeros(n, n, dtype=inputs_embeds.dtype).masked_fill(~causal, torch.finfo(inputs_embeds.dtype).min)
+        x = inputs_embeds
+        rows = []
+        for i, layer in enumerate(self.text.layers[: self.layers[-1] + 1]):
+            h = rms_norm(layer.input_layernorm, x)
+            q, k, v = self.qkv(layer, h, cos, sin)
+            if i in self.layers:
+                q_last = q[:, :, -1:]  # (B, H, 1, d)
+                k_vis = self.expand_kv(k[:, :, visual_index])  # (B, H, V, d)
+                logits = torch.matmul(q_last.float(), k_vis.float().transpose(-1, -2))[:, :, 0] * self.head_dim ** -0.5
+                rows.append(torch.softmax(logits, dim=-1).mean(dim=1)[0])  # (V,)
+            if i == self.layers[-1]:
+                break
+            x = x + self.attend(layer, h, q, k, v, bias)
+            x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
+        return torch.stack(rows)  # (n_selected, V)
