@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from runtime.errors import DyTokError
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -54,7 +56,7 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise SystemExit(f"unknown model {name!r}: choose one of {', '.join(PRESETS)}") from None
+        raise DyTokError(f"unknown model {name!r}: choose one of {', '.join(PRESETS)}") from None
 
 
 def random_config(preset: Preset, vocab_size: int, special_ids: dict[str, int]):

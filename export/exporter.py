@@ -1,0 +1,257 @@
+"""Write one self-describing artifact folder: ONNX graphs, token-embedding tables, tokenizer and
+a versioned manifest. Everything goes to a temporary folder that is renamed when complete;
+graphs whose source key and file hashes match an existing export are reused, not re-exported."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+from runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, sha256_file
+from runtime.preprocess import PreprocessConfig
+from runtime.vision_inputs import vision_feeds
+
+from . import specs
+from .presets import Preset, get_preset
+from .tokenizer import QWEN_VL_CHAT_TEMPLATE, build_tiny_tokenizer, checkpoint_chat_template, special_ids
+from .weights import load_model, resolve_checkpoint
+
+EXPORTER_VERSION = "0.1.0"
+EXAMPLE_GRID = (2, 8, 12)  # example sizes > 1 on every dynamic axis, else dynamo freezes them
+
+
+def model_constants(model, prior_layers: list[int] | None = None) -> dict:
+    text = model.config.text_config
+    vision = model.config.vision_config
+    out = {
+        "hidden_size": text.hidden_size, "num_layers": text.num_hidden_layers, "num_heads": text.num_attention_heads,
+        "num_kv_heads": text.num_key_value_heads, "head_dim": text.hidden_size // text.num_attention_heads,
+        "vocab_size": text.vocab_size, "context_length": text.max_position_embeddings,
+        "mrope_section": list(text.rope_parameters["mrope_section"]), "rope_theta": text.rope_parameters["rope_theta"],
+        "tokens_per_second": vision.tokens_per_second, "merge_size": vision.spatial_merge_size,
+        "patch_size": vision.patch_size, "temporal_patch_size": vision.temporal_patch_size,
+        "window_size": vision.window_size, "vision_key_dim": vision.hidden_size // vision.num_heads,
+        "fullatt_block_indexes": list(vision.fullatt_block_indexes),
+    }
+    if prior_layers is not None:
+        out["prior_layers"] = prior_layers
+    return out
+
+
+def _example_vision(model):
+    feeds = vision_feeds(EXAMPLE_GRID)
+    n = int(np.prod(EXAMPLE_GRID))
+    cfg = model.config.vision_config
+    pixels = np.random.default_rng(0).normal(size=(n, 3 * cfg.temporal_patch_size * cfg.patch_size ** 2))
+    return {"pixel_values": pixels.astype(np.float32), **feeds}
+
+
+def _export(module, spec: specs.GraphSpec, example: dict, path: str) -> None:
+    import torch
+    from torch.export import Dim
+
+    dims: dict[str, Dim] = {}
+    def dyn(t):  # symbolic dims by name; the same name is the same dim
+        return {i: dims.setdefault(d, Dim(d)) for i, d in enumerate(t.shape) if isinstance(d, str)}
+    names = [t.name for t in spec.inputs]
+    args = tuple(torch.from_numpy(example[n]) for n in names)
+    sig = list(__import__("inspect").signature(module.forward).parameters)
+    if sig[-1] == "past":  # varargs past key/values: nested dynamic shapes
+        fixed = len(sig) - 1
+        shapes = {sig[i]: dyn(spec.inputs[i]) for i in range(fixed)}
+        shapes["past"] = tuple(dyn(t) for t in spec.inputs[fixed:])
+    else:
+        shapes = {sig[i]: dyn(t) for i, t in enumerate(spec.inputs)}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, path, dynamo=True, input_names=names,
+                          output_names=[t.name for t in spec.outputs], dynamic_shapes=shapes,
+                          opset_version=specs.OPSET, external_data=True, verbose=False)
+
+
+def _check_graph(path: str) -> None:
+    import onnx
+    onnx.checker.check_model(path)  # by path: works with external data
+    onnx.shape_inference.infer_shapes_path(path, path + ".inferred")
+    os.remove(path + ".inferred")
+
+
+def _source_key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _reuse(old: dict | None, role: str, key: str, old_folder: str, new_folder: str) -> dict | None:
+    """Hard-link (or copy) a previous export's graph when its source key and hashes still match."""
+    entry = (old or {}).get("graphs", {}).get(role)
+    if not entry or entry.get("source_key") != key:
+        return None
+    files = [(entry["file"], entry["sha256"])] + ([(entry["data_file"], entry["data_sha256"])] if entry.get("data_file") else [])
+    for name, digest in files:
+        src = os.path.join(old_folder, name)
+        if not os.path.isfile(src) or sha256_file(src) != digest:
+            return None
+    for name, _ in files:
+        try:
+            os.link(os.path.join(old_folder, name), os.path.join(new_folder, name))
+        except OSError:
+            shutil.copy2(os.path.join(old_folder, name), os.path.join(new_folder, name))
+    return entry
+
+
+def _graph_entry(folder: str, name: str, spec: specs.GraphSpec, key: str) -> dict:
+    entry = {"file": name, "sha256": sha256_file(os.path.join(folder, name)), "source_key": key, **spec.io_table()}
+    data = name + ".data"
+    if os.path.isfile(os.path.join(folder, data)):
+        entry.update(data_file=data, data_sha256=sha256_file(os.path.join(folder, data)))
+    return entry
+
+
+def export_artifacts(model_name: str, out: str, assistant_name: str | None = "default", checkpoint: str | None = None,
+                     assistant_checkpoint: str | None = None, prior_layers="last_third", seed: int = 0,
+                     validate: bool = True, log=print) -> str:
+    """Export ``model_name`` (and its assistant) to ``out``. Returns ``out``."""
+    from runtime.compression.dytok import select_layers
+
+    from .graphs.llm import KeyframePrior, LanguageModel
+    from .graphs.vision import VisionEncoder
+    from .validate import validate_graph
+
+    preset = get_preset(model_name)
+    if assistant_name == "default":
+        assistant_name = preset.assistant
+    assistant = get_preset(assistant_name) if assistant_name not in (None, "none") else None
+    # Fail on missing weights before any work.
+    if not preset.is_random:
+        checkpoint = resolve_checkpoint(preset, checkpoint)
+    if assistant is not None and not assistant.is_random:
+        assistant_checkpoint = resolve_checkpoint(assistant, assistant_checkpoint)
+
+    import onnx
+    import onnxruntime
+    import torch
+    import transformers
+    from tokenizers import Tokenizer
+
+    out = os.path.abspath(out)
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    old = None
+    if os.path.isfile(os.path.join(out, MANIFEST_NAME)):
+        old = json.load(open(os.path.join(out, MANIFEST_NAME)))
+    tmp = tempfile.mkdtemp(prefix=os.path.basename(out) + ".partial-", dir=parent)
+    try:
+        if preset.is_random:
+            tokenizer = build_tiny_tokenizer()
+            template = QWEN_VL_CHAT_TEMPLATE
+        else:
+            tokenizer = Tokenizer.from_file(os.path.join(checkpoint, "tokenizer.json"))
+            template = checkpoint_chat_template(checkpoint)
+        tokenizer.save(os.path.join(tmp, "tokenizer.json"))
+        ids = special_ids(tokenizer)
+        graphs, models = {}, {}
+
+        def emit(role, module, spec, example, key_parts):
+            key = _source_key({"role": role, "exporter": EXPORTER_VERSION, "opset": specs.OPSET,
+                               "io": spec.io_table(), **key_parts})
+            name = role + ".onnx"
+            entry = _reuse(old, role, key, out, tmp)
+            if entry:
+                log(f"  {role}: unchanged, reused")
+            else:
+                t0 = time.perf_counter()
+                _export(module, spec, example, os.path.join(tmp, name))
+                _check_graph(os.path.join(tmp, name))
+                if validate:
+                    validate_graph(module, os.path.join(tmp, name), spec, role)
+                entry = _graph_entry(tmp, name, spec, key)
+                log(f"  {role}: exported in {time.perf_counter() - t0:.1f} s")
+            graphs[role] = entry
+
+        def export_model(which, p: Preset, ckpt, layers=None):
+            log(f"{which}: {p.name}" + (f" from {ckpt}" if ckpt else f" (random weights, seed {seed})"))
+            model = load_model(p, tokenizer, ids, ckpt, seed)
+            consts = model_constants(model, layers and select_layers(layers, model.config.text_config.num_hidden_layers))
+            key_parts = {"preset": p.name, "seed": seed if p.is_random else None, "checkpoint": _checkpoint_key(ckpt),
+                         "config": model.config.to_json_string(use_diff=False)}
+            table = model.get_input_embeddings().weight.detach().float().numpy()
+            emb_name = f"{which}_embeddings.npy"
+            np.save(os.path.join(tmp, emb_name), table)
+            consts["embeddings"] = {"file": emb_name, "sha256": sha256_file(os.path.join(tmp, emb_name)),
+                                    "shape": list(table.shape), "dtype": "float32"}
+            models[which] = consts
+            vspec = specs.vision_spec(f"{which}_vision", 3 * consts["temporal_patch_size"] * consts["patch_size"] ** 2,
+                                      consts["hidden_size"], consts["vision_key_dim"])
+            emit(f"{which}_vision", VisionEncoder(model.model.visual).eval(), vspec, _example_vision(model), key_parts)
+            return model, consts, key_parts
+
+        model, consts, key_parts = export_model("primary", preset, checkpoint)
+        lspec = specs.llm_spec(consts["hidden_size"], consts["num_layers"], consts["num_kv_heads"], consts["head_dim"],
+                               consts["vocab_size"])
+        emit("primary_llm", LanguageModel(model).eval(), lspec, _example_llm(consts), key_parts)
+        del model
+        if assistant is not None:
+            amodel, aconsts, akey = export_model("assistant", assistant, assistant_checkpoint, prior_layers)
+            pspec = specs.prior_spec(aconsts["hidden_size"], len(aconsts["prior_layers"]))
+            emit("assistant_prior", KeyframePrior(amodel, aconsts["prior_layers"]).eval(), pspec,
+                 _example_prior(aconsts), {**akey, "layers": aconsts["prior_layers"]})
+            del amodel
+
+        vcfg = PreprocessConfig()
+        manifest = {
+            "schema_version": SCHEMA_VERSION, "family": "qwen2_5_vl", "preset": preset.name,
+            "assistant_preset": assistant.name if assistant else None, "seed": seed,
+            "checkpoints": {"primary": checkpoint, "assistant": assistant_checkpoint},
+            "versions": {"exporter": EXPORTER_VERSION, "torch": torch.__version__, "transformers": transformers.__version__,
+                         "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "opset": specs.OPSET},
+            "tokenizer": {"file": "tokenizer.json", "sha256": sha256_file(os.path.join(tmp, "tokenizer.json")),
+                          "chat_template": template},
+            "tokens": {"video": ids["<|video_pad|>"], "image": ids["<|image_pad|>"],
+                       "vision_start": ids["<|vision_start|>"], "vision_end": ids["<|vision_end|>"],
+                       "eos": [ids["<|im_end|>"], ids["<|endoftext|>"]], "pad": ids["<|endoftext|>"]},
+            "preprocess": {"patch_size": consts["patch_size"], "temporal_patch_size": consts["temporal_patch_size"],
+                           "merge_size": consts["merge_size"], "min_pixels": vcfg.min_pixels, "max_pixels": vcfg.max_pixels,
+                           "image_mean": list(vcfg.image_mean), "image_std": list(vcfg.image_std)},
+            "models": models, "graphs": graphs,
+        }
+        with open(os.path.join(tmp, MANIFEST_NAME), "w") as f:
+            json.dump(manifest, f, indent=1)
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _checkpoint_key(folder: str | None):
+    if not folder:
+        return None
+    return sorted((os.path.basename(p), os.path.getsize(p), int(os.path.getmtime(p)))
+                  for p in (os.path.join(folder, n) for n in os.listdir(folder)) if p.endswith(".safetensors"))
+
+
+def _example_llm(c: dict) -> dict:
+    rng = np.random.default_rng(0)
+    seq, past = 7, 5
+    feeds = {"inputs_embeds": rng.normal(size=(1, seq, c["hidden_size"])).astype(np.float32),
+             "position_ids": np.tile(np.arange(past, past + seq), (3, 1, 1)).astype(np.int64),
+             "attention_mask": np.ones((1, past + seq), np.int64)}
+    for name in specs.kv_names(c["num_layers"], "past"):
+        feeds[name] = rng.normal(size=(1, c["num_kv_heads"], past, c["head_dim"])).astype(np.float32)
+    return feeds
+
+
+def _example_prior(c: dict) -> dict:
+    rng = np.random.default_rng(0)
+    seq = 12
+    return {"inputs_embeds": rng.normal(size=(1, seq, c["hidden_size"])).astype(np.float32),
+            "position_ids": np.tile(np.arange(seq), (3, 1, 1)).astype(np.int64),
+            "visual_index": np.arange(3, 9, dtype=np.int64)}

@@ -1,0 +1,70 @@
+"""Each graph declared once: I/O names, dtypes and symbolic dims. The same declaration drives
+``torch.onnx.export`` (dynamic shapes), the manifest's I/O table and engine profiles."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runtime.specs_kv import kv_input_names
+
+OPSET = 18  # TensorRT 10.x (JetPack 6) parses up to opset 20; dynamo exports 18 cleanly
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dtype: str  # numpy dtype name
+    shape: tuple  # ints or symbolic dim names
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    role: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+
+    def io_table(self) -> dict:
+        as_dict = lambda t: {"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}  # noqa: E731
+        return {"inputs": [as_dict(t) for t in self.inputs], "outputs": [as_dict(t) for t in self.outputs]}
+
+
+def vision_spec(role: str, patch_dim: int, out_dim: int, key_dim: int) -> GraphSpec:
+    i64 = "int64"
+    return GraphSpec(role, (
+        Tensor("pixel_values", "float32", ("n_patches", patch_dim)),
+        Tensor("patch_order", i64, ("n_patches",)),
+        Tensor("rotary_hw", i64, ("n_patches", 2)),
+        Tensor("window_index", i64, ("n_windows", "window_len")),
+        Tensor("window_valid", "bool", ("n_windows", "window_len")),
+        Tensor("window_inverse", i64, ("n_patches",)),
+        Tensor("full_index", i64, ("n_groups", "group_len")),
+        Tensor("full_valid", "bool", ("n_groups", "group_len")),
+        Tensor("full_inverse", i64, ("n_patches",)),
+        Tensor("unit_inverse", i64, ("n_tokens",)),
+    ), (
+        Tensor("tokens", "float32", ("n_tokens", out_dim)),
+        Tensor("importance", "float32", ("n_tokens",)),
+        Tensor("metric", "float32", ("n_tokens", key_dim)),
+    ))
+
+
+def kv_names(num_layers: int, prefix: str) -> list[str]:
+    return kv_input_names(num_layers, prefix)
+
+
+def llm_spec(hidden: int, num_layers: int, kv_heads: int, head_dim: int, vocab: int) -> GraphSpec:
+    past = tuple(Tensor(n, "float32", (1, kv_heads, "past_len", head_dim)) for n in kv_names(num_layers, "past"))
+    present = tuple(Tensor(n, "float32", (1, kv_heads, "total_len", head_dim)) for n in kv_names(num_layers, "present"))
+    return GraphSpec("primary_llm", (
+        Tensor("inputs_embeds", "float32", (1, "seq_len", hidden)),
+        Tensor("position_ids", "int64", (3, 1, "seq_len")),
+        Tensor("attention_mask", "int64", (1, "total_len")),
+        *past,
+    ), (Tensor("logits", "float32", (1, vocab)), *present))
+
+
+def prior_spec(hidden: int, num_selected: int) -> GraphSpec:
+    return GraphSpec("assistant_prior", (
+        Tensor("inputs_embeds", "float32", (1, "seq_len", hidden)),
+        Tensor("position_ids", "int64", (3, 1, "seq_len")),
+        Tensor("visual_index", "int64", ("n_visual",)),
+    ), (Tensor("attention", "float32", (num_selected, "n_visual")),))

@@ -1,0 +1,68 @@
+"""Tokenizer and chat template for the artifact folder.
+
+Real checkpoints bring their own ``tokenizer.json`` and chat template. Random presets get a
+small byte-level BPE trained on an embedded text at export time (deterministic), with
+Qwen2.5-VL's special tokens, and a chat template with Qwen2-VL's structure.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]
+
+# Qwen2-VL's template structure, rendered as transformers does (trim_blocks, lstrip_blocks).
+QWEN_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n"
+    "You are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_CORPUS = """
+What is happening in this video? Describe the video in detail. A white ball moves from the left
+side of the frame to the right. A red square appears and disappears every half second. The
+background is a smooth gradient of colours. How many objects are there? Which frame shows the
+square? The camera does not move. Answer the question about the video briefly and clearly.
+The quick brown fox jumps over the lazy dog. People walk in the park; a car drives past a tree.
+""" * 4
+
+
+def build_tiny_tokenizer(vocab_size: int = 384):
+    """Deterministic byte-level BPE with Qwen2.5-VL's special tokens first (ids 0..6)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([_CORPUS], trainer=trainer)
+    return tok
+
+
+def special_ids(tokenizer) -> dict[str, int]:
+    ids = {t: tokenizer.token_to_id(t) for t in SPECIAL_TOKENS}
+    missing = [t for t, i in ids.items() if i is None]
+    if missing:
+        raise ValueError(f"tokenizer lacks Qwen2.5-VL special tokens {missing}")
+    return ids
+
+
+def checkpoint_chat_template(checkpoint: str) -> str:
+    """The chat template a checkpoint folder ships (chat_template.json, .jinja or tokenizer_config.json)."""
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        path = os.path.join(checkpoint, name)
+        if os.path.exists(path):
+            template = json.load(open(path)).get("chat_template")
+            if template:
+                return template
+    path = os.path.join(checkpoint, "chat_template.jinja")
+    if os.path.exists(path):
+        return open(path).read()
+    return QWEN_VL_CHAT_TEMPLATE

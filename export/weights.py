@@ -1,0 +1,60 @@
+"""Model loading: seeded random weights for random presets, local safetensors checkpoints otherwise.
+
+Weights never come from the network: ``--checkpoint DIR``, else an offline look-up in the local
+Hugging Face cache. No remote code, no pickles (``use_safetensors=True``).
+"""
+from __future__ import annotations
+
+import glob
+import os
+
+from runtime.errors import DyTokError
+
+from .presets import Preset, random_config
+
+
+class CheckpointNotFound(DyTokError):
+    """No local weights for a real preset."""
+
+
+def hf_cache_dirs(hf_id: str) -> list[str]:
+    """Snapshot folders of ``hf_id`` in the local Hugging Face cache (HF_HUB_CACHE / HF_HOME)."""
+    home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
+    cache = os.environ.get("HF_HUB_CACHE", os.path.join(home, "hub"))
+    pattern = os.path.join(cache, "models--" + hf_id.replace("/", "--"), "snapshots", "*")
+    return sorted(glob.glob(pattern)), cache
+
+
+def resolve_checkpoint(preset: Preset, checkpoint: str | None) -> str:
+    """A local folder holding ``config.json`` and ``*.safetensors`` for ``preset``, or a clear exit."""
+    looked = []
+    if checkpoint:
+        looked.append(checkpoint)
+        if os.path.isfile(os.path.join(checkpoint, "config.json")) and glob.glob(os.path.join(checkpoint, "*.safetensors")):
+            return checkpoint
+    else:
+        snapshots, cache = hf_cache_dirs(preset.hf_id)
+        looked.append(f"{cache} (models--{preset.hf_id.replace('/', '--')})")
+        for snap in reversed(snapshots):
+            if glob.glob(os.path.join(snap, "*.safetensors")):
+                return snap
+    raise CheckpointNotFound(
+        f"no local weights for {preset.name} ({preset.hf_id}); looked in: {'; '.join(looked)}. "
+        f"Download the checkpoint on a machine with network access (e.g. `huggingface-cli download {preset.hf_id}`), "
+        f"then pass --checkpoint /path/to/folder (config.json + *.safetensors) or set HF_HOME to that cache.")
+
+
+def load_model(preset: Preset, tokenizer, special: dict[str, int], checkpoint: str | None = None, seed: int = 0):
+    """A ``Qwen2_5_VLForConditionalGeneration`` in fp32 eval mode."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    if preset.is_random:
+        torch.manual_seed(seed)
+        config = random_config(preset, tokenizer.get_vocab_size(), special)
+        config._attn_implementation = "eager"
+        return Qwen2_5_VLForConditionalGeneration(config).eval()
+    folder = resolve_checkpoint(preset, checkpoint)
+    return Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        folder, local_files_only=True, use_safetensors=True, trust_remote_code=False, dtype=torch.float32,
+        attn_implementation="eager").eval()

@@ -1,0 +1,4 @@
+"""Engines behind one small interface; backends import lazily."""
+from .base import Engine
+
+__all__ = ["Engine"]

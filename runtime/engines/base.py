@@ -1,0 +1,42 @@
+"""The engine interface every backend implements (ONNX Runtime, TensorRT, PyTorch eager).
+
+``run`` takes and returns NumPy arrays by name. Returned arrays belong to the caller: a backend
+that reuses buffers must copy before returning.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class Engine(ABC):
+    name: str = "engine"
+    last_latency_s: float = 0.0
+
+    @property
+    @abstractmethod
+    def input_names(self) -> list[str]: ...
+
+    @property
+    @abstractmethod
+    def output_names(self) -> list[str]: ...
+
+    @abstractmethod
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
+        out = self._run(feeds)
+        self.last_latency_s = time.perf_counter() - t0
+        return out
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,41 @@
+"""Export Qwen2.5-VL (primary + assistant) to an ONNX artifact folder.
+
+  python scripts/export.py --model tiny --out artifacts/tiny
+  python scripts/export.py --model qwen2.5-vl-7b --checkpoint /models/Qwen2.5-VL-7B-Instruct --out artifacts/7b
+"""
+import argparse
+import os
+import sys
+import time
+
+# Import from the repository, not from scripts/: this file itself is named export.py.
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny", help="preset: tiny, small, qwen2.5-vl-3b/7b/32b/72b")
+    ap.add_argument("--assistant", default="default", help="assistant preset for the keyframe prior, or 'none'")
+    ap.add_argument("--checkpoint", help="local folder with config.json + *.safetensors for --model")
+    ap.add_argument("--assistant-checkpoint", help="local folder for the assistant's weights")
+    ap.add_argument("--layers", default="last_third", help="assistant layers for the prior: none, last_third, k or a.bb")
+    ap.add_argument("--seed", type=int, default=0, help="seed of random-weight presets")
+    ap.add_argument("--out", required=True, help="artifact folder to write")
+    ap.add_argument("--skip-validate", action="store_true", help="skip the ONNX-vs-torch check at other shapes")
+    args = ap.parse_args()
+    from export.exporter import export_artifacts
+    from runtime.errors import DyTokError
+
+    t0 = time.perf_counter()
+    try:
+        out = export_artifacts(args.model, args.out, args.assistant, args.checkpoint, args.assistant_checkpoint,
+                               args.layers, args.seed, validate=not args.skip_validate)
+    except DyTokError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
