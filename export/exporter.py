@@ -3,6 +3,7 @@ a versioned manifest. Everything goes to a temporary folder that is renamed when
 graphs whose source key and file hashes match an existing export are reused, not re-exported."""
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -82,8 +83,18 @@ def _check_graph(path: str) -> None:
     os.remove(path + ".inferred")
 
 
+def _code_hash() -> str:
+    """Hash of the code that builds graphs and weights: a change to it invalidates reuse."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    files = sorted(glob.glob(os.path.join(here, "graphs", "*.py")) + [os.path.join(here, n) for n in ("weights.py", "presets.py", "specs.py")])
+    h = hashlib.sha256()
+    for path in files:
+        h.update(open(path, "rb").read())
+    return h.hexdigest()
+
+
 def _source_key(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps({**parts, "code": _code_hash()}, sort_keys=True).encode()).hexdigest()
 
 
 def _reuse(old: dict | None, role: str, key: str, old_folder: str, new_folder: str) -> dict | None:
@@ -177,7 +188,7 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
             log(f"{which}: {p.name}" + (f" from {ckpt}" if ckpt else f" (random weights, seed {seed})"))
             model = load_model(p, tokenizer, ids, ckpt, seed)
             consts = model_constants(model, layers and select_layers(layers, model.config.text_config.num_hidden_layers))
-            key_parts = {"preset": p.name, "seed": seed if p.is_random else None, "checkpoint": _checkpoint_key(ckpt),
+            key_parts = {"preset": repr(p), "seed": seed if p.is_random else None, "checkpoint": _checkpoint_key(ckpt),
                          "config": model.config.to_json_string(use_diff=False)}
             table = model.get_input_embeddings().weight.detach().float().numpy()
             emb_name = f"{which}_embeddings.npy"

@@ -18,6 +18,9 @@ class Preset:
     assistant: str | None  # default assistant preset for DyToK's keyframe prior
     vision: dict = field(default_factory=dict)  # Qwen2_5_VLVisionConfig overrides (random presets)
     text: dict = field(default_factory=dict)  # Qwen2_5_VLTextConfig overrides (random presets)
+    # Random weights give near-uniform attention, hence a flat keyframe prior; scaling the LLM's
+    # q/k projections makes a random assistant's attention (and so its budgets) uneven.
+    qk_scale: float = 1.0
 
     @property
     def is_random(self) -> bool:
@@ -41,10 +44,10 @@ _SMALL_TEXT = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24
 PRESETS: dict[str, Preset] = {
     "tiny": Preset("tiny", None, "tiny-assistant", _TINY_VISION, _TINY_TEXT),
     "tiny-assistant": Preset("tiny-assistant", None, None, _TINY_VISION,
-                             {**_TINY_TEXT, "num_hidden_layers": 3}),
+                             {**_TINY_TEXT, "num_hidden_layers": 3}, qk_scale=8.0),
     "small": Preset("small", None, "small-assistant", _SMALL_VISION, _SMALL_TEXT),
     "small-assistant": Preset("small-assistant", None, None, {**_SMALL_VISION, "depth": 4, "fullatt_block_indexes": [1, 3]},
-                              {**_SMALL_TEXT, "num_hidden_layers": 8}),
+                              {**_SMALL_TEXT, "num_hidden_layers": 8}, qk_scale=4.0),
     "qwen2.5-vl-3b": Preset("qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct", None),
     "qwen2.5-vl-7b": Preset("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct", "qwen2.5-vl-3b"),
     "qwen2.5-vl-32b": Preset("qwen2.5-vl-32b", "Qwen/Qwen2.5-VL-32B-Instruct", "qwen2.5-vl-3b"),

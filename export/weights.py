@@ -53,7 +53,12 @@ def load_model(preset: Preset, tokenizer, special: dict[str, int], checkpoint: s
         torch.manual_seed(seed)
         config = random_config(preset, tokenizer.get_vocab_size(), special)
         config._attn_implementation = "eager"
-        return Qwen2_5_VLForConditionalGeneration(config).eval()
+        model = Qwen2_5_VLForConditionalGeneration(config).eval()
+        with torch.no_grad():
+            for layer in model.model.language_model.layers:
+                layer.self_attn.q_proj.weight.mul_(preset.qk_scale)
+                layer.self_attn.k_proj.weight.mul_(preset.qk_scale)
+        return model
     folder = resolve_checkpoint(preset, checkpoint)
     return Qwen2_5_VLForConditionalGeneration.from_pretrained(
         folder, local_files_only=True, use_safetensors=True, trust_remote_code=False, dtype=torch.float32,

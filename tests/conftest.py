@@ -7,3 +7,19 @@ from runtime.video import write_test_video
 def video_path(tmp_path_factory):
     """A generated 48-frame 160x120 MP4 at 12 fps (4 s)."""
     return write_test_video(str(tmp_path_factory.mktemp("video") / "sample.mp4"))
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory):
+    """The tiny preset (primary + assistant) exported once for the whole session."""
+    pytest.importorskip("torch")
+    from export.exporter import export_artifacts
+    return export_artifacts("tiny", str(tmp_path_factory.mktemp("artifacts") / "tiny"), log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_artifacts):
+    """The transformers models behind the tiny artifacts (same seed)."""
+    from export.torch_engine import load_models
+    from runtime.manifest import load_manifest
+    return load_models(load_manifest(tiny_artifacts))

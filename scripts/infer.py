@@ -1,0 +1,68 @@
+"""Answer a question about a video from an artifact folder (torch-free, ONNX Runtime).
+
+  python scripts/infer.py --artifacts artifacts/tiny --video clip.mp4 --question "What happens?"
+
+Prints the answer on stdout and one timing line on stderr; bad input exits non-zero with a
+one-line error.
+"""
+import argparse
+import os
+import sys
+
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+
+
+def main() -> int:
+    from runtime.pipeline import METHODS, Options, load_pipeline
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--artifacts", required=True)
+    ap.add_argument("--video", required=True)
+    ap.add_argument("--question", required=True)
+    ap.add_argument("--method", default="visionzip", choices=METHODS)
+    ap.add_argument("--retention", type=float, default=0.25)
+    ap.add_argument("--budget", type=int, help="average tokens per temporal group (overrides --retention)")
+    ap.add_argument("--cap", type=int, help="max tokens per temporal group")
+    ap.add_argument("--frames", type=int, default=8, help="frames to sample uniformly (0: Qwen fps sampling)")
+    ap.add_argument("--fps", type=float, default=2.0)
+    ap.add_argument("--max-pixels", type=int)
+    ap.add_argument("--min-pixels", type=int)
+    ap.add_argument("--no-assistant", action="store_true", help="uniform budgets, no keyframe prior")
+    ap.add_argument("--assistant-frames", type=int)
+    ap.add_argument("--assistant-max-pixels", type=int)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--provider", action="append", help="ONNX Runtime provider: cpu, cuda, tensorrt (repeatable)")
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--stream", action="store_true", help="print tokens as they come")
+    args = ap.parse_args()
+
+    from runtime.errors import DyTokError
+
+    opts = Options(num_frames=args.frames or None, fps=args.fps, max_pixels=args.max_pixels, min_pixels=args.min_pixels,
+                   method=args.method, retention=args.retention, budget=args.budget, cap=args.cap,
+                   assistant=not args.no_assistant, assistant_num_frames=args.assistant_frames,
+                   assistant_max_pixels=args.assistant_max_pixels, max_new_tokens=args.max_new_tokens,
+                   temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    try:
+        pipe = load_pipeline(args.artifacts, tuple(args.provider or ["cpu"]), args.threads)
+        stream = (lambda s: print(s, end="", flush=True)) if args.stream else None
+        result = pipe.answer(args.video, args.question, opts, on_token=stream)
+    except DyTokError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("" if args.stream else result.text)
+    t = result.timings
+    tps = t["decode_tokens"] / t["decode"] if t["decode"] > 0 else float("nan")
+    kept, total = result.visual_tokens
+    print(f"timing: video {t['decode_video']:.3f}s preprocess {t['preprocess']:.3f}s assistant {t['assistant']:.3f}s "
+          f"vision {t['vision']:.3f}s compress {t['compress']:.3f}s prefill {t['prefill']:.3f}s "
+          f"decode {tps:.1f} tok/s end-to-end {t['end_to_end']:.3f}s | visual tokens {kept}/{total} ({args.method})",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

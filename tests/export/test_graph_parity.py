@@ -1,0 +1,99 @@
+"""Each exported graph (ONNX Runtime, CPU) against transformers' own PyTorch forward, at video
+shapes and sequence lengths other than those it was exported with, from ONE graph per role.
+
+Tolerance: 1e-4 max abs in fp32 (measured ~2e-7 for vision and LLM, ~1e-8 for the prior)."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from runtime.engines.ort import OrtEngine  # noqa: E402
+from runtime.manifest import load_manifest  # noqa: E402
+from runtime.vision_inputs import vision_feeds  # noqa: E402
+
+from tests.reference import prior_reference, vision_signals_reference  # noqa: E402
+
+ATOL = 1e-4
+GRIDS = [(1, 4, 4), (2, 8, 12), (3, 10, 6), (4, 14, 8)]
+
+
+def engine(folder, role):
+    return OrtEngine(load_manifest(folder).path(f"{role}.onnx"))
+
+
+@pytest.mark.parametrize("which", ["primary", "assistant"])
+def test_vision_graph_matches_transformers(tiny_artifacts, tiny_models, which):
+    model = tiny_models[which]
+    eng = engine(tiny_artifacts, f"{which}_vision")
+    rng = np.random.default_rng(0)
+    for grid in GRIDS:
+        pixels = rng.normal(size=(int(np.prod(grid)), 1176)).astype(np.float32)
+        out = eng.run({"pixel_values": pixels, **vision_feeds(grid)})
+        with torch.no_grad():
+            want = model.model.visual(torch.from_numpy(pixels), grid_thw=torch.tensor([grid])).pooler_output.numpy()
+        np.testing.assert_allclose(out["tokens"], want, atol=ATOL, err_msg=f"grid {grid}")
+        importance, metric = vision_signals_reference(model, pixels, grid)
+        np.testing.assert_allclose(out["importance"], importance, atol=ATOL, err_msg=f"importance, grid {grid}")
+        np.testing.assert_allclose(out["metric"], metric, atol=ATOL, err_msg=f"metric, grid {grid}")
+
+
+def test_llm_graph_prefill_and_decode_match_transformers(tiny_artifacts, tiny_models):
+    model = tiny_models["primary"]
+    m = load_manifest(tiny_artifacts).model("primary")
+    eng = engine(tiny_artifacts, "primary_llm")
+    rng = np.random.default_rng(1)
+    names = [f"past_{k}_{i}" for i in range(m["num_layers"]) for k in ("key", "value")]
+    for length in (3, 17, 40):
+        embeds = rng.normal(size=(1, length, m["hidden_size"])).astype(np.float32)
+        pos = np.sort(rng.integers(0, 60, size=(3, 1, length)), axis=-1)
+        empty = np.zeros((1, m["num_kv_heads"], 0, m["head_dim"]), np.float32)
+        out = eng.run({"inputs_embeds": embeds, "position_ids": pos, "attention_mask": np.ones((1, length), np.int64),
+                       **{n: empty for n in names}})
+        with torch.no_grad():
+            ref = model(inputs_embeds=torch.from_numpy(embeds), position_ids=torch.from_numpy(pos), use_cache=True)
+        np.testing.assert_allclose(out["logits"], ref.logits[:, -1].numpy(), atol=ATOL)
+        past = {n: out[n.replace("past", "present")] for n in names}
+        for step in range(3):  # decode steps continue the cache
+            e = rng.normal(size=(1, 1, m["hidden_size"])).astype(np.float32)
+            p = np.full((3, 1, 1), 70 + step)
+            total = length + step + 1
+            out = eng.run({"inputs_embeds": e, "position_ids": p, "attention_mask": np.ones((1, total), np.int64), **past})
+            with torch.no_grad():
+                ref = model(inputs_embeds=torch.from_numpy(e), position_ids=torch.from_numpy(p),
+                            past_key_values=ref.past_key_values, use_cache=True)
+            np.testing.assert_allclose(out["logits"], ref.logits[:, -1].numpy(), atol=ATOL)
+            past = {n: out[n.replace("past", "present")] for n in names}
+
+
+@pytest.mark.parametrize("sharpen", [1.0, 8.0])
+def test_prior_graph_matches_reference(tiny_artifacts, tiny_models, tmp_path, sharpen):
+    """Random weights give near-uniform attention, so the prior is also exported and checked from
+    a copy of the assistant with q/k weights scaled up (sharper, far from uniform attention)."""
+    manifest = load_manifest(tiny_artifacts)
+    consts = manifest.model("assistant")
+    layers = consts["prior_layers"]
+    model = tiny_models["assistant"]
+    rng = np.random.default_rng(2)
+    hidden = consts["hidden_size"]
+    path = manifest.path("assistant_prior.onnx")
+    if sharpen != 1.0:
+        import copy
+
+        from export import specs
+        from export.exporter import _example_prior, _export
+        from export.graphs.llm import KeyframePrior
+        model = copy.deepcopy(model)
+        for layer in model.model.language_model.layers:
+            layer.self_attn.q_proj.weight.data *= sharpen
+            layer.self_attn.k_proj.weight.data *= sharpen
+        path = str(tmp_path / "sharp_prior.onnx")
+        _export(KeyframePrior(model, layers).eval(), specs.prior_spec(hidden, len(layers)), _example_prior(consts), path)
+    eng = OrtEngine(path)
+    for length, start, n_vis in [(20, 4, 12), (57, 10, 40)]:
+        embeds = rng.normal(size=(1, length, hidden)).astype(np.float32)
+        pos = np.tile(np.arange(length), (3, 1, 1))
+        feeds = {"inputs_embeds": embeds, "position_ids": pos, "visual_index": np.arange(start, start + n_vis)}
+        got = eng.run(feeds)["attention"]
+        want = prior_reference(model, embeds, pos, start, n_vis, layers)
+        np.testing.assert_allclose(got, want, atol=ATOL)
+        if sharpen > 1:
+            assert want.max() > 3 / n_vis  # the sharpened case really is non-uniform

@@ -1,0 +1,114 @@
+"""PyTorch reference implementations written from the spec, on transformers' own modules.
+
+Independent of runtime/ and export/graphs/: they use transformers' rotary helpers, window
+indices and forward passes, and torch ops for the algorithms (spec §1.3, §1.4, §2.1, §2.2(c)).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as hf
+from transformers.vision_utils import get_vision_window_index
+
+
+@torch.no_grad()
+def vision_signals_reference(model, pixels: np.ndarray, grid) -> tuple[np.ndarray, np.ndarray]:
+    """VisionZip signals per merged token (raster order): attention received in the last
+    full-attention block within each temporal group (mean over heads and query rows, then over
+    the 2x2 unit), and that block's head-mean pre-RoPE keys averaged over the unit."""
+    visual = model.model.visual
+    block = visual.blocks[max(visual.config.fullatt_block_indexes)]
+    seen = {}
+
+    def grab(module, args, kwargs):
+        seen.update(h=args[0] if args else kwargs["hidden_states"], cu=kwargs["cu_seqlens"], pe=kwargs["position_embeddings"])
+
+    handle = block.attn.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        visual(torch.from_numpy(pixels), grid_thw=torch.tensor([grid]))
+    finally:
+        handle.remove()
+    h, cu, (cos, sin) = seen["h"], seen["cu"].tolist(), seen["pe"]
+    n = h.shape[0]
+    q, k, _ = block.attn.qkv(h).reshape(n, 3, visual.config.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+    q_rot, k_rot = hf.apply_rotary_pos_emb_vision(q, k, cos, sin)
+    received = torch.zeros(n)
+    for a, b in zip(cu[:-1], cu[1:]):
+        probs = torch.softmax(torch.einsum("qhd,khd->hqk", q_rot[a:b], k_rot[a:b]) * block.attn.scaling, dim=-1)
+        received[a:b] = probs.mean(dim=(0, 1))
+    unit = visual.spatial_merge_unit
+    window_index, _ = get_vision_window_index(torch.tensor([grid]), visual.spatial_merge_size, visual.window_size,
+                                              visual.patch_size)
+    raster = torch.argsort(window_index)
+    importance = received.reshape(-1, unit).mean(1)[raster]
+    metric = k.mean(1).reshape(-1, unit, k.shape[-1]).mean(1)[raster]
+    return importance.numpy(), metric.numpy()
+
+
+@torch.no_grad()
+def prior_reference(model, embeds: np.ndarray, pos: np.ndarray, start: int, n_vis: int, layers) -> np.ndarray:
+    """Spec §1.3: per selected layer, the last token's post-RoPE query against the visual keys,
+    softmax over the visual keys only, mean over heads. -> [len(layers), n_vis]"""
+    text = model.model.language_model
+    x = torch.from_numpy(embeds)
+    position_ids = torch.from_numpy(pos)
+    states = text(inputs_embeds=x, position_ids=position_ids, output_hidden_states=True).hidden_states
+    cos, sin = text.rotary_emb(x, position_ids)
+    rows = []
+    for layer_idx in layers:
+        layer = text.layers[layer_idx]
+        attn = layer.self_attn
+        h = layer.input_layernorm(states[layer_idx])
+        q = attn.q_proj(h).view(1, -1, attn.num_heads, attn.head_dim).transpose(1, 2)
+        k = attn.k_proj(h).view(1, -1, attn.num_key_value_heads, attn.head_dim).transpose(1, 2)
+        q, k = hf.apply_rotary_pos_emb(q, k, cos, sin)
+        k = hf.repeat_kv(k, attn.num_key_value_groups)[:, :, start:start + n_vis]
+        logits = torch.matmul(q[:, :, -1:], k.transpose(-1, -2))[0, :, 0] * attn.scaling  # (H, V)
+        rows.append(torch.softmax(logits.float(), dim=-1).mean(0))
+    return torch.stack(rows).numpy()
+
+
+def allocate_reference(w: torch.Tensor, budget: int, cap: int) -> torch.Tensor:
+    """Spec §1.4 in torch, line by line."""
+    total = budget * len(w)
+    x = w.float() * total
+    a = torch.floor(x).long()
+    remainder = x - torch.floor(x)
+    left = int(total - a.sum())
+    if left > 0:
+        a[torch.argsort(-remainder, stable=True)[:left]] += 1
+    a = torch.clamp(a, max=cap)
+    excess = total - int(a.sum())
+    while excess > 0:
+        for f in torch.argsort(-w, stable=True).tolist():
+            if a[f] >= cap:
+                continue
+            excess -= 1
+            if excess < 0:
+                break
+            a[f] += 1
+    return a
+
+
+def visionzip_reference(tokens: torch.Tensor, s: torch.Tensor, m: torch.Tensor, d: int, c: int):
+    """Spec §2.1 in torch. Returns (vectors, source index) in spec order."""
+    dom = torch.sort(torch.argsort(-s, stable=True)[:d]).values
+    if c == 0:
+        return tokens[dom], dom
+    keep = torch.ones(len(s), dtype=torch.bool)
+    keep[dom] = False
+    remaining = torch.nonzero(keep)[:, 0]
+    unit = torch.nn.functional.normalize(m[remaining].float(), dim=1)
+    step = max(1, len(remaining) // c)
+    targets = torch.arange(c) * step
+    is_target = torch.zeros(len(remaining), dtype=torch.bool)
+    is_target[targets] = True
+    others = torch.nonzero(~is_target)[:, 0]
+    assign = torch.argmax(unit[others] @ unit[targets].T, dim=1)
+    merged = []
+    for j, t in enumerate(targets.tolist()):
+        members = others[assign == j]
+        extra = tokens[remaining[members]].mean(0) if len(members) else torch.zeros(tokens.shape[1])
+        merged.append(tokens[remaining[t]] + extra)
+    out = torch.cat([tokens[dom], torch.stack(merged)])
+    return out, torch.cat([dom, remaining[targets]])
