@@ -8,8 +8,11 @@ import math
 import os
 from dataclasses import dataclass
 
-import cv2
-import numpy as np
+# FFmpeg's own log lines (e.g. "moov atom not found") would add to our one-line errors.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 from .errors import VideoError
 

@@ -112,3 +112,71 @@ def visionzip_reference(tokens: torch.Tensor, s: torch.Tensor, m: torch.Tensor, 
         merged.append(tokens[remaining[t]] + extra)
     out = torch.cat([tokens[dom], torch.stack(merged)])
     return out, torch.cat([dom, remaining[targets]])
+
+
+@torch.no_grad()
+def dytok_visionzip_reference(models, prompt, clip, question, pcfg, retention, max_new_tokens, video_id):
+    """The whole DyToK + VisionZip path on transformers models with torch compression.
+    Shares only the preprocessing and the prompt ids with the runtime (both tested separately)."""
+    from runtime.preprocess import preprocess_video
+
+    def rope(model, ids, grid, seconds):
+        types = torch.tensor((ids == video_id).astype(np.int64) * 2)[None]
+        pos, _ = model.model.get_rope_index(torch.tensor(ids)[None], types, video_grid_thw=torch.tensor([grid]),
+                                             second_per_grid_ts=torch.tensor([seconds]))
+        return pos  # (3, 1, L)
+
+    patches = preprocess_video(clip.frames, pcfg)
+    grid = patches.grid_thw
+    seconds = 2 / clip.sampled_fps
+    pixels = torch.from_numpy(patches.pixel_values)
+    groups, n_vis = grid[0], grid[0] * grid[1] * grid[2] // 4
+    per = n_vis // groups
+    ids, start = prompt.input_ids(question, n_vis)
+
+    # Keyframe prior on the assistant (spec §1.3).
+    a = models["assistant"]
+    feats = a.model.visual(pixels, grid_thw=torch.tensor([grid])).pooler_output
+    emb = a.get_input_embeddings()(torch.tensor(ids))[None].clone()
+    emb[0, start:start + n_vis] = feats
+    layers = list(range(a.config.text_config.num_hidden_layers - a.config.text_config.num_hidden_layers // 3,
+                        a.config.text_config.num_hidden_layers))
+    attn = torch.from_numpy(prior_reference(a, emb.numpy(), rope(a, ids, grid, seconds).numpy(), start, n_vis, layers))
+    u = attn.reshape(len(layers), groups, per).mean(2).mean(0)
+    weights = u / u.sum()
+
+    # Budgets and VisionZip per group (spec §1.4, §2.1), kept in raster order.
+    budget = max(1, int(round(per * retention)))
+    alloc = allocate_reference(weights, budget, per)
+    p = models["primary"]
+    tokens = p.model.visual(pixels, grid_thw=torch.tensor([grid])).pooler_output
+    importance, metric = map(torch.from_numpy, vision_signals_reference(p, patches.pixel_values, grid))
+    kept, src = [], []
+    for g in range(groups):
+        sl = slice(g * per, (g + 1) * per)
+        d = 6 * int(alloc[g]) // 7
+        out, s = visionzip_reference(tokens[sl], importance[sl], metric[sl], d, int(alloc[g]) - d)
+        order = torch.argsort(s)
+        kept.append(out[order])
+        src.append(s[order] + g * per)
+    kept, src = torch.cat(kept), torch.cat(src)
+
+    # Prefill the pruned prompt at original positions, then decode from the original max + 1.
+    keep = torch.cat([torch.arange(start), start + src, torch.arange(start + n_vis, len(ids))])
+    emb = p.get_input_embeddings()(torch.tensor(ids)[keep])[None].clone()
+    emb[0, start:start + len(src)] = kept
+    full_pos = rope(p, ids, grid, seconds)
+    out = p(inputs_embeds=emb, position_ids=full_pos[:, :, keep], use_cache=True)
+    nxt = int(full_pos.max()) + 1
+    tokens_out = []
+    eos = set(p.config.text_config.eos_token_id if isinstance(p.config.text_config.eos_token_id, list)
+              else [p.config.text_config.eos_token_id])
+    for step in range(max_new_tokens):
+        tok = int(out.logits[0, -1].argmax())
+        tokens_out.append(tok)
+        if tok in eos:
+            break
+        e = p.get_input_embeddings()(torch.tensor([[tok]]))
+        out = p(inputs_embeds=e, position_ids=torch.full((3, 1, 1), nxt + step), past_key_values=out.past_key_values,
+                use_cache=True)
+    return tokens_out, alloc.numpy()

@@ -1,0 +1,88 @@
+"""End to end on the tiny preset: the ONNX Runtime pipeline against transformers.
+
+- compression off: greedy tokens identical to transformers ``generate``;
+- DyToK + VisionZip: tokens and budgets identical to a PyTorch reference pipeline written
+  from the spec (tests/reference.py), at two retention ratios;
+- the same pipeline on the PyTorch engine backend gives the same tokens as on ONNX Runtime.
+"""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from runtime.pipeline import Options, load_pipeline  # noqa: E402
+from runtime.video import sample_video  # noqa: E402
+
+from tests.reference import dytok_visionzip_reference  # noqa: E402
+
+QUESTION = "What happens in the video?"
+SMALL = dict(min_pixels=16 * 784, max_pixels=64 * 784, max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_artifacts):
+    return load_pipeline(tiny_artifacts)
+
+
+@pytest.fixture(scope="module")
+def clip(video_path):
+    return sample_video(video_path, num_frames=16)
+
+
+def test_no_compression_matches_generate(pipe, clip, tiny_models):
+    opts = Options(method="none", **SMALL)
+    result = pipe.answer(clip, QUESTION, opts)
+    patches = __import__("runtime.preprocess", fromlist=["x"]).preprocess_video(
+        clip.frames, pipe.preprocess_config("primary", opts.max_pixels, opts.min_pixels))
+    t, h, w = patches.grid_thw
+    ids, _ = pipe.prompt.input_ids(QUESTION, t * h * w // 4)
+    video = pipe.m.tokens["video"]
+    model = tiny_models["primary"]
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=torch.tensor(ids)[None], attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            pixel_values_videos=torch.from_numpy(patches.pixel_values), video_grid_thw=torch.tensor([patches.grid_thw]),
+            second_per_grid_ts=torch.tensor([2 / clip.sampled_fps]),
+            mm_token_type_ids=torch.tensor((ids == video).astype(np.int64) * 2)[None],
+            max_new_tokens=opts.max_new_tokens, do_sample=False)
+    want = out[0, len(ids):].tolist()
+    assert result.token_ids == want
+    assert result.visual_tokens == (t * h * w // 4, t * h * w // 4)
+
+
+@pytest.mark.parametrize("retention", [0.25, 0.5])
+def test_dytok_visionzip_matches_reference_pipeline(pipe, clip, tiny_models, retention):
+    opts = Options(method="visionzip", retention=retention, **SMALL)
+    result = pipe.answer(clip, QUESTION, opts)
+    want_tokens, want_budgets = dytok_visionzip_reference(
+        tiny_models, pipe.prompt, clip, QUESTION, pipe.preprocess_config("primary", opts.max_pixels, opts.min_pixels),
+        retention, opts.max_new_tokens, pipe.m.tokens["video"])
+    np.testing.assert_array_equal(result.budgets, want_budgets)
+    assert len(set(result.budgets.tolist())) > 1  # the prior really moved tokens between groups
+    assert result.token_ids == want_tokens
+    kept, total = result.visual_tokens
+    assert kept == result.budgets.sum() and total == 8 * 24
+
+
+def test_torch_backend_matches_onnxruntime(pipe, clip, tiny_models):
+    from export.torch_engine import torch_pipeline
+    tp = torch_pipeline(pipe.m, tiny_models)
+    for method in ("visionzip", "dyntok", "uniform", "dycoke"):
+        opts = Options(method=method, **SMALL)
+        a, b = pipe.answer(clip, QUESTION, opts), tp.answer(clip, QUESTION, opts)
+        assert a.token_ids == b.token_ids, method
+        np.testing.assert_array_equal(a.kept_source, b.kept_source)
+
+
+def test_sampling_is_seeded_and_streams(pipe, clip):
+    opts = Options(temperature=0.8, top_p=0.9, seed=3, **SMALL)
+    pieces = []
+    a = pipe.answer(clip, QUESTION, opts, on_token=pieces.append)
+    b = pipe.answer(clip, QUESTION, opts)
+    assert a.token_ids == b.token_ids and len(pieces) == len(a.token_ids)
+
+
+def test_assistant_off_and_reduced_assistant(pipe, clip):
+    off = pipe.answer(clip, QUESTION, Options(assistant=False, **SMALL))
+    assert off.frame_weights is None and len(set(off.budgets.tolist())) == 1
+    reduced = pipe.answer(clip, QUESTION, Options(assistant_num_frames=8, assistant_max_pixels=16 * 784, **SMALL))
+    assert reduced.budgets.sum() == off.budgets.sum() and len(reduced.frame_weights) == 8
