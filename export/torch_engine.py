@@ -23,14 +23,6 @@ class TorchEngine(Engine):
         self._inputs, self._outputs = inputs, outputs
         self.name = f"torch[{device}]"
 
-    @property
-    def input_names(self) -> list[str]:
-        return self._inputs
-
-    @property
-    def output_names(self) -> list[str]:
-        return self._outputs
-
     @torch.no_grad()
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = self.module(*[torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self._inputs])

@@ -12,16 +12,19 @@ import numpy as np
 
 
 class Engine(ABC):
+    """Subclasses set ``_inputs`` and ``_outputs`` (tensor names, in graph order) and ``_run``."""
     name: str = "engine"
     last_latency_s: float = 0.0
+    _inputs: list[str]
+    _outputs: list[str]
 
     @property
-    @abstractmethod
-    def input_names(self) -> list[str]: ...
+    def input_names(self) -> list[str]:
+        return self._inputs
 
     @property
-    @abstractmethod
-    def output_names(self) -> list[str]: ...
+    def output_names(self) -> list[str]:
+        return self._outputs
 
     @abstractmethod
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
