@@ -39,6 +39,8 @@ def model_constants(model, prior_layers: list[int] | None = None) -> dict:
         "patch_size": vision.patch_size, "temporal_patch_size": vision.temporal_patch_size,
         "window_size": vision.window_size, "vision_key_dim": vision.hidden_size // vision.num_heads,
         "fullatt_block_indexes": list(vision.fullatt_block_indexes),
+        "intermediate_size": text.intermediate_size, "vision_hidden_size": vision.hidden_size,
+        "vision_intermediate_size": vision.intermediate_size, "vision_depth": vision.depth,
     }
     if prior_layers is not None:
         out["prior_layers"] = prior_layers

@@ -44,6 +44,7 @@ class Options:
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     seed: int = 0
+    ignore_eos: bool = False  # benchmarks: always decode max_new_tokens
 
 
 @dataclass
@@ -165,7 +166,7 @@ class Pipeline:
             out_ids.append(token)
             if on_token:
                 on_token(self.prompt.decode([token]))
-            if token in self.prompt.eos_ids:
+            if token in self.prompt.eos_ids and not opts.ignore_eos:
                 break
             past_len = feeds["attention_mask"].shape[1]
             feeds = {"inputs_embeds": _embed(self.tables["primary"], np.array([token]))[None],

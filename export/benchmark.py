@@ -1,0 +1,258 @@
+"""Side-by-side latency of PyTorch eager and the compiled runtime on one model and video, in one
+process: per-stage medians after warm-up, peak memory, FLOPs floor, projections. Not a test."""
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from runtime import flops as F
+from runtime.manifest import load_manifest
+from runtime.pipeline import Options, Pipeline, load_pipeline
+from runtime.positions import mrope_positions
+from runtime.preprocess import preprocess_video
+from runtime.video import sample_video
+
+STAGES = ("decode_video", "preprocess", "assistant", "vision", "compress", "prefill", "decode")
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    backend: str  # eager | runtime
+    method: str
+    retention: float
+    assistant: bool
+    assistant_reduced: bool = False  # half the frames, a quarter of the pixels for the prior
+
+
+def default_configs() -> list[Config]:
+    return [
+        Config("eager full", "eager", "none", 1.0, False),
+        Config("eager DyToK+VisionZip 25%", "eager", "visionzip", 0.25, True),
+        Config("runtime full", "runtime", "none", 1.0, False),
+        Config("runtime DyToK+VisionZip 50%", "runtime", "visionzip", 0.5, True),
+        Config("runtime DyToK+VisionZip 25%", "runtime", "visionzip", 0.25, True),
+        Config("runtime DyToK+VisionZip 10%", "runtime", "visionzip", 0.1, True),
+        Config("runtime DyToK+uniform 25%", "runtime", "uniform", 0.25, True),
+        Config("runtime DyToK+DyCoke 25%", "runtime", "dycoke", 0.25, True),
+        Config("runtime DyToK+DynTok 25%", "runtime", "dyntok", 0.25, True),
+        Config("runtime DyToK+VisionZip 25%, assistant reduced", "runtime", "visionzip", 0.25, True, True),
+        Config("runtime VisionZip 25%, no assistant", "runtime", "visionzip", 0.25, False),
+    ]
+
+
+class TransformersFull:
+    """The eager full-token baseline on transformers' own model: visual, then prefill and a cached
+    decode loop with ``model(...)``; same video, preprocessing and prompt as the pipeline."""
+
+    def __init__(self, model, pipe: Pipeline):
+        self.model, self.pipe = model, pipe
+
+    def answer(self, clip, question: str, opts: Options):
+        import torch
+
+        t = {}
+        t0 = time.perf_counter()
+        patches = preprocess_video(clip.frames, self.pipe.preprocess_config("primary", opts.max_pixels, opts.min_pixels))
+        ids, pos, start, n_vis = self.pipe.sequence("primary", question, patches, 2 / clip.sampled_fps)
+        t["decode_video"], t["preprocess"], t["assistant"], t["compress"] = 0.0, time.perf_counter() - t0, 0.0, 0.0
+        m = self.model
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            feats = m.model.visual(torch.from_numpy(patches.pixel_values), grid_thw=torch.tensor([patches.grid_thw])).pooler_output
+            t["vision"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            emb = m.get_input_embeddings()(torch.from_numpy(ids))[None].clone()
+            emb[0, start:start + n_vis] = feats
+            out = m(inputs_embeds=emb, position_ids=torch.from_numpy(pos)[:, None], use_cache=True)
+            t["prefill"] = time.perf_counter() - t0
+            nxt = int(pos.max()) + 1
+            t0 = time.perf_counter()
+            for step in range(opts.max_new_tokens - 1):
+                tok = out.logits[0, -1].argmax().view(1, 1)
+                out = m(inputs_embeds=m.get_input_embeddings()(tok), position_ids=torch.full((3, 1, 1), nxt + step),
+                        past_key_values=out.past_key_values, use_cache=True)
+            t["decode"] = time.perf_counter() - t0
+        t["decode_tokens"] = opts.max_new_tokens - 1
+        t["end_to_end"] = sum(t[s] for s in STAGES)
+        return t, (n_vis, n_vis), len(ids)
+
+
+def stage_flops(manifest, timings_kind: str, grid, kept: int, prompt_len: int, n_vis: int, opts: Options,
+                assistant_grid=None, assistant_len=0) -> dict:
+    pm = manifest.model("primary")
+    out = {"vision": F.vision_flops(pm, grid),
+           "prefill": F.llm_flops(pm, prompt_len - n_vis + kept),
+           "decode": F.decode_flops(pm, prompt_len - n_vis + kept, opts.max_new_tokens - 1)}
+    if assistant_grid is not None and manifest.has_assistant:
+        am = manifest.model("assistant")
+        out["assistant"] = F.vision_flops(am, assistant_grid) + F.prior_flops(am, assistant_len)
+    return out
+
+
+def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, runs: int = 3, warmup: int = 1,
+                  max_new_tokens: int = 16, max_pixels: int | None = None, min_pixels: int | None = None,
+                  threads: int | None = None, device: str = "cpu", configs: list[Config] | None = None,
+                  log=print) -> dict:
+    import torch
+
+    from .torch_engine import load_models, torch_pipeline
+
+    if threads:
+        torch.set_num_threads(threads)
+    manifest = load_manifest(artifacts)
+    providers = ("cuda",) if device == "cuda" else ("cpu",)
+    runtime = load_pipeline(artifacts, providers, threads)
+    models = load_models(manifest)
+    eager = torch_pipeline(manifest, models, device)
+    hf_full = TransformersFull(models["primary"].to(device), runtime)
+    clip = sample_video(video, num_frames=frames)
+    base = Options(num_frames=frames, max_pixels=max_pixels, min_pixels=min_pixels, max_new_tokens=max_new_tokens,
+                   ignore_eos=True)
+    results = []
+    for cfg in configs or default_configs():
+        opts = replace(base, method=cfg.method, retention=cfg.retention, assistant=cfg.assistant,
+                       assistant_num_frames=frames // 2 if cfg.assistant_reduced else None,
+                       assistant_max_pixels=(max_pixels or manifest.data["preprocess"]["max_pixels"]) // 4
+                       if cfg.assistant_reduced else None)
+        samples = []
+        for i in range(warmup + runs):
+            if cfg.backend == "eager" and cfg.method == "none":
+                t, visual, prompt_len = hf_full.answer(clip, question, opts)
+                grid = preprocess_video(clip.frames[:2], runtime.preprocess_config("primary", max_pixels, min_pixels)).grid_thw
+                grid = (frames // 2 if frames % 2 == 0 else frames // 2 + 1, grid[1], grid[2])
+            else:
+                r = (eager if cfg.backend == "eager" else runtime).answer(clip, question, opts)
+                t, visual, grid = dict(r.timings), r.visual_tokens, r.grid_thw
+                prompt_len = None
+            if i >= warmup:
+                samples.append(t)
+        med = {s: float(np.median([x[s] for x in samples])) for s in (*STAGES, "end_to_end")}
+        med["ttft"] = sum(med[s] for s in STAGES if s != "decode")
+        med["decode_tokens_per_s"] = float(np.median([x["decode_tokens"] / x["decode"] for x in samples]))
+        kept, total = visual
+        ids, _ = runtime.prompt.input_ids(question, total)
+        a_grid, a_len = None, 0
+        if cfg.assistant and cfg.method != "none":
+            a_frames = clip.frames[: frames // 2] if cfg.assistant_reduced else clip.frames
+            a_cfg = runtime.preprocess_config("assistant", opts.assistant_max_pixels, min_pixels)
+            a_grid = preprocess_video(a_frames[:2], a_cfg).grid_thw
+            a_grid = ((len(a_frames) + 1) // 2, a_grid[1], a_grid[2])
+            a_len = len(ids) - total + a_grid[0] * a_grid[1] * a_grid[2] // 4
+        flops = stage_flops(manifest, cfg.backend, grid, kept, len(ids), total, opts, a_grid, a_len)
+        row = {**asdict(cfg), "visual_tokens": kept, "visual_tokens_total": total, "ttft_s": med["ttft"],
+               "e2e_s": med["end_to_end"], "decode_tokens_per_s": med["decode_tokens_per_s"],
+               "stages_s": {s: med[s] for s in STAGES}, "flops": flops, "samples": samples,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        results.append(row)
+        log(f"  {cfg.name}: e2e {med['end_to_end']:.3f}s, ttft {med['ttft']:.3f}s, {kept}/{total} visual tokens")
+    best = max(f / row["stages_s"][s] for row in results for s, f in row["flops"].items()
+               if s in ("vision", "prefill", "assistant") and row["stages_s"][s] > 0)
+    for row in results:
+        floor = sum(row["flops"].values()) / best
+        row["floor_s"] = floor
+        row["over_floor"] = row["e2e_s"] / floor
+    return {"machine": machine_info(), "model": manifest.data["preset"], "assistant": manifest.data.get("assistant_preset"),
+            "frames": frames, "runs": runs, "warmup": warmup, "max_new_tokens": max_new_tokens,
+            "best_throughput_flops_per_s": best, "model_config": manifest.data["models"], "configs": results}
+
+
+def machine_info() -> dict:
+    import onnxruntime
+    import torch
+    import transformers
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": __import__("os").cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__,
+            "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def markdown_table(report: dict) -> str:
+    rows = report["configs"]
+    base = next((r for r in rows if r["backend"] == "eager" and r["method"] == "none"), rows[0])
+    lines = ["| configuration | visual tokens | TTFT s | end-to-end s | speed-up vs eager full | decode tok/s | assistant s | vision s | prefill s | time / FLOPs floor |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s = r["stages_s"]
+        lines.append(f"| {r['name']} | {r['visual_tokens']}/{r['visual_tokens_total']} | {r['ttft_s']:.3f} | {r['e2e_s']:.3f} | "
+                     f"{base['e2e_s'] / r['e2e_s']:.2f}x | {r['decode_tokens_per_s']:.1f} | {s['assistant']:.3f} | "
+                     f"{s['vision']:.3f} | {s['prefill']:.3f} | {r['over_floor']:.2f} |")
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["configs"]
+    fig, ax = plt.subplots(figsize=(11, 0.5 * len(rows) + 1.5))
+    left = np.zeros(len(rows))
+    for stage in STAGES:
+        vals = np.array([r["stages_s"][stage] for r in rows])
+        ax.barh(range(len(rows)), vals, left=left, label=stage)
+        left += vals
+    ax.set_yticks(range(len(rows)), [r["name"] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds (median per stage)")
+    ax.set_title(f"{report['model']} on {report['machine']['processor']}, {report['frames']} frames, "
+                 f"{report['max_new_tokens']} new tokens")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# Public constants of the real checkpoints (config.json of Qwen2.5-VL-7B/3B-Instruct).
+_VIT = dict(vision_hidden_size=1280, vision_intermediate_size=3420, vision_depth=32, fullatt_block_indexes=[7, 15, 23, 31],
+            patch_size=14, temporal_patch_size=2, merge_size=2, window_size=112)
+REAL = {
+    "7b": dict(_VIT, hidden_size=3584, num_layers=28, num_heads=28, num_kv_heads=4, head_dim=128, intermediate_size=18944,
+               vocab_size=152064),
+    "3b": dict(_VIT, hidden_size=2048, num_layers=36, num_heads=16, num_kv_heads=2, head_dim=128, intermediate_size=11008,
+               vocab_size=151936, prior_layers=list(range(24, 36))),
+}
+
+
+def project_7b(report: dict, frames: int = 32, side: int = 448, text_tokens: int = 40, new_tokens: int = 64) -> str:
+    """FLOPs-based PROJECTION for Qwen2.5-VL-7B with a 3B assistant, using the best measured
+    throughput per stage kind of the runtime rows. Not a measurement."""
+    rows = [r for r in report["configs"] if r["backend"] == "runtime"]
+    rate = {}
+    for kind in ("vision", "prefill", "decode", "assistant"):
+        vals = [r["flops"][kind] / r["stages_s"][kind] for r in rows if kind in r["flops"] and r["stages_s"][kind] > 0]
+        rate[kind] = max(vals) if vals else report["best_throughput_flops_per_s"]
+    g = side // 14
+    grid = (frames // 2, g, g)
+    total = grid[0] * g * g // 4
+    pm, am = REAL["7b"], REAL["3b"]
+    scenarios = [("full tokens", 1.0, None), ("DyToK 25%, assistant full resolution", 0.25, (grid, total)),
+                 ("DyToK 25%, assistant 1/4 pixels, half frames", 0.25, ((grid[0] // 2, g // 2, g // 2), total // 8)),
+                 ("VisionZip 25%, no assistant", 0.25, None)]
+    lines = [f"PROJECTION (FLOPs / measured runtime throughput; not measured): Qwen2.5-VL-7B + 3B assistant, "
+             f"{frames} frames at {side}x{side} ({total} visual tokens), {new_tokens} new tokens",
+             "| scenario | assistant s | vision s | prefill s | decode s | total s |", "|---|---|---|---|---|---|"]
+    for name, r, assist in scenarios:
+        kept = int(total * r)
+        a = 0.0
+        if assist:
+            a_grid, a_vis = assist
+            a = (F.vision_flops(am, a_grid) + F.prior_flops(am, a_vis + text_tokens)) / rate["assistant"]
+        v = F.vision_flops(pm, grid) / rate["vision"]
+        p = F.llm_flops(pm, kept + text_tokens) / rate["prefill"]
+        d = F.decode_flops(pm, kept + text_tokens, new_tokens) / rate["decode"]
+        lines.append(f"| {name} | {a:.1f} | {v:.1f} | {p:.1f} | {d:.1f} | {a + v + p + d:.1f} |")
+    return "\n".join(lines)
+
+
+def write_json(report: dict, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)

@@ -1,0 +1,70 @@
+"""Latency of the compiled runtime against PyTorch eager, side by side in one process.
+
+  python scripts/benchmark.py --model small --frames 16 --runs 3 --json bench.json --plot bench.png
+
+Exports the preset first if --artifacts has none. Prints a Markdown table (ratios against eager
+full tokens first), and with --project 7b a FLOPs-based projection for the real 7B/3B pair.
+"""
+import argparse
+import os
+import sys
+
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="small")
+    ap.add_argument("--checkpoint")
+    ap.add_argument("--artifacts", help="artifact folder (default artifacts/<model>; exported if missing)")
+    ap.add_argument("--video", help="default: a generated sample")
+    ap.add_argument("--question", default="What happens in the video?")
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--max-pixels", type=int, default=192 * 28 * 28)
+    ap.add_argument("--min-pixels", type=int, default=16 * 28 * 28)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--json")
+    ap.add_argument("--plot")
+    ap.add_argument("--project", choices=["7b"])
+    args = ap.parse_args()
+
+    from export import benchmark as B
+    from export.exporter import export_artifacts
+    from runtime.errors import DyTokError
+    from runtime.video import write_test_video
+
+    try:
+        folder = args.artifacts or os.path.join("artifacts", args.model)
+        if not os.path.isfile(os.path.join(folder, "manifest.json")):
+            export_artifacts(args.model, folder, checkpoint=args.checkpoint, validate=False)
+        video = args.video
+        if not video:
+            os.makedirs("out", exist_ok=True)
+            video = write_test_video(os.path.join("out", "bench.mp4"), num_frames=96, size=(448, 336), fps=24.0)
+        report = B.run_benchmark(folder, video, args.question, args.frames, args.runs, args.warmup, args.max_new_tokens,
+                                 args.max_pixels, args.min_pixels, args.threads, args.device,
+                                 log=lambda s: print(s, file=sys.stderr))
+    except DyTokError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    m = report["machine"]
+    print(f"{report['model']} (+{report['assistant']}), {args.frames} frames, {args.max_new_tokens} new tokens, "
+          f"medians of {args.runs} runs after {args.warmup} warm-up | {m['processor']} x{m['cpu_count']}, "
+          f"torch {m['torch']} ({m['torch_threads']} threads), onnxruntime {m['onnxruntime']}, transformers {m['transformers']}")
+    print(B.markdown_table(report))
+    if args.project:
+        print()
+        print(B.project_7b(report))
+    if args.json:
+        B.write_json(report, args.json)
+    if args.plot:
+        B.plot(report, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
