@@ -39,7 +39,7 @@ _SMALL_VISION = dict(depth=8, hidden_size=640, intermediate_size=1708, num_heads
                      temporal_patch_size=2, tokens_per_second=2, hidden_act="silu")
 _SMALL_TEXT = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                    num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6,
-                   rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]})
+                   rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [8, 12, 12]})
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset("tiny", None, "tiny-assistant", _TINY_VISION, _TINY_TEXT),
@@ -69,6 +69,11 @@ def random_config(preset: Preset, vocab_size: int, special_ids: dict[str, int]):
     ids = dict(bos_token_id=special_ids["<|endoftext|>"], eos_token_id=special_ids["<|im_end|>"],
                pad_token_id=special_ids["<|endoftext|>"])
     text = dict(preset.text, vocab_size=vocab_size, **ids)
+    head_dim = text["hidden_size"] // text["num_attention_heads"]
+    sections = text["rope_parameters"]["mrope_section"]
+    if 2 * sum(sections) != head_dim:
+        raise DyTokError(f"preset {preset.name}: M-RoPE sections {sections} sum to {sum(sections)}, "
+                         f"but head_dim {head_dim} needs {head_dim // 2}")
     return Qwen2_5_VLConfig(
         vision_config=dict(preset.vision), text_config=text, vocab_size=vocab_size,
         image_token_id=special_ids["<|image_pad|>"], video_token_id=special_ids["<|video_pad|>"],

@@ -37,6 +37,7 @@ def main() -> int:
     ap.add_argument("--provider", action="append", help="ONNX Runtime provider: cpu, cuda, tensorrt (repeatable)")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--stream", action="store_true", help="print tokens as they come")
+    ap.add_argument("--visualize", metavar="PNG", help="write a contact sheet of frames, weights, budgets and kept tokens")
     args = ap.parse_args()
 
     from runtime.errors import DyTokError
@@ -50,6 +51,9 @@ def main() -> int:
         pipe = load_pipeline(args.artifacts, tuple(args.provider or ["cpu"]), args.threads)
         stream = (lambda s: print(s, end="", flush=True)) if args.stream else None
         result = pipe.answer(args.video, args.question, opts, on_token=stream)
+        if args.visualize:
+            from runtime.visualize import write_contact_sheet
+            write_contact_sheet(args.visualize, result)
     except DyTokError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

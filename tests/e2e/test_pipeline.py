@@ -86,3 +86,16 @@ def test_assistant_off_and_reduced_assistant(pipe, clip):
     assert off.frame_weights is None and len(set(off.budgets.tolist())) == 1
     reduced = pipe.answer(clip, QUESTION, Options(assistant_num_frames=8, assistant_max_pixels=16 * 784, **SMALL))
     assert reduced.budgets.sum() == off.budgets.sum() and len(reduced.frame_weights) == 8
+
+
+def test_contact_sheet_written_with_expected_size(pipe, clip, tmp_path):
+    import cv2
+
+    from runtime.visualize import LABEL_H, write_contact_sheet
+    result = pipe.answer(clip, QUESTION, Options(**SMALL))
+    path = write_contact_sheet(str(tmp_path / "sheet.png"), result, tile_width=200, columns=4)
+    image = cv2.imread(path)
+    tile_h = round(200 * clip.frames.shape[1] / clip.frames.shape[2])
+    assert image.shape == (4 * (tile_h + LABEL_H), 800, 3)  # 16 frames, 4 columns
+    green = (image[..., 1] > 150) & (image[..., 0] < 80) & (image[..., 2] < 80)
+    assert green.sum() > 0  # dominant-token outlines are drawn

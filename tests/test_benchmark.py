@@ -1,0 +1,43 @@
+"""The benchmark code runs on the tiny preset (one run, no timing assertions): the report has
+every configuration with its medians, a FLOPs floor, and the plot and projection render."""
+import json
+import os
+
+import pytest
+
+pytest.importorskip("torch")
+from export import benchmark as B  # noqa: E402
+from runtime import flops as F  # noqa: E402
+
+
+def test_benchmark_report_on_tiny(tiny_artifacts, video_path, tmp_path):
+    report = B.run_benchmark(tiny_artifacts, video_path, "What moves?", frames=8, runs=1, warmup=0, max_new_tokens=3,
+                             max_pixels=64 * 784, min_pixels=16 * 784, log=lambda *_: None)
+    names = [c["name"] for c in report["configs"]]
+    assert names == [c.name for c in B.default_configs()]
+    for row in report["configs"]:
+        for key in ("name", "backend", "method", "retention", "assistant", "ttft_s", "e2e_s", "decode_tokens_per_s"):
+            assert key in row
+        assert row["backend"] in ("eager", "runtime") and row["e2e_s"] > 0 and row["floor_s"] > 0
+        assert len(row["samples"]) == 1
+        if row["method"] == "none":
+            assert row["visual_tokens"] == row["visual_tokens_total"]
+        else:
+            assert row["visual_tokens"] < row["visual_tokens_total"]
+    B.write_json(report, str(tmp_path / "r.json"))
+    assert json.load(open(tmp_path / "r.json"))["machine"]["torch"]
+    B.plot(report, str(tmp_path / "r.png"))
+    assert os.path.getsize(tmp_path / "r.png") > 10_000
+    assert "PROJECTION" in B.project_7b(report) and "B.markdown_table" not in B.markdown_table(report)
+
+
+def test_flops_against_hand_counts():
+    m = dict(hidden_size=8, head_dim=2, num_heads=4, num_kv_heads=2, intermediate_size=16, num_layers=1, vocab_size=10)
+    # per layer, 3 new tokens, 2 cached: q,o 2*3*8*8*2 + k,v 2*3*8*4*2 = 768 + 384; scores+sum 4*4*2*(3*2+6) = 384;
+    # MLP 2*3*3*8*16 = 2304; head 2*8*10 = 160
+    assert F.llm_flops(m, 3, 2) == 768 + 384 + 384 + 2304 + 160
+    v = dict(vision_hidden_size=4, vision_intermediate_size=8, vision_depth=1, fullatt_block_indexes=[0], hidden_size=8,
+             patch_size=14, temporal_patch_size=2, merge_size=2, window_size=112)
+    n = 16  # grid (1, 4, 4): one group of 16 patches, full attention
+    want = 2 * n * 1176 * 4 + 2 * n * 4 * 16 + 4 * 4 * 16 ** 2 + 2 * n * 3 * 4 * 8 + 2 * 4 * 16 ** 2 + 2 * 4 * 16 * 8
+    assert F.vision_flops(v, (1, 4, 4)) == want
