@@ -103,19 +103,35 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
 
     from .torch_engine import load_models, torch_pipeline
 
+    from runtime.errors import EngineError
+
     if threads:
         torch.set_num_threads(threads)
     manifest = load_manifest(artifacts)
-    providers = ("cuda",) if device == "cuda" else ("cpu",)
-    runtime = load_pipeline(artifacts, providers, threads)
-    models = load_models(manifest)
-    eager = torch_pipeline(manifest, models, device)
-    hf_full = TransformersFull(models["primary"].to(device), runtime)
+    skipped: dict[str, str] = {}  # backend -> why its rows did not run
+    runtime = eager = hf_full = None
+    try:
+        runtime = load_pipeline(artifacts, ("cuda",) if device == "cuda" else ("cpu",), threads)
+    except EngineError as e:
+        skipped["runtime"] = str(e)
+    if device == "cuda" and not torch.cuda.is_available():
+        skipped["eager"] = "torch sees no CUDA device"
+    else:
+        models = load_models(manifest)
+        eager = torch_pipeline(manifest, models, device)
+        hf_full = TransformersFull(models["primary"].to(device), runtime or eager)
+    host = runtime or eager
+    if host is None:
+        raise EngineError(f"no backend can run: {skipped}")
     clip = sample_video(video, num_frames=frames)
     base = Options(num_frames=frames, max_pixels=max_pixels, min_pixels=min_pixels, max_new_tokens=max_new_tokens,
                    ignore_eos=True)
     results = []
     for cfg in configs or default_configs():
+        if cfg.backend in skipped:
+            results.append({**asdict(cfg), "skipped": skipped[cfg.backend]})
+            log(f"  {cfg.name}: skipped ({skipped[cfg.backend]})")
+            continue
         opts = replace(base, method=cfg.method, retention=cfg.retention, assistant=cfg.assistant,
                        assistant_num_frames=frames // 2 if cfg.assistant_reduced else None,
                        assistant_max_pixels=(max_pixels or manifest.data["preprocess"]["max_pixels"]) // 4
@@ -124,7 +140,7 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
         for i in range(warmup + runs):
             if cfg.backend == "eager" and cfg.method == "none":
                 t, visual, prompt_len = hf_full.answer(clip, question, opts)
-                grid = preprocess_video(clip.frames[:2], runtime.preprocess_config("primary", max_pixels, min_pixels)).grid_thw
+                grid = preprocess_video(clip.frames[:2], host.preprocess_config("primary", max_pixels, min_pixels)).grid_thw
                 grid = (frames // 2 if frames % 2 == 0 else frames // 2 + 1, grid[1], grid[2])
             else:
                 r = (eager if cfg.backend == "eager" else runtime).answer(clip, question, opts)
@@ -136,11 +152,11 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
         med["ttft"] = sum(med[s] for s in STAGES if s != "decode")
         med["decode_tokens_per_s"] = float(np.median([x["decode_tokens"] / x["decode"] for x in samples]))
         kept, total = visual
-        ids, _ = runtime.prompt.input_ids(question, total)
+        ids, _ = host.prompt.input_ids(question, total)
         a_grid, a_len = None, 0
         if cfg.assistant and cfg.method != "none":
             a_frames = clip.frames[: frames // 2] if cfg.assistant_reduced else clip.frames
-            a_cfg = runtime.preprocess_config("assistant", opts.assistant_max_pixels, min_pixels)
+            a_cfg = host.preprocess_config("assistant", opts.assistant_max_pixels, min_pixels)
             a_grid = preprocess_video(a_frames[:2], a_cfg).grid_thw
             a_grid = ((len(a_frames) + 1) // 2, a_grid[1], a_grid[2])
             a_len = len(ids) - total + a_grid[0] * a_grid[1] * a_grid[2] // 4
@@ -151,9 +167,10 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         results.append(row)
         log(f"  {cfg.name}: e2e {med['end_to_end']:.3f}s, ttft {med['ttft']:.3f}s, {kept}/{total} visual tokens")
-    best = max(f / row["stages_s"][s] for row in results for s, f in row["flops"].items()
+    measured = [row for row in results if "skipped" not in row]
+    best = max(f / row["stages_s"][s] for row in measured for s, f in row["flops"].items()
                if s in ("vision", "prefill", "assistant") and row["stages_s"][s] > 0)
-    for row in results:
+    for row in measured:
         floor = sum(row["flops"].values()) / best
         row["floor_s"] = floor
         row["over_floor"] = row["e2e_s"] / floor
@@ -177,10 +194,14 @@ def machine_info() -> dict:
 
 def markdown_table(report: dict) -> str:
     rows = report["configs"]
-    base = next((r for r in rows if r["backend"] == "eager" and r["method"] == "none"), rows[0])
+    measured = [r for r in rows if "skipped" not in r]
+    base = next((r for r in measured if r["backend"] == "eager" and r["method"] == "none"), measured[0])
     lines = ["| configuration | visual tokens | TTFT s | end-to-end s | speed-up vs eager full | decode tok/s | assistant s | vision s | prefill s | time / FLOPs floor |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['name']} | skipped: {r['skipped']} |" + " |" * 8)
+            continue
         s = r["stages_s"]
         lines.append(f"| {r['name']} | {r['visual_tokens']}/{r['visual_tokens_total']} | {r['ttft_s']:.3f} | {r['e2e_s']:.3f} | "
                      f"{base['e2e_s'] / r['e2e_s']:.2f}x | {r['decode_tokens_per_s']:.1f} | {s['assistant']:.3f} | "
@@ -193,7 +214,7 @@ def plot(report: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = report["configs"]
+    rows = [r for r in report["configs"] if "skipped" not in r]
     fig, ax = plt.subplots(figsize=(11, 0.5 * len(rows) + 1.5))
     left = np.zeros(len(rows))
     for stage in STAGES:
@@ -225,7 +246,7 @@ REAL = {
 def project_7b(report: dict, frames: int = 32, side: int = 448, text_tokens: int = 40, new_tokens: int = 64) -> str:
     """FLOPs-based PROJECTION for Qwen2.5-VL-7B with a 3B assistant, using the best measured
     throughput per stage kind of the runtime rows. Not a measurement."""
-    rows = [r for r in report["configs"] if r["backend"] == "runtime"]
+    rows = [r for r in report["configs"] if r["backend"] == "runtime" and "skipped" not in r]
     rate = {}
     for kind in ("vision", "prefill", "decode", "assistant"):
         vals = [r["flops"][kind] / r["stages_s"][kind] for r in rows if kind in r["flops"] and r["stages_s"][kind] > 0]

@@ -41,3 +41,24 @@ def test_flops_against_hand_counts():
     n = 16  # grid (1, 4, 4): one group of 16 patches, full attention
     want = 2 * n * 1176 * 4 + 2 * n * 4 * 16 + 4 * 4 * 16 ** 2 + 2 * n * 3 * 4 * 8 + 2 * 4 * 16 ** 2 + 2 * 4 * 16 * 8
     assert F.vision_flops(v, (1, 4, 4)) == want
+
+
+def test_missing_backends_are_reported_not_crashed(tiny_artifacts, video_path):
+    """On a machine without CUDA, --device cuda leaves no backend: each reason is named."""
+    import torch
+
+    from runtime.errors import EngineError
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(EngineError) as err:
+        B.run_benchmark(tiny_artifacts, video_path, "q", frames=4, runs=1, warmup=0, device="cuda", log=lambda *_: None)
+    assert "CUDAExecutionProvider" in str(err.value) and "no CUDA device" in str(err.value)
+
+
+def test_skipped_rows_render():
+    report = {"configs": [{"name": "a", "backend": "eager", "method": "none", "skipped": "no GPU"},
+                          {"name": "b", "backend": "runtime", "method": "none", "e2e_s": 1.0, "ttft_s": 0.5,
+                           "decode_tokens_per_s": 3.0, "visual_tokens": 4, "visual_tokens_total": 4, "over_floor": 1.2,
+                           "stages_s": {s: 0.1 for s in B.STAGES}}]}
+    table = B.markdown_table(report)
+    assert "| a | skipped: no GPU |" in table and "| b | 4/4 |" in table
