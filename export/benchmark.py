@@ -3,6 +3,7 @@ process: per-stage medians after warm-up, peak memory, FLOPs floor, projections.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import time
@@ -14,7 +15,7 @@ from runtime import flops as F
 from runtime.manifest import load_manifest
 from runtime.pipeline import Options, Pipeline, load_pipeline
 from runtime.positions import mrope_positions
-from runtime.preprocess import preprocess_video
+from runtime.preprocess import plan_grid, preprocess_video
 from runtime.video import sample_video
 
 STAGES = ("decode_video", "preprocess", "assistant", "vision", "compress", "prefill", "decode")
@@ -80,7 +81,7 @@ class TransformersFull:
             t["decode"] = time.perf_counter() - t0
         t["decode_tokens"] = opts.max_new_tokens - 1
         t["end_to_end"] = sum(t[s] for s in STAGES)
-        return t, (n_vis, n_vis), len(ids)
+        return t, (n_vis, n_vis), patches.grid_thw
 
 
 def stage_flops(manifest, timings_kind: str, grid, kept: int, prompt_len: int, n_vis: int, opts: Options,
@@ -139,13 +140,10 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
         samples = []
         for i in range(warmup + runs):
             if cfg.backend == "eager" and cfg.method == "none":
-                t, visual, prompt_len = hf_full.answer(clip, question, opts)
-                grid = preprocess_video(clip.frames[:2], host.preprocess_config("primary", max_pixels, min_pixels)).grid_thw
-                grid = (frames // 2 if frames % 2 == 0 else frames // 2 + 1, grid[1], grid[2])
+                t, visual, grid = hf_full.answer(clip, question, opts)
             else:
                 r = (eager if cfg.backend == "eager" else runtime).answer(clip, question, opts)
                 t, visual, grid = dict(r.timings), r.visual_tokens, r.grid_thw
-                prompt_len = None
             if i >= warmup:
                 samples.append(t)
         med = {s: float(np.median([x[s] for x in samples])) for s in (*STAGES, "end_to_end")}
@@ -157,8 +155,7 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
         if cfg.assistant and cfg.method != "none":
             a_frames = clip.frames[: frames // 2] if cfg.assistant_reduced else clip.frames
             a_cfg = host.preprocess_config("assistant", opts.assistant_max_pixels, min_pixels)
-            a_grid = preprocess_video(a_frames[:2], a_cfg).grid_thw
-            a_grid = ((len(a_frames) + 1) // 2, a_grid[1], a_grid[2])
+            a_grid = plan_grid(a_frames.shape[1], a_frames.shape[2], len(a_frames), a_cfg)
             a_len = len(ids) - total + a_grid[0] * a_grid[1] * a_grid[2] // 4
         flops = stage_flops(manifest, cfg.backend, grid, kept, len(ids), total, opts, a_grid, a_len)
         row = {**asdict(cfg), "visual_tokens": kept, "visual_tokens_total": total, "ttft_s": med["ttft"],
@@ -184,7 +181,7 @@ def machine_info() -> dict:
     import torch
     import transformers
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": __import__("os").cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__,
             "torch_threads": torch.get_num_threads()}
     if torch.cuda.is_available():

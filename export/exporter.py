@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import numpy as np
 
 from runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, sha256_file
 from runtime.preprocess import PreprocessConfig
+from runtime.specs_kv import kv_input_names
 from runtime.vision_inputs import vision_feeds
 
 from . import specs
@@ -64,7 +66,7 @@ def _export(module, spec: specs.GraphSpec, example: dict, path: str) -> None:
         return {i: dims.setdefault(d, Dim(d)) for i, d in enumerate(t.shape) if isinstance(d, str)}
     names = [t.name for t in spec.inputs]
     args = tuple(torch.from_numpy(example[n]) for n in names)
-    sig = list(__import__("inspect").signature(module.forward).parameters)
+    sig = list(inspect.signature(module.forward).parameters)
     if sig[-1] == "past":  # varargs past key/values: nested dynamic shapes
         fixed = len(sig) - 1
         shapes = {sig[i]: dyn(spec.inputs[i]) for i in range(fixed)}
@@ -257,7 +259,7 @@ def _example_llm(c: dict) -> dict:
     feeds = {"inputs_embeds": rng.normal(size=(1, seq, c["hidden_size"])).astype(np.float32),
              "position_ids": np.tile(np.arange(past, past + seq), (3, 1, 1)).astype(np.int64),
              "attention_mask": np.ones((1, past + seq), np.int64)}
-    for name in specs.kv_names(c["num_layers"], "past"):
+    for name in kv_input_names(c["num_layers"], "past"):
         feeds[name] = rng.normal(size=(1, c["num_kv_heads"], past, c["head_dim"])).astype(np.float32)
     return feeds
 

@@ -47,13 +47,9 @@ def vision_spec(role: str, patch_dim: int, out_dim: int, key_dim: int) -> GraphS
     ))
 
 
-def kv_names(num_layers: int, prefix: str) -> list[str]:
-    return kv_input_names(num_layers, prefix)
-
-
 def llm_spec(hidden: int, num_layers: int, kv_heads: int, head_dim: int, vocab: int) -> GraphSpec:
-    past = tuple(Tensor(n, "float32", (1, kv_heads, "past_len", head_dim)) for n in kv_names(num_layers, "past"))
-    present = tuple(Tensor(n, "float32", (1, kv_heads, "total_len", head_dim)) for n in kv_names(num_layers, "present"))
+    past = tuple(Tensor(n, "float32", (1, kv_heads, "past_len", head_dim)) for n in kv_input_names(num_layers, "past"))
+    present = tuple(Tensor(n, "float32", (1, kv_heads, "total_len", head_dim)) for n in kv_input_names(num_layers, "present"))
     return GraphSpec("primary_llm", (
         Tensor("inputs_embeds", "float32", (1, "seq_len", hidden)),
         Tensor("position_ids", "int64", (3, 1, "seq_len")),

@@ -213,9 +213,12 @@ class Pipeline:
         cap = opts.cap if opts.cap is not None else per_group
         if cap > per_group:
             raise BudgetError(f"cap {cap} exceeds the {per_group} tokens of a temporal group")
-        budgets = C.allocate_budgets(weights, budget, cap) if weights is not None else C.uniform_budgets(groups, min(budget, cap))
         if opts.method == "none":
             budgets = C.uniform_budgets(groups, per_group)
+        elif weights is not None:
+            budgets = C.allocate_budgets(weights, budget, cap)
+        else:
+            budgets = C.uniform_budgets(groups, min(budget, cap))
         kept_tokens, source, dominant = self.compress(vision, groups, budgets, opts, patches.grid_thw[2] // 2)
         order = np.argsort(source, kind="stable")  # original order, so positions stay monotone per axis
         kept_tokens, source, dominant = kept_tokens[order], source[order], dominant[order]

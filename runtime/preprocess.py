@@ -87,6 +87,12 @@ def plan_size(height: int, width: int, num_frames: int, cfg: PreprocessConfig) -
     return smart_resize(height, width, cfg.factor, cfg.min_pixels, frame_max_pixels(num_frames, cfg))
 
 
+def plan_grid(height: int, width: int, num_frames: int, cfg: PreprocessConfig) -> tuple[int, int, int]:
+    """Patch grid (t, h, w) that ``preprocess_video`` gives ``num_frames`` frames of ``height x width``."""
+    h, w = plan_size(height, width, num_frames, cfg)
+    return -(-num_frames // cfg.temporal_patch_size), h // cfg.patch_size, w // cfg.patch_size
+
+
 def _bicubic(x: np.ndarray) -> np.ndarray:
     a = -0.5
     x = np.abs(x)

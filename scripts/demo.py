@@ -3,6 +3,7 @@
 DyToK + VisionZip on ONNX Runtime. Re-running reuses the unchanged graphs."""
 import argparse
 import os
+from dataclasses import replace
 import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
@@ -29,7 +30,7 @@ def main() -> int:
     print(f"2. video {video}")
     pipe = load_pipeline(args.artifacts)
     opts = Options(num_frames=16, retention=args.retention, min_pixels=16 * 784, max_pixels=64 * 784, max_new_tokens=16)
-    full = pipe.answer(video, args.question, Options(**{**opts.__dict__, "method": "none"}))
+    full = pipe.answer(video, args.question, replace(opts, method="none"))
     result = pipe.answer(video, args.question, opts)
     kept, total = result.visual_tokens
     print(f"3. question: {args.question!r} (random weights: the words are noise, the mechanics are real)")

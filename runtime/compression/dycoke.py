@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BudgetError, ShapeError
+from ..positions import kept_sequence_indices
 
 
 def _cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -68,5 +69,4 @@ def kv_keep(beta: np.ndarray, beta_prev: np.ndarray | None, vision_start: int, s
         return None
     n_kv = int(n_vis * (1 - prune_ratio))
     top = np.argsort(-beta, kind="stable")[:n_kv]
-    return np.concatenate([np.arange(vision_start), vision_start + np.sort(top),
-                           np.arange(vision_start + n_vis, seq_len)]).astype(np.int64)
+    return kept_sequence_indices(seq_len, vision_start, n_vis, top)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BudgetError, ShapeError
+from ..positions import kept_sequence_indices
 
 
 def fastv_keep_count(num_visual: int, drop_ratio: float) -> int:
@@ -25,8 +26,7 @@ def fastv_keep(attention: np.ndarray, vision_start: int, num_visual: int, drop_r
         raise ShapeError(f"visual span [{vision_start}, {vision_start + num_visual}) is outside {n} tokens")
     k = fastv_keep_count(num_visual, drop_ratio)
     top = np.argsort(-attention[vision_start:vision_start + num_visual], kind="stable")[:k]
-    return np.concatenate([np.arange(vision_start), vision_start + np.sort(top),
-                           np.arange(vision_start + num_visual, n)]).astype(np.int64)
+    return kept_sequence_indices(n, vision_start, num_visual, top)
 
 
 def fastv_keep_per_frame(attention: np.ndarray, vision_start: int, num_visual: int,
@@ -42,5 +42,4 @@ def fastv_keep_per_frame(attention: np.ndarray, vision_start: int, num_visual: i
         raise BudgetError(f"frame budgets must be within [0, {per}], got {budgets.tolist()}")
     span = attention[vision_start:vision_start + num_visual].reshape(len(budgets), per)
     local = [np.sort(np.argsort(-row, kind="stable")[:b]) + f * per for f, (row, b) in enumerate(zip(span, budgets))]
-    return np.concatenate([np.arange(vision_start), vision_start + np.concatenate(local),
-                           np.arange(vision_start + num_visual, len(attention))]).astype(np.int64)
+    return kept_sequence_indices(len(attention), vision_start, num_visual, np.concatenate(local))

@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from runtime.pipeline import Options, load_pipeline  # noqa: E402
+from runtime.preprocess import preprocess_video  # noqa: E402
 from runtime.video import sample_video  # noqa: E402
 
 from tests.reference import dytok_visionzip_reference  # noqa: E402
@@ -31,8 +32,7 @@ def clip(video_path):
 def test_no_compression_matches_generate(pipe, clip, tiny_models):
     opts = Options(method="none", **SMALL)
     result = pipe.answer(clip, QUESTION, opts)
-    patches = __import__("runtime.preprocess", fromlist=["x"]).preprocess_video(
-        clip.frames, pipe.preprocess_config("primary", opts.max_pixels, opts.min_pixels))
+    patches = preprocess_video(clip.frames, pipe.preprocess_config("primary", opts.max_pixels, opts.min_pixels))
     t, h, w = patches.grid_thw
     ids, _ = pipe.prompt.input_ids(QUESTION, t * h * w // 4)
     video = pipe.m.tokens["video"]

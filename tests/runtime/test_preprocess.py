@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from runtime.errors import PreprocessError
-from runtime.preprocess import (PreprocessConfig, frame_max_pixels, normalize, patchify, preprocess_video,
+from runtime.preprocess import (PreprocessConfig, frame_max_pixels, normalize, patchify, plan_grid, preprocess_video,
                                 resize_bicubic, smart_resize)
 
 transformers = pytest.importorskip("transformers")
@@ -44,7 +44,7 @@ def test_frames_match_transformers_pil_processor(h, w):
     ours = preprocess_video(frames, cfg)
     hf = Qwen2VLImageProcessorPil(min_pixels=cfg.min_pixels, max_pixels=frame_max_pixels(3, cfg))
     gt, gh, gw = ours.grid_thw
-    assert gt == 2
+    assert gt == 2 and plan_grid(h, w, 3, cfg) == ours.grid_thw  # sizes are planned before pixels move
     split = ours.pixel_values.reshape(gt, gh * gw, 3, 2, 14 * 14)  # (t, patch, C, tp, p*p)
     for f, (g, tp) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
         ref = hf(images=[frames[min(f, 2)]], return_tensors="np")
