@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[export,dev]"
+	$(PY) -m pip install -q -e ".[export,calibration,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -45,6 +45,7 @@ class Options:
     top_p: float = 1.0
     seed: int = 0
     ignore_eos: bool = False  # benchmarks: always decode max_new_tokens
+    vision_chunk: int | None = None  # temporal groups per vision call (bounds ViT memory); None: all
 
 
 @dataclass
@@ -76,17 +77,23 @@ class Pipeline:
 
     # ---- stages -------------------------------------------------------------------------
     def preprocess_config(self, which: str, max_pixels: int | None, min_pixels: int | None) -> PreprocessConfig:
-        p = self.m.data["preprocess"]
-        return PreprocessConfig(patch_size=p["patch_size"], temporal_patch_size=p["temporal_patch_size"],
-                                merge_size=p["merge_size"], min_pixels=min_pixels or p["min_pixels"],
-                                max_pixels=max_pixels or p["max_pixels"], image_mean=tuple(p["image_mean"]),
-                                image_std=tuple(p["image_std"]))
+        return PreprocessConfig.from_manifest(self.m.data["preprocess"], max_pixels, min_pixels)
 
-    def run_vision(self, which: str, patches: VideoPatches) -> dict[str, np.ndarray]:
+    def run_vision(self, which: str, patches: VideoPatches, chunk: int | None = None) -> dict[str, np.ndarray]:
+        """The vision graph over the video, ``chunk`` temporal groups per call. Exact: every
+        attention segment (window or full) lies inside one temporal group."""
         model = self.m.model(which)
         geo = VisionGeometry(model["patch_size"], model["merge_size"], model["window_size"])
-        feeds = {"pixel_values": patches.pixel_values, **vision_feeds(patches.grid_thw, geo)}
-        return self.engines[f"{which}_vision"].run(feeds)
+        t, h, w = patches.grid_thw
+        step = min(chunk or t, t)
+        parts = []
+        for g in range(0, t, step):
+            n = min(step, t - g)
+            feeds = {"pixel_values": patches.pixel_values[g * h * w:(g + n) * h * w], **vision_feeds((n, h, w), geo)}
+            parts.append(self.engines[f"{which}_vision"].run(feeds))
+        if len(parts) == 1:
+            return parts[0]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def sequence(self, which: str, question: str, patches: VideoPatches, seconds_per_group: float):
         """Full prompt ids, M-RoPE positions and the video span of one model."""
@@ -105,7 +112,7 @@ class Pipeline:
             pick = np.linspace(0, len(frames.frames) - 1, opts.assistant_num_frames).astype(int)
             clip = SampledFrames(frames.frames[pick], frames.indices[pick], frames.timestamps[pick], frames.fps)
         patches = preprocess_video(clip.frames, self.preprocess_config("assistant", opts.assistant_max_pixels, opts.min_pixels))
-        tokens = self.run_vision("assistant", patches)["tokens"]
+        tokens = self.run_vision("assistant", patches, opts.vision_chunk)["tokens"]
         ids, pos, start, n_vis = self.sequence("assistant", question, patches, 2 / clip.sampled_fps)
         embeds = _embed(self.tables["assistant"], ids)
         embeds[start:start + n_vis] = tokens
@@ -205,7 +212,7 @@ class Pipeline:
         timings["assistant"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        vision = self.run_vision("primary", patches)
+        vision = self.run_vision("primary", patches, opts.vision_chunk)
         timings["vision"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -249,10 +256,32 @@ def _pick(logits: np.ndarray, opts: Options, rng: np.random.Generator) -> int:
     return int(rng.choice(keep, p=p[keep] / p[keep].sum()))
 
 
-def load_pipeline(folder: str, providers=("cpu",), threads: int | None = None, verify_hashes: bool = True) -> Pipeline:
-    """An ONNX Runtime pipeline over an artifact folder."""
-    from .engines.ort import OrtEngine
+def load_pipeline(folder: str, providers=("cpu",), threads: int | None = None, verify_hashes: bool = True,
+                  profile_dir: str | None = None, backend: str = "onnxruntime", trt_cache: str | None = None,
+                  fp16: bool = False) -> Pipeline:
+    """A pipeline over an artifact folder.
+
+    backend "onnxruntime": ``providers`` cpu/cuda/tensorrt (the TensorRT EP gets explicit profiles
+    from the manifest, an engine cache in ``trt_cache`` and ``fp16``); ``profile_dir``: ORT
+    per-node traces. backend "tensorrt": native engines from scripts/build_engines.py.
+    """
+    import os
 
     manifest = load_manifest(folder, verify_hashes)
-    engines = {role: OrtEngine(manifest.path(entry["file"]), providers, threads) for role, entry in manifest.data["graphs"].items()}
+    if backend == "tensorrt":
+        from .engines.tensorrt import tensorrt_engines
+        return Pipeline(manifest, tensorrt_engines(manifest))
+    if backend != "onnxruntime":
+        raise ValueError(f"backend {backend!r}: expected onnxruntime or tensorrt")
+    from .engines.ort import OrtEngine, gpu_provider_options
+
+    profiles = {}
+    if "tensorrt" in providers:
+        from .engines.profiles import derive_profiles
+        profiles = derive_profiles(manifest)
+    engines = {}
+    for role, entry in manifest.data["graphs"].items():
+        options = gpu_provider_options(profiles.get(role), trt_cache, fp16) if profiles else None
+        engines[role] = OrtEngine(manifest.path(entry["file"]), providers, threads, options,
+                                  os.path.join(profile_dir, role) if profile_dir else None)
     return Pipeline(manifest, engines)

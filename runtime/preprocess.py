@@ -40,6 +40,14 @@ class PreprocessConfig:
     def factor(self) -> int:
         return self.patch_size * self.merge_size
 
+    @classmethod
+    def from_manifest(cls, section: dict, max_pixels: int | None = None, min_pixels: int | None = None) -> "PreprocessConfig":
+        """From a manifest's ``preprocess`` section; pixel bounds override the exported defaults."""
+        return cls(patch_size=section["patch_size"], temporal_patch_size=section["temporal_patch_size"],
+                   merge_size=section["merge_size"], min_pixels=min_pixels or section["min_pixels"],
+                   max_pixels=max_pixels or section["max_pixels"], image_mean=tuple(section["image_mean"]),
+                   image_std=tuple(section["image_std"]))
+
 
 @dataclass(frozen=True)
 class VideoPatches:

@@ -12,6 +12,17 @@ import sys
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 
 
+def print_profiles(pipe, top: int = 6) -> None:
+    from runtime.engines.ort_profile import op_time_shares
+
+    for role, engine in pipe.engines.items():
+        trace = engine.end_profiling()
+        ops = op_time_shares(trace)
+        total = sum(ms for _, ms, _ in ops)
+        shares = ", ".join(f"{op} {share:.0%}" for op, _, share in ops[:top])
+        print(f"[profile] {role}: {total / 1000:.2f} s in nodes: {shares} ({trace})", file=sys.stderr)
+
+
 def main() -> int:
     from runtime.pipeline import METHODS, Options, load_pipeline
 
@@ -31,12 +42,18 @@ def main() -> int:
     ap.add_argument("--assistant-frames", type=int)
     ap.add_argument("--assistant-max-pixels", type=int)
     ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--vision-chunk", type=int, help="temporal groups per vision-engine call (bounds memory on small devices)")
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--provider", action="append", help="ONNX Runtime provider: cpu, cuda, tensorrt (repeatable)")
+    ap.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"],
+                    help="tensorrt: native engines built by scripts/build_engines.py")
+    ap.add_argument("--trt-cache", help="engine cache folder for ONNX Runtime's TensorRT provider")
+    ap.add_argument("--fp16", action="store_true", help="fp16 in ONNX Runtime's TensorRT provider")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--stream", action="store_true", help="print tokens as they come")
+    ap.add_argument("--profile", metavar="DIR", help="ONNX Runtime per-node traces into DIR; prints the top operators per graph")
     ap.add_argument("--visualize", metavar="PNG", help="write a contact sheet of frames, weights, budgets and kept tokens")
     args = ap.parse_args()
 
@@ -46,14 +63,20 @@ def main() -> int:
                    method=args.method, retention=args.retention, budget=args.budget, cap=args.cap,
                    assistant=not args.no_assistant, assistant_num_frames=args.assistant_frames,
                    assistant_max_pixels=args.assistant_max_pixels, max_new_tokens=args.max_new_tokens,
-                   temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+                   temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                   vision_chunk=args.vision_chunk)
     try:
-        pipe = load_pipeline(args.artifacts, tuple(args.provider or ["cpu"]), args.threads)
+        if args.profile:
+            os.makedirs(args.profile, exist_ok=True)
+        pipe = load_pipeline(args.artifacts, tuple(args.provider or ["cpu"]), args.threads, profile_dir=args.profile,
+                             backend=args.backend, trt_cache=args.trt_cache, fp16=args.fp16)
         stream = (lambda s: print(s, end="", flush=True)) if args.stream else None
         result = pipe.answer(args.video, args.question, opts, on_token=stream)
         if args.visualize:
             from runtime.visualize import write_contact_sheet
             write_contact_sheet(args.visualize, result)
+        if args.profile:
+            print_profiles(pipe)
     except DyTokError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -30,15 +30,23 @@ def rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return norm.weight * (x.float() * torch.rsqrt(variance + norm.variance_epsilon)).to(x.dtype)
 
 
-def segment_attention(q, k, v, index, valid, inverse, want_received: bool = False):
-    """Attention inside segments. q, k, v [N, H, d]; index/valid [S, L]; inverse [N] into S*L.
-    Returns out [N, H, d] and, if asked, attention received per patch [N] (mean over heads and valid rows)."""
+def key_bias(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[S, L] validity -> additive score bias [S, 1, 1, L] (0 or the dtype's minimum).
+
+    Built once per graph call and shared by every block: a broadcast Add is far cheaper in ONNX
+    Runtime than a Where per block (the profile showed Where at 20-27% of the ViT's time)."""
+    return torch.zeros(valid.shape, dtype=dtype).masked_fill(~valid, torch.finfo(dtype).min)[:, None, None, :]
+
+
+def segment_attention(q, k, v, index, valid, bias, inverse, want_received: bool = False):
+    """Attention inside segments. q, k, v [N, H, d]; index/valid [S, L]; bias from ``key_bias``;
+    inverse [N] into S*L. Returns out [N, H, d] and, if asked, attention received per patch [N]
+    (mean over heads and valid rows)."""
     n, heads, dim = q.shape
     s, length = index.shape
     qs, ks, vs = (x[index.reshape(-1)].reshape(s, length, heads, dim).transpose(1, 2) for x in (q, k, v))  # (S, H, L, d)
     scores = torch.matmul(qs, ks.transpose(-1, -2)) * dim ** -0.5  # (S, H, L, L)
-    key_mask = valid[:, None, None, :]
-    scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+    scores = scores + bias
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     out = torch.matmul(probs, vs).transpose(1, 2).reshape(s * length, heads, dim)[inverse]
     if not want_received:
@@ -69,6 +77,7 @@ class VisionEncoder(nn.Module):
         freqs = torch.cat([freqs[:, 0], freqs[:, 1]], dim=-1)
         cos, sin = torch.cat([freqs, freqs], -1).cos()[:, None], torch.cat([freqs, freqs], -1).sin()[:, None]
         n = x.shape[0]
+        window_bias, full_bias = key_bias(window_valid, x.dtype), key_bias(full_valid, x.dtype)
         importance = metric = None
         for i, block in enumerate(vis.blocks):
             h = rms_norm(block.norm1, x)
@@ -77,7 +86,8 @@ class VisionEncoder(nn.Module):
             q_rot = (q.float() * cos + rotate_half(q.float()) * sin).to(q.dtype)
             k_rot = (k.float() * cos + rotate_half(k.float()) * sin).to(k.dtype)
             full = i in self.full_blocks
-            layout = (full_index, full_valid, full_inverse) if full else (window_index, window_valid, window_inverse)
+            layout = ((full_index, full_valid, full_bias, full_inverse) if full
+                      else (window_index, window_valid, window_bias, window_inverse))
             attn, received = segment_attention(q_rot, k_rot, v, *layout, want_received=i == self.last_full)
             if received is not None:
                 importance = received.reshape(-1, self.unit).mean(1)[unit_inverse]  # (N,) -> (units,)

@@ -23,13 +23,17 @@ def resolve_providers(requested: list[str] | tuple[str, ...]) -> list:
 
 
 class OrtEngine(Engine):
-    def __init__(self, path: str, providers=("cpu",), threads: int | None = None, provider_options: dict | None = None):
+    def __init__(self, path: str, providers=("cpu",), threads: int | None = None, provider_options: dict | None = None,
+                 profile_prefix: str | None = None):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
+        if profile_prefix:  # per-node timings as Chrome-trace JSON, written by end_profiling()
+            opts.enable_profiling = True
+            opts.profile_file_prefix = profile_prefix
         names = resolve_providers(providers)
         with_options = [(n, (provider_options or {}).get(n, {})) for n in names]
         try:
@@ -40,5 +44,32 @@ class OrtEngine(Engine):
         self._inputs = [i.name for i in self.session.get_inputs()]
         self._outputs = [o.name for o in self.session.get_outputs()]
 
+    def end_profiling(self) -> str:
+        """Stop profiling and return the trace file's path (see runtime.engines.ort_profile)."""
+        return self.session.end_profiling()
+
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._outputs, self.session.run(self._outputs, {n: feeds[n] for n in self._inputs})))
+
+
+def _shape_list(shapes: dict, which: int) -> str:
+    return ",".join(f"{name}:{'x'.join(str(d) for d in triple[which])}" for name, triple in shapes.items())
+
+
+def gpu_provider_options(profiles: dict[str, dict] | None, cache_dir: str | None, fp16: bool = False) -> dict:
+    """ORT options for the TensorRT and CUDA execution providers of one graph.
+
+    ``profiles`` (name -> input -> (min, opt, max), from ``profiles.derive_profiles``) become
+    explicit TensorRT profiles (ORT accepts one entry per input per profile); engines and timing
+    caches persist in ``cache_dir`` so a second session does not rebuild.
+    """
+    trt = {"trt_fp16_enable": fp16}
+    if cache_dir:
+        trt.update(trt_engine_cache_enable=True, trt_engine_cache_path=cache_dir,
+                   trt_timing_cache_enable=True, trt_timing_cache_path=cache_dir)
+    if profiles:
+        per = list(profiles.values())
+        trt.update(trt_profile_min_shapes=",".join(_shape_list(p, 0) for p in per),
+                   trt_profile_opt_shapes=",".join(_shape_list(p, 1) for p in per),
+                   trt_profile_max_shapes=",".join(_shape_list(p, 2) for p in per))
+    return {"TensorrtExecutionProvider": trt, "CUDAExecutionProvider": {"device_id": 0}}

@@ -99,3 +99,28 @@ def test_contact_sheet_written_with_expected_size(pipe, clip, tmp_path):
     assert image.shape == (4 * (tile_h + LABEL_H), 800, 3)  # 16 frames, 4 columns
     green = (image[..., 1] > 150) & (image[..., 0] < 80) & (image[..., 2] < 80)
     assert green.sum() > 0  # dominant-token outlines are drawn
+
+
+def test_vision_in_chunks_of_groups_is_exact(pipe, clip):
+    """Every attention segment lies inside one temporal group, so chunking cannot change the output."""
+    patches = preprocess_video(clip.frames, pipe.preprocess_config("primary", None, None))
+    assert patches.grid_thw[0] >= 3
+    whole = pipe.run_vision("primary", patches)
+    for chunk in (1, 2):
+        parts = pipe.run_vision("primary", patches, chunk)
+        for name in ("tokens", "importance", "metric"):
+            np.testing.assert_allclose(parts[name], whole[name], rtol=0, atol=1e-5)
+    a = pipe.answer(clip, QUESTION, Options(num_frames=len(clip.frames), max_new_tokens=4))
+    b = pipe.answer(clip, QUESTION, Options(num_frames=len(clip.frames), max_new_tokens=4, vision_chunk=1))
+    assert a.token_ids == b.token_ids and np.array_equal(a.budgets, b.budgets)
+
+
+def test_onnxruntime_profile_summary(tiny_artifacts, clip, tmp_path):
+    from runtime.engines.ort_profile import op_time_shares
+
+    profiled = load_pipeline(tiny_artifacts, profile_dir=str(tmp_path))
+    profiled.answer(clip, QUESTION, Options(num_frames=len(clip.frames), max_new_tokens=2))
+    shares = op_time_shares(profiled.engines["primary_llm"].end_profiling())
+    assert {"MatMul", "Softmax"} <= {op for op, _, _ in shares}
+    assert sum(s for _, _, s in shares) == pytest.approx(1.0)
+    assert [ms for _, ms, _ in shares] == sorted((ms for _, ms, _ in shares), reverse=True)

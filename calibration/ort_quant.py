@@ -1,0 +1,141 @@
+"""Quantize exported graphs with ONNX Runtime's quantizers (CPU), into a new artifact folder.
+
+- ``int8``: static QDQ, int8 activations (calibrated on the recorded feeds) and per-channel
+  int8 weights, for the MatMul/Gemm nodes. Runs on ORT CPU and is the explicit-quantization
+  form TensorRT consumes.
+- ``int4``: weight-only, block-wise (``MatMulNBits``, block 128, symmetric) for the LLM's
+  weight matmuls; activations stay fp32. ORT CPU/CUDA only (a contrib op, not for TensorRT).
+- ``fp8``: static QDQ in float8 e4m3 (opset 19+), for TensorRT on Ada/Hopper; ORT's CPU has no
+  fp8 MatMul, so it is built here and measured on the GPU.
+
+The output folder is a complete artifact folder: graphs replaced, tokenizer and embeddings
+hard-linked, the manifest's hashes updated and a ``quantization`` record added.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from runtime.errors import ManifestError
+from runtime.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_file
+
+from .dataset import CalibrationSet, common_shape_files
+
+MODES = ("int8", "int4", "fp8")
+DEFAULT_ROLES = {"int8": ("primary_vision", "primary_llm"), "int4": ("primary_llm",), "fp8": ("primary_vision", "primary_llm")}
+
+
+class FeedsReader:
+    """onnxruntime.quantization.CalibrationDataReader over one role's recorded feeds."""
+
+    def __init__(self, calib: CalibrationSet, role: str, input_names: list[str], one_shape: bool = False):
+        from onnxruntime.quantization import CalibrationDataReader  # noqa: F401  (the protocol this follows)
+
+        # ORT's fp8 (Distribution) calibrator stacks samples, so it needs them all of one shape
+        self.files = common_shape_files(calib, role)[0] if one_shape else calib.files(role, "calib")
+        if not self.files:
+            raise ManifestError(f"calibration set {calib.folder!r} has no samples for {role!r}")
+        self.names = input_names
+        self.position = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.position >= len(self.files):
+            return None
+        with np.load(self.files[self.position], allow_pickle=False) as z:
+            feeds = {n: z[n] for n in self.names}
+        self.position += 1
+        return feeds
+
+    def rewind(self) -> None:
+        self.position = 0
+
+
+def quantize_static_graph(src: str, dst: str, reader: FeedsReader, fp8: bool = False) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    kind = QuantType.QFLOAT8E4M3FN if fp8 else QuantType.QInt8
+    quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"],
+                    per_channel=not fp8, activation_type=kind, weight_type=kind, use_external_data_format=True,
+                    calibrate_method=CalibrationMethod.Distribution if fp8 else CalibrationMethod.MinMax,  # ORT: fp8 needs it
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                   "MatMulConstBOnly": True})  # activation x activation matmuls (attention) stay fp32
+
+
+def quantize_int4_graph(src: str, dst: str, block_size: int = 128) -> None:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4)
+    quantizer = MatMulNBitsQuantizer(onnx.load(src), block_size=block_size, is_symmetric=True, accuracy_level=4,
+                                     algo_config=config)
+    quantizer.process()
+    quantizer.model.save_model_to_file(dst, use_external_data_format=True)
+
+
+def quantize_artifacts(artifacts: str, out: str, mode: str, calibration: str | None = None,
+                       roles: tuple[str, ...] | None = None, block_size: int = 128, log=print) -> Manifest:
+    """Write ``out``: the artifact folder ``artifacts`` with ``roles`` quantized by ``mode``."""
+    if mode not in MODES:
+        raise ManifestError(f"quantization mode {mode!r}: expected one of {MODES}")
+    manifest = load_manifest(artifacts)
+    roles = roles or DEFAULT_ROLES[mode]
+    missing = [r for r in roles if r not in manifest.data["graphs"]]
+    if missing:
+        raise ManifestError(f"{artifacts}: no graphs {missing} to quantize")
+    if mode != "int4" and calibration is None:
+        raise ManifestError(f"{mode} needs a calibration set (scripts/calibrate.py collect)")
+    calib = CalibrationSet(calibration) if mode != "int4" else None
+    parent = os.path.dirname(os.path.abspath(out)) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}-", dir=parent)
+    try:
+        data = json.loads(json.dumps(manifest.data))
+        data.pop("engines", None)  # engines belong to the graphs they were built from
+        names = {data["tokenizer"]["file"], *(m["embeddings"]["file"] for m in data["models"].values())}
+        for role, entry in data["graphs"].items():
+            if role not in roles:
+                names.update(f for f in (entry["file"], entry.get("data_file")) if f)
+        for name in names:
+            _link(manifest.path(name), os.path.join(tmp, name))
+        for role in roles:
+            entry = data["graphs"][role]
+            src, dst = manifest.path(entry["file"]), os.path.join(tmp, entry["file"])
+            log(f"quantizing {role} ({mode})")
+            if mode == "int4":
+                quantize_int4_graph(src, dst, block_size)
+            else:
+                reader = FeedsReader(calib, role, [i["name"] for i in entry["inputs"]], one_shape=mode == "fp8")
+                quantize_static_graph(src, dst, reader, fp8=mode == "fp8")
+            entry["sha256"] = sha256_file(dst)
+            data_file = entry["file"] + ".data"
+            entry.pop("data_file", None), entry.pop("data_sha256", None)
+            if os.path.isfile(os.path.join(tmp, data_file)):
+                entry.update(data_file=data_file, data_sha256=sha256_file(os.path.join(tmp, data_file)))
+            entry["source_key"] = f"{entry.get('source_key', '')}+{mode}"
+        data["quantization"] = {"mode": mode, "roles": list(roles), "block_size": block_size if mode == "int4" else None,
+                                "calibration": os.path.abspath(calibration) if calibration else None,
+                                "from": os.path.abspath(artifacts)}
+        json.dump(data, open(os.path.join(tmp, MANIFEST_NAME), "w"), indent=1)
+        load_manifest(tmp)  # the new folder must validate before it replaces anything
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_manifest(out)
+
+
+def _link(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def graph_bytes(manifest: Manifest, role: str) -> int:
+    entry = manifest.graph(role)
+    return sum(os.path.getsize(manifest.path(f)) for f in (entry["file"], entry.get("data_file")) if f)

@@ -1,0 +1,70 @@
+"""Build TensorRT engines for an artifact folder (on the GPU that will run them).
+
+  python scripts/build_engines.py --artifacts artifacts/qwen2.5-vl-7b --precision fp16
+  python scripts/build_engines.py --artifacts DIR --lint          # CPU only: parser support check
+  python scripts/build_engines.py --artifacts DIR --show-profiles # CPU only: the derived profiles
+
+Profiles come from the manifest (--min/opt/max-frames, --max-pixels, --max-context narrow them
+for small devices). Engines go to DIR/engines/, and the manifest records TensorRT version, GPU,
+compute capability, profiles and precision; the runtime refuses engines that do not match.
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--artifacts", required=True)
+    ap.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "bf16", "fp8", "int8"])
+    ap.add_argument("--calibration", help="calibration set folder (int8; scripts/calibrate.py collect)")
+    ap.add_argument("--workspace-gb", type=float, default=4.0)
+    ap.add_argument("--opt-level", type=int, default=3, choices=range(6))
+    ap.add_argument("--graphs", help="comma-separated roles to build (default: all)")
+    ap.add_argument("--min-frames", type=int, default=2)
+    ap.add_argument("--opt-frames", type=int, default=16)
+    ap.add_argument("--max-frames", type=int, default=64)
+    ap.add_argument("--max-pixels", type=int, help="per frame (default: the manifest's)")
+    ap.add_argument("--max-context", type=int, help="LLM tokens (default: the model's context length)")
+    ap.add_argument("--trt-version", default="10.1", help="parser support table for --lint")
+    ap.add_argument("--lint", action="store_true", help="only check every node against TensorRT's ONNX parser")
+    ap.add_argument("--show-profiles", action="store_true", help="only print the derived profiles as JSON")
+    args = ap.parse_args()
+
+    from runtime.engines.profiles import ProfileLimits, derive_profiles
+    from runtime.errors import DyTokError
+    from runtime.manifest import load_manifest
+
+    try:
+        manifest = load_manifest(args.artifacts)
+        limits = ProfileLimits(min_frames=args.min_frames, opt_frames=args.opt_frames, max_frames=args.max_frames,
+                               max_pixels=args.max_pixels, max_context=args.max_context)
+        if args.show_profiles:
+            print(json.dumps(derive_profiles(manifest, limits), indent=1))
+            return 0
+        from runtime.engines.trt_lint import lint_artifacts
+
+        findings = [f for found in lint_artifacts(manifest, args.trt_version).values() for f in found]
+        for f in findings:
+            print(f"lint: {f}", file=sys.stderr)
+        if args.lint or findings:
+            print(f"{len(findings)} TensorRT {args.trt_version} parser problems in {len(manifest.data['graphs'])} graphs")
+            return 1 if findings else 0
+        from runtime.engines.trt_build import BuildOptions, build_engines
+
+        opts = BuildOptions(args.precision, args.workspace_gb, limits,
+                            tuple(args.graphs.split(",")) if args.graphs else None, args.calibration, args.opt_level)
+        records = build_engines(manifest, opts)
+    except DyTokError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for role, r in records.items():
+        print(f"{role}: {r['file']} ({r['precision']}, TensorRT {r['tensorrt']}, {r['gpu']} sm {r['compute_capability']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""TensorRT backend: record checks and precision rules on CPU; engines only with TensorRT and a GPU."""
+import importlib.util
+
+import numpy as np
+import pytest
+
+from runtime.engines.cuda_mem import GpuInfo
+from runtime.engines.tensorrt import check_engine_record
+from runtime.engines.trt_build import check_precision
+from runtime.errors import EngineError
+
+GRAPH = {"sha256": "abc"}
+ORIN = GpuInfo("Orin", "8.7", 16 << 30)
+RECORD = {"onnx_sha256": "abc", "tensorrt": "10.3.0", "gpu": "Orin", "compute_capability": "8.7"}
+
+
+def test_matching_record_is_accepted():
+    check_engine_record(RECORD, "primary_llm", GRAPH, "10.3.0", ORIN, "art")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"onnx_sha256": "other"}, "another export"),
+    ({"tensorrt": "10.1.0"}, "TensorRT 10.1.0, this is 10.3.0"),
+    ({"gpu": "NVIDIA H200", "compute_capability": "9.0"}, "built for NVIDIA H200"),
+])
+def test_mismatched_engine_says_to_rebuild(change, message):
+    with pytest.raises(EngineError, match=message) as e:
+        check_engine_record({**RECORD, **change}, "primary_llm", GRAPH, "10.3.0", ORIN, "art")
+    assert "scripts/build_engines.py --artifacts art" in str(e.value)
+
+
+def test_missing_engine_says_to_build():
+    with pytest.raises(EngineError, match="no TensorRT engine for 'primary_vision'"):
+        check_engine_record(None, "primary_vision", GRAPH, "10.3.0", ORIN, "art")
+
+
+def test_precision_needs_a_capable_gpu():
+    check_precision("fp16", ORIN)
+    check_precision("bf16", ORIN)
+    with pytest.raises(EngineError, match="fp8 needs compute capability 8.9"):
+        check_precision("fp8", ORIN)
+    check_precision("fp8", GpuInfo("NVIDIA H200", "9.0", 141 << 30))
+    with pytest.raises(EngineError, match="precision 'int2'"):
+        check_precision("int2", ORIN)
+
+
+def _gpu_reason():
+    if importlib.util.find_spec("tensorrt") is None:
+        return "TensorRT is not installed (NVIDIA's index or JetPack only; CI never installs it)"
+    try:
+        from runtime.engines.cuda_mem import gpu_info
+        gpu_info()
+    except Exception as e:  # no cuda-python, no driver or no device
+        return f"no usable GPU: {e}"
+    return None
+
+
+@pytest.mark.skipif(_gpu_reason() is not None, reason=str(_gpu_reason()))
+def test_tensorrt_engines_answer_like_onnx_runtime(tiny_artifacts, tmp_path, video_path):
+    import shutil
+
+    from runtime.engines.trt_build import BuildOptions, build_engines
+    from runtime.manifest import load_manifest
+    from runtime.pipeline import Options, load_pipeline
+
+    folder = str(tmp_path / "tiny")
+    shutil.copytree(tiny_artifacts, folder)
+    build_engines(load_manifest(folder), BuildOptions(precision="fp32", workspace_gb=1.0))
+    opts = Options(num_frames=8, max_new_tokens=8)
+    trt = load_pipeline(folder, backend="tensorrt").answer(video_path, "What moves?", opts)
+    ort = load_pipeline(folder).answer(video_path, "What moves?", opts)
+    assert trt.token_ids == ort.token_ids
+    np.testing.assert_array_equal(trt.budgets, ort.budgets)
+
+
+@pytest.mark.skipif("TensorrtExecutionProvider" not in __import__("onnxruntime").get_available_providers(),
+                    reason="onnxruntime has no TensorRT execution provider here (needs onnxruntime-gpu + TensorRT)")
+def test_ort_tensorrt_provider_answers_like_cpu(tiny_artifacts, tmp_path, video_path):
+    from runtime.pipeline import Options, load_pipeline
+
+    opts = Options(num_frames=8, max_new_tokens=8)
+    gpu = load_pipeline(tiny_artifacts, ("tensorrt", "cuda"), trt_cache=str(tmp_path)).answer(video_path, "What moves?", opts)
+    cpu = load_pipeline(tiny_artifacts).answer(video_path, "What moves?", opts)
+    assert gpu.token_ids == cpu.token_ids
