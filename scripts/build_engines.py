@@ -9,7 +9,6 @@ for small devices). Engines go to DIR/engines/, and the manifest records TensorR
 compute capability, profiles and precision; the runtime refuses engines that do not match.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -40,10 +39,14 @@ def main() -> int:
 
     try:
         manifest = load_manifest(args.artifacts)
-        limits = ProfileLimits(min_frames=args.min_frames, opt_frames=args.opt_frames, max_frames=args.max_frames,
+        limits = ProfileLimits(min_frames=args.min_frames, opt_frames=min(args.opt_frames, args.max_frames), max_frames=args.max_frames,
                                max_pixels=args.max_pixels, max_context=args.max_context)
         if args.show_profiles:
-            print(json.dumps(derive_profiles(manifest, limits), indent=1))
+            for role, per in derive_profiles(manifest, limits).items():
+                for name, shapes in per.items():
+                    print(f"{role} [{name}]")
+                    for tensor, (lo, opt, hi) in shapes.items():
+                        print(f"  {tensor:<16} min {list(lo)}  opt {list(opt)}  max {list(hi)}")
             return 0
         from runtime.engines.trt_lint import lint_artifacts
 

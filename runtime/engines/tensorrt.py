@@ -46,7 +46,7 @@ class TensorRTEngine(Engine):
             import tensorrt as trt
         except ImportError:
             raise EngineError("TensorRT is not installed: install it from NVIDIA's index or JetPack "
-                              "(see README, 'Jetson and TensorRT')") from None
+                              "(README: 'Jetson'); CI never installs it") from None
         self.trt = trt
         record = manifest.data.get("engines", {}).get("tensorrt", {}).get(role)
         check_engine_record(record, role, manifest.graph(role), trt.__version__, gpu_info(device), manifest.folder)

@@ -127,7 +127,7 @@ def build_engines(manifest: Manifest, opts: BuildOptions = BuildOptions(), devic
         import tensorrt as trt
     except ImportError:
         raise EngineError("TensorRT is not installed: install it from NVIDIA's index or JetPack "
-                          "(see README, 'Jetson and TensorRT')") from None
+                          "(README: 'Jetson'); CI never installs it") from None
     gpu = gpu_info(device)
     check_precision(opts.precision, gpu)
     all_profiles = derive_profiles(manifest, opts.limits)

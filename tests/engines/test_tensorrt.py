@@ -82,3 +82,21 @@ def test_ort_tensorrt_provider_answers_like_cpu(tiny_artifacts, tmp_path, video_
     gpu = load_pipeline(tiny_artifacts, ("tensorrt", "cuda"), trt_cache=str(tmp_path)).answer(video_path, "What moves?", opts)
     cpu = load_pipeline(tiny_artifacts).answer(video_path, "What moves?", opts)
     assert gpu.token_ids == cpu.token_ids
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_scripts_without_tensorrt_lint_and_fail_in_one_line(tiny_artifacts, video_path):
+    import subprocess
+    import sys
+
+    run = lambda *a: subprocess.run([sys.executable, *a], capture_output=True, text=True)  # noqa: E731
+    lint = run("scripts/build_engines.py", "--artifacts", tiny_artifacts, "--lint")
+    assert lint.returncode == 0 and "0 TensorRT 10.1 parser problems in 4 graphs" in lint.stdout
+    shown = run("scripts/build_engines.py", "--artifacts", tiny_artifacts, "--show-profiles", "--max-frames", "8")
+    assert shown.returncode == 0 and "primary_llm [decode]" in shown.stdout
+    for cmd in (["scripts/build_engines.py", "--artifacts", tiny_artifacts],
+                ["scripts/infer.py", "--artifacts", tiny_artifacts, "--video", video_path, "--question", "hi",
+                 "--backend", "tensorrt"]):
+        r = run(*cmd)
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+            "error: TensorRT is not installed: install it from NVIDIA's index or JetPack (README: 'Jetson'); CI never installs it"]
