@@ -66,8 +66,12 @@ def quantize_static_graph(src: str, dst: str, reader: FeedsReader, fp8: bool = F
 
 
 def quantize_int4_graph(src: str, dst: str, block_size: int = 128) -> None:
+    import logging
+
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # a line per node
 
     config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4)
     quantizer = MatMulNBitsQuantizer(onnx.load(src), block_size=block_size, is_symmetric=True, accuracy_level=4,

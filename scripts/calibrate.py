@@ -109,7 +109,7 @@ def main() -> int:
                 t_ref, t_cand = speed(ref_engines, calib, roles), speed(cand_engines, calib, roles)
                 for role in t_ref:
                     print(f"  {role}: median {t_ref[role] * 1e3:.1f} ms -> {t_cand[role] * 1e3:.1f} ms "
-                          f"({t_ref[role] / t_cand[role]:.2f}x faster)")
+                          f"(speed-up {t_ref[role] / t_cand[role]:.2f}x; below 1 is slower)")
     except DyTokError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
