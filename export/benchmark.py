@@ -14,7 +14,6 @@ import numpy as np
 from runtime import flops as F
 from runtime.manifest import load_manifest
 from runtime.pipeline import Options, Pipeline, load_pipeline
-from runtime.positions import mrope_positions
 from runtime.preprocess import plan_grid, preprocess_video
 from runtime.video import sample_video
 
