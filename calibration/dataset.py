@@ -99,6 +99,9 @@ def collect(pipeline: Pipeline, videos: str, out: str, opts: CollectOptions = Co
                         np.savez(os.path.join(tmp, name), **feeds)
                         index["samples"][role].append({"file": name, "split": split})
                 clip_id += 1
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     finally:
         pipeline.engines = originals
     if not any(s["split"] == "calib" for s in index["samples"]["primary_llm"]):

@@ -21,7 +21,7 @@ import tempfile
 import numpy as np
 
 from runtime.errors import ManifestError
-from runtime.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_file
+from runtime.manifest import MANIFEST_NAME, Manifest, link_or_copy, load_manifest, sha256_file
 
 from .dataset import CalibrationSet, common_shape_files
 
@@ -104,7 +104,7 @@ def quantize_artifacts(artifacts: str, out: str, mode: str, calibration: str | N
             if role not in roles:
                 names.update(f for f in (entry["file"], entry.get("data_file")) if f)
         for name in names:
-            _link(manifest.path(name), os.path.join(tmp, name))
+            link_or_copy(manifest.path(name), os.path.join(tmp, name))
         for role in roles:
             entry = data["graphs"][role]
             src, dst = manifest.path(entry["file"]), os.path.join(tmp, entry["file"])
@@ -131,13 +131,6 @@ def quantize_artifacts(artifacts: str, out: str, mode: str, calibration: str | N
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return load_manifest(out)
-
-
-def _link(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def graph_bytes(manifest: Manifest, role: str) -> int:

@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from runtime.engines.cuda_mem import DeviceArray, check, cudart
+from runtime.engines.trt_build import write_atomic
 
 from .dataset import CalibrationSet, common_shape_files
 
@@ -52,9 +53,6 @@ def make_entropy_calibrator(calibration: str, role: str, cache_path: str):
             return None
 
         def write_calibration_cache(self, cache):
-            tmp = f"{self.cache_path}.tmp-{os.getpid()}"
-            with open(tmp, "wb") as f:
-                f.write(bytes(cache))
-            os.replace(tmp, self.cache_path)
+            write_atomic(self.cache_path, bytes(cache))
 
     return Calibrator()

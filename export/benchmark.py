@@ -13,6 +13,7 @@ import numpy as np
 
 from runtime import flops as F
 from runtime.manifest import load_manifest
+from runtime.memory_plan import REAL_MODELS
 from runtime.pipeline import Options, Pipeline, load_pipeline
 from runtime.preprocess import plan_grid, preprocess_video
 from runtime.video import sample_video
@@ -228,15 +229,8 @@ def plot(report: dict, path: str) -> None:
     plt.close(fig)
 
 
-# Public constants of the real checkpoints (config.json of Qwen2.5-VL-7B/3B-Instruct).
-_VIT = dict(vision_hidden_size=1280, vision_intermediate_size=3420, vision_depth=32, fullatt_block_indexes=[7, 15, 23, 31],
-            patch_size=14, temporal_patch_size=2, merge_size=2, window_size=112)
-REAL = {
-    "7b": dict(_VIT, hidden_size=3584, num_layers=28, num_heads=28, num_kv_heads=4, head_dim=128, intermediate_size=18944,
-               vocab_size=152064),
-    "3b": dict(_VIT, hidden_size=2048, num_layers=36, num_heads=16, num_kv_heads=2, head_dim=128, intermediate_size=11008,
-               vocab_size=151936, prior_layers=list(range(24, 36))),
-}
+# The real checkpoints' configs; the prior reads the 3B assistant's last third (layers 24..35).
+REAL = {"7b": REAL_MODELS["qwen2.5-vl-7b"], "3b": dict(REAL_MODELS["qwen2.5-vl-3b"], prior_layers=list(range(24, 36)))}
 
 
 def project_7b(report: dict, frames: int = 32, side: int = 448, text_tokens: int = 40, new_tokens: int = 64) -> str:

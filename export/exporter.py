@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, sha256_file
+from runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, link_or_copy, sha256_file
 from runtime.preprocess import PreprocessConfig
 from runtime.specs_kv import kv_input_names
 from runtime.vision_inputs import vision_feeds
@@ -112,10 +112,7 @@ def _reuse(old: dict | None, role: str, key: str, old_folder: str, new_folder: s
         if not os.path.isfile(src) or sha256_file(src) != digest:
             return None
     for name, _ in files:
-        try:
-            os.link(os.path.join(old_folder, name), os.path.join(new_folder, name))
-        except OSError:
-            shutil.copy2(os.path.join(old_folder, name), os.path.join(new_folder, name))
+        link_or_copy(os.path.join(old_folder, name), os.path.join(new_folder, name))
     return entry
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 
 from .errors import ManifestError
@@ -17,6 +18,14 @@ _REQUIRED = {
 }
 _MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "vocab_size", "context_length",
                "mrope_section", "tokens_per_second", "merge_size", "embeddings")
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    """Hard-link ``src`` to ``dst`` (no extra disk for multi-GB graphs), copying across filesystems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def sha256_file(path: str, chunk: int = 1 << 22) -> str:

@@ -21,6 +21,7 @@ from ..errors import EngineError
 from ..manifest import Manifest, sha256_file
 from .base import Engine
 from .cuda_mem import DeviceArray, GpuInfo, check, cudart, gpu_info
+from .profiles import check_shapes_fit
 
 REBUILD = "rebuild with: python scripts/build_engines.py --artifacts {folder}"
 
@@ -47,7 +48,6 @@ class TensorRTEngine(Engine):
         except ImportError:
             raise EngineError("TensorRT is not installed: install it from NVIDIA's index or JetPack "
                               "(README: 'Jetson'); CI never installs it") from None
-        self.trt = trt
         record = manifest.data.get("engines", {}).get("tensorrt", {}).get(role)
         check_engine_record(record, role, manifest.graph(role), trt.__version__, gpu_info(device), manifest.folder)
         path = manifest.path(record["file"])
@@ -77,13 +77,22 @@ class TensorRTEngine(Engine):
         self.calls = 0
         self._max_shapes: dict[int, dict[str, tuple[int, ...]]] = {}
 
-    def _pick_profile(self, shapes: dict[str, tuple]) -> int:
+    def _pick_profile(self, feeds: dict) -> int:
         for index, profile in enumerate(self.profiles):
-            if all(all(lo <= s <= hi for lo, s, hi in zip(r[0], shapes[n], r[2])) and len(r[0]) == len(shapes[n])
-                   for n, r in profile["shapes"].items()):
+            if check_shapes_fit(profile["shapes"], feeds) is None:
                 return index
+        shapes = {n: tuple(feeds[n].shape) for n in self._inputs}
         raise EngineError(f"{self.name}: input shapes {shapes} fit none of the engine's profiles "
                           f"{[p['name'] for p in self.profiles]}; rebuild with wider --max-* limits")
+
+    def _buffer(self, pool: dict, name: str, shape: tuple, alloc_shape: tuple | None = None) -> DeviceArray:
+        """``pool[name]`` holding ``shape``, reallocated (at ``alloc_shape`` if given) only when too small."""
+        buf = pool.get(name)
+        if buf is None or buf.capacity < int(np.prod(shape, dtype=np.int64)) * self.dtypes[name].itemsize:
+            if buf is not None:
+                buf.free()
+            buf = pool[name] = DeviceArray(alloc_shape or shape, self.dtypes[name])
+        return buf.reshape(shape)
 
     def _output_max_shapes(self, profile: int) -> dict[str, tuple[int, ...]]:
         """Each output's shape with every input at the profile's maximum (sizes the KV buffers once)."""
@@ -94,8 +103,7 @@ class TensorRTEngine(Engine):
         return self._max_shapes[profile]
 
     def _run(self, feeds: dict[str, np.ndarray | DeviceArray]) -> dict[str, np.ndarray | DeviceArray]:
-        shapes = {n: tuple(feeds[n].shape) for n in self._inputs}
-        profile = self._pick_profile(shapes)
+        profile = self._pick_profile(feeds)
         if profile != self.profile:
             self.context.set_optimization_profile_async(profile, self.stream)
             self.profile = profile
@@ -103,28 +111,17 @@ class TensorRTEngine(Engine):
         for n in self._inputs:
             value = feeds[n]
             if not isinstance(value, DeviceArray):
-                buf = self.inputs.get(n)
-                need = int(np.prod(value.shape, dtype=np.int64)) * self.dtypes[n].itemsize
-                if buf is None or buf.capacity < need:
-                    if buf is not None:
-                        buf.free()
-                    buf = self.inputs[n] = DeviceArray(value.shape, self.dtypes[n])
-                value = buf.upload(value, self.stream)
+                value = self._buffer(self.inputs, n, value.shape).upload(value, self.stream)
             self.context.set_input_shape(n, value.shape)
             self.context.set_tensor_address(n, value.ptr)
         slot = self.kept[self.calls % 2]
         for n in self._outputs:
             shape = tuple(self.context.get_tensor_shape(n))
-            pool = slot if n in self.keep_on_device else self.outputs
-            buf = pool.get(n)
-            need = int(np.prod(shape, dtype=np.int64)) * self.dtypes[n].itemsize
-            if buf is None or buf.capacity < need:
-                if buf is not None:
-                    buf.free()
-                # device-resident outputs are sized once for the profile maximum (no regrowth per step)
+            if n in self.keep_on_device:  # sized once for the profile maximum: no regrowth per decode step
                 big = max(biggest.get(n, shape), shape, key=lambda x: int(np.prod(x, dtype=np.int64)))
-                buf = pool[n] = DeviceArray(big, self.dtypes[n])
-            buf.reshape(shape)
+                buf = self._buffer(slot, n, shape, big)
+            else:
+                buf = self._buffer(self.outputs, n, shape)
             self.context.set_tensor_address(n, buf.ptr)
         if not self.context.execute_async_v3(self.stream):
             raise EngineError(f"{self.name}: TensorRT execution failed")

@@ -92,16 +92,16 @@ def build_graph(trt, onnx_path: str, engine_path: str, profiles: dict, opts: Bui
         config.set_flag(trt.BuilderFlag.FP16)  # layers INT8 cannot run fall back to fp16, not fp32
         config.int8_calibrator = calibrator
     # fp8: the graph carries explicit Q/DQ nodes (calibration/fp8.py); a strongly typed network keeps them
-    for name, shapes in profiles.items():
+    for shapes in profiles.values():
         profile = builder.create_optimization_profile()
         for tensor, (lo, opt, hi) in shapes.items():
             profile.set_shape(tensor, lo, opt, hi)
         config.add_optimization_profile(profile)
-        if calibrator is not None and name == next(iter(profiles)):
-            calib = builder.create_optimization_profile()  # calibration runs at the calibration set's shapes
-            for tensor, shape in calibrator.shapes.items():
-                calib.set_shape(tensor, shape, shape, shape)
-            config.set_calibration_profile(calib)
+    if calibrator is not None:
+        calib = builder.create_optimization_profile()  # calibration runs at the calibration set's shapes
+        for tensor, shape in calibrator.shapes.items():
+            calib.set_shape(tensor, shape, shape, shape)
+        config.set_calibration_profile(calib)
     cache_bytes = open(cache_path, "rb").read() if os.path.isfile(cache_path) else b""
     cache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(cache, ignore_mismatch=False)
@@ -110,11 +110,12 @@ def build_graph(trt, onnx_path: str, engine_path: str, profiles: dict, opts: Bui
     if serialized is None:
         raise EngineError(f"TensorRT failed to build {onnx_path} (see the log above); try a larger --workspace-gb "
                           f"or narrower --max-frames/--max-context")
-    _write_atomic(engine_path, bytes(serialized))
-    _write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+    write_atomic(engine_path, bytes(serialized))
+    write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
 
 
-def _write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes) -> None:
+    """Write under a temp name and rename, so a reader never sees a half-written file."""
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(data)
@@ -157,5 +158,5 @@ def build_engines(manifest: Manifest, opts: BuildOptions = BuildOptions(), devic
         }
     data = dict(manifest.data)
     data["engines"] = {**data.get("engines", {}), "tensorrt": records}
-    _write_atomic(os.path.join(manifest.folder, MANIFEST_NAME), json.dumps(data, indent=1).encode())
+    write_atomic(os.path.join(manifest.folder, MANIFEST_NAME), json.dumps(data, indent=1).encode())
     return records
