@@ -86,6 +86,7 @@ def quantize_artifacts(artifacts: str, out: str, mode: str, calibration: str | N
     if mode not in MODES:
         raise ManifestError(f"quantization mode {mode!r}: expected one of {MODES}")
     manifest = load_manifest(artifacts)
+    manifest.require_onnx("quantization")
     roles = roles or DEFAULT_ROLES[mode]
     missing = [r for r in roles if r not in manifest.data["graphs"]]
     if missing:
@@ -107,7 +108,7 @@ def quantize_artifacts(artifacts: str, out: str, mode: str, calibration: str | N
             link_or_copy(manifest.path(name), os.path.join(tmp, name))
         for role in roles:
             entry = data["graphs"][role]
-            src, dst = manifest.path(entry["file"]), os.path.join(tmp, entry["file"])
+            src, dst = manifest.onnx_path(role), os.path.join(tmp, entry["file"])
             log(f"quantizing {role} ({mode})")
             if mode == "int4":
                 quantize_int4_graph(src, dst, block_size)

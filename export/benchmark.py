@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from runtime import flops as F
+from runtime.errors import ManifestError
 from runtime.manifest import load_manifest
 from runtime.memory_plan import REAL_MODELS
 from runtime.pipeline import Options, Pipeline, load_pipeline
@@ -57,27 +58,33 @@ class TransformersFull:
     def answer(self, clip, question: str, opts: Options):
         import torch
 
+        m = self.model
+        device, dtype = m.device, m.dtype
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)  # stage times need finished kernels
         t = {}
         t0 = time.perf_counter()
         patches = preprocess_video(clip.frames, self.pipe.preprocess_config("primary", opts.max_pixels, opts.min_pixels))
         ids, pos, start, n_vis = self.pipe.sequence("primary", question, patches, 2 / clip.sampled_fps)
         t["decode_video"], t["preprocess"], t["assistant"], t["compress"] = 0.0, time.perf_counter() - t0, 0.0, 0.0
-        m = self.model
         with torch.no_grad():
             t0 = time.perf_counter()
-            feats = m.model.visual(torch.from_numpy(patches.pixel_values), grid_thw=torch.tensor([patches.grid_thw])).pooler_output
+            pixels = torch.from_numpy(patches.pixel_values).to(device, dtype)
+            feats = m.model.visual(pixels, grid_thw=torch.tensor([patches.grid_thw], device=device)).pooler_output
+            sync()
             t["vision"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            emb = m.get_input_embeddings()(torch.from_numpy(ids))[None].clone()
+            emb = m.get_input_embeddings()(torch.from_numpy(ids).to(device))[None].clone()
             emb[0, start:start + n_vis] = feats
-            out = m(inputs_embeds=emb, position_ids=torch.from_numpy(pos)[:, None], use_cache=True)
+            out = m(inputs_embeds=emb, position_ids=torch.from_numpy(pos).to(device)[:, None], use_cache=True)
+            sync()
             t["prefill"] = time.perf_counter() - t0
             nxt = int(pos.max()) + 1
             t0 = time.perf_counter()
             for step in range(opts.max_new_tokens - 1):
                 tok = out.logits[0, -1].argmax().view(1, 1)
-                out = m(inputs_embeds=m.get_input_embeddings()(tok), position_ids=torch.full((3, 1, 1), nxt + step),
+                out = m(inputs_embeds=m.get_input_embeddings()(tok), position_ids=torch.full((3, 1, 1), nxt + step, device=device),
                         past_key_values=out.past_key_values, use_cache=True)
+            sync()
             t["decode"] = time.perf_counter() - t0
         t["decode_tokens"] = opts.max_new_tokens - 1
         t["end_to_end"] = sum(t[s] for s in STAGES)
@@ -99,28 +106,46 @@ def stage_flops(manifest, timings_kind: str, grid, kept: int, prompt_len: int, n
 def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, runs: int = 3, warmup: int = 1,
                   max_new_tokens: int = 16, max_pixels: int | None = None, min_pixels: int | None = None,
                   threads: int | None = None, device: str = "cpu", configs: list[Config] | None = None,
-                  log=print) -> dict:
+                  runtime_backend: str = "auto", attn: str | None = None, log=print) -> dict:
+    """``runtime_backend``: "onnxruntime", "torch" (the pipeline on PyTorch engines, on ``device``)
+    or "auto" (torch for --torch-only folders, else ONNX Runtime; on cuda, torch when ONNX Runtime
+    has no CUDA provider). ``attn``: transformers' attention for the eager rows (default: sdpa on
+    cuda, eager on cpu, as in the parity tests). Weights' dtype: the folder's (fp32 for ONNX)."""
     import torch
 
     from .torch_engine import load_models, torch_pipeline
 
     from runtime.errors import EngineError
 
+    if runtime_backend not in ("auto", "onnxruntime", "torch"):
+        raise EngineError(f"runtime backend {runtime_backend!r}: expected auto, onnxruntime or torch")
     if threads:
         torch.set_num_threads(threads)
+    attn = attn or ("sdpa" if device == "cuda" else "eager")
     manifest = load_manifest(artifacts)
     skipped: dict[str, str] = {}  # backend -> why its rows did not run
     runtime = eager = hf_full = None
-    try:
-        runtime = load_pipeline(artifacts, ("cuda",) if device == "cuda" else ("cpu",), threads)
-    except EngineError as e:
-        skipped["runtime"] = str(e)
     if device == "cuda" and not torch.cuda.is_available():
         skipped["eager"] = "torch sees no CUDA device"
     else:
-        models = load_models(manifest)
+        models = load_models(manifest, device, attn_implementation=attn)
         eager = torch_pipeline(manifest, models, device)
-        hf_full = TransformersFull(models["primary"].to(device), runtime or eager)
+        hf_full = TransformersFull(models["primary"], eager)
+    if runtime_backend == "auto":
+        runtime_backend = "torch" if manifest.torch_only else "onnxruntime"
+        if device == "cuda" and eager is not None:
+            import onnxruntime
+            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+                runtime_backend = "torch"
+    if runtime_backend == "torch":
+        if eager is None:
+            skipped["runtime"] = skipped["eager"]
+        runtime = eager  # the same pipeline and engines: the rows differ by compression only
+    else:
+        try:
+            runtime = load_pipeline(artifacts, ("cuda",) if device == "cuda" else ("cpu",), threads)
+        except (EngineError, ManifestError) as e:
+            skipped["runtime"] = str(e)
     host = runtime or eager
     if host is None:
         raise EngineError(f"no backend can run: {skipped}")
@@ -138,12 +163,17 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
                        assistant_max_pixels=(max_pixels or manifest.data["preprocess"]["max_pixels"]) // 4
                        if cfg.assistant_reduced else None)
         samples = []
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         for i in range(warmup + runs):
             if cfg.backend == "eager" and cfg.method == "none":
                 t, visual, grid = hf_full.answer(clip, question, opts)
+                engine = f"transformers[{device}, {str(hf_full.model.dtype).removeprefix('torch.')}, {attn}]"
             else:
-                r = (eager if cfg.backend == "eager" else runtime).answer(clip, question, opts)
+                pipe = eager if cfg.backend == "eager" else runtime
+                r = pipe.answer(clip, question, opts)
                 t, visual, grid = dict(r.timings), r.visual_tokens, r.grid_thw
+                engine = pipe.engines["primary_llm"].name
             if i >= warmup:
                 samples.append(t)
         med = {s: float(np.median([x[s] for x in samples])) for s in (*STAGES, "end_to_end")}
@@ -158,10 +188,12 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
             a_grid = plan_grid(a_frames.shape[1], a_frames.shape[2], len(a_frames), a_cfg)
             a_len = len(ids) - total + a_grid[0] * a_grid[1] * a_grid[2] // 4
         flops = stage_flops(manifest, cfg.backend, grid, kept, len(ids), total, opts, a_grid, a_len)
-        row = {**asdict(cfg), "visual_tokens": kept, "visual_tokens_total": total, "ttft_s": med["ttft"],
+        row = {**asdict(cfg), "engine": engine, "visual_tokens": kept, "visual_tokens_total": total, "ttft_s": med["ttft"],
                "e2e_s": med["end_to_end"], "decode_tokens_per_s": med["decode_tokens_per_s"],
                "stages_s": {s: med[s] for s in STAGES}, "flops": flops, "samples": samples,
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        if device == "cuda":
+            row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
         results.append(row)
         log(f"  {cfg.name}: e2e {med['end_to_end']:.3f}s, ttft {med['ttft']:.3f}s, {kept}/{total} visual tokens")
     measured = [row for row in results if "skipped" not in row]
@@ -172,7 +204,8 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
         row["floor_s"] = floor
         row["over_floor"] = row["e2e_s"] / floor
     return {"machine": machine_info(), "model": manifest.data["preset"], "assistant": manifest.data.get("assistant_preset"),
-            "frames": frames, "runs": runs, "warmup": warmup, "max_new_tokens": max_new_tokens,
+            "frames": frames, "runs": runs, "warmup": warmup, "max_new_tokens": max_new_tokens, "device": device,
+            "runtime_backend": runtime_backend, "attn": attn,
             "best_throughput_flops_per_s": best, "model_config": manifest.data["models"], "configs": results}
 
 
@@ -193,16 +226,21 @@ def markdown_table(report: dict) -> str:
     rows = report["configs"]
     measured = [r for r in rows if "skipped" not in r]
     base = next((r for r in measured if r["backend"] == "eager" and r["method"] == "none"), measured[0])
-    lines = ["| configuration | visual tokens | TTFT s | end-to-end s | speed-up vs eager full | decode tok/s | assistant s | vision s | prefill s | time / FLOPs floor |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    gpu = any("peak_gpu_mb" in r for r in measured)
+    head = ["configuration", "engine", "visual tokens", "TTFT s", "end-to-end s", "speed-up vs eager full", "decode tok/s",
+            "assistant s", "vision s", "prefill s", "time / FLOPs floor"] + (["peak GPU MB"] if gpu else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if "skipped" in r:
-            lines.append(f"| {r['name']} | skipped: {r['skipped']} |" + " |" * 8)
+            lines.append(f"| {r['name']} | skipped: {r['skipped']} |" + " |" * (len(head) - 2))
             continue
         s = r["stages_s"]
-        lines.append(f"| {r['name']} | {r['visual_tokens']}/{r['visual_tokens_total']} | {r['ttft_s']:.3f} | {r['e2e_s']:.3f} | "
-                     f"{base['e2e_s'] / r['e2e_s']:.2f}x | {r['decode_tokens_per_s']:.1f} | {s['assistant']:.3f} | "
-                     f"{s['vision']:.3f} | {s['prefill']:.3f} | {r['over_floor']:.2f} |")
+        cells = [r["name"], r.get("engine", ""), f"{r['visual_tokens']}/{r['visual_tokens_total']}", f"{r['ttft_s']:.3f}",
+                 f"{r['e2e_s']:.3f}", f"{base['e2e_s'] / r['e2e_s']:.2f}x", f"{r['decode_tokens_per_s']:.1f}",
+                 f"{s['assistant']:.3f}", f"{s['vision']:.3f}", f"{s['prefill']:.3f}", f"{r['over_floor']:.2f}"]
+        if gpu:
+            cells.append(f"{r.get('peak_gpu_mb', 0):.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

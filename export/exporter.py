@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from runtime.errors import DyTokError
 from runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, link_or_copy, sha256_file
 from runtime.preprocess import PreprocessConfig
 from runtime.specs_kv import kv_input_names
@@ -126,8 +127,12 @@ def _graph_entry(folder: str, name: str, spec: specs.GraphSpec, key: str) -> dic
 
 def export_artifacts(model_name: str, out: str, assistant_name: str | None = "default", checkpoint: str | None = None,
                      assistant_checkpoint: str | None = None, prior_layers="last_third", seed: int = 0,
-                     validate: bool = True, log=print) -> str:
-    """Export ``model_name`` (and its assistant) to ``out``. Returns ``out``."""
+                     validate: bool = True, torch_only: bool = False, dtype: str = "float32", log=print) -> str:
+    """Export ``model_name`` (and its assistant) to ``out``. Returns ``out``.
+
+    ``torch_only``: write everything but the ONNX graphs (their I/O tables stay), for the PyTorch
+    engine backend; ``dtype`` is then the weights' dtype (e.g. bfloat16 for real-size GPU runs).
+    ONNX graphs are always exported in fp32."""
     from runtime.compression.dytok import select_layers
 
     from .graphs.llm import KeyframePrior, LanguageModel
@@ -150,6 +155,13 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
     import transformers
     from tokenizers import Tokenizer
 
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise DyTokError(f"dtype {dtype!r}: expected float32, bfloat16 or float16")
+    if not torch_only and dtype != "float32":
+        raise DyTokError(f"dtype {dtype}: ONNX graphs are exported in float32 (quantize them with scripts/calibrate.py); "
+                         f"other dtypes are for --torch-only folders")
+    weights_dtype = getattr(torch, dtype)
+
     out = os.path.abspath(out)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
@@ -169,6 +181,9 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
         graphs, models = {}, {}
 
         def emit(role, module, spec, example, key_parts):
+            if torch_only:
+                graphs[role] = spec.io_table()
+                return
             key = _source_key({"role": role, "exporter": EXPORTER_VERSION, "opset": specs.OPSET,
                                "io": spec.io_table(), **key_parts})
             name = role + ".onnx"
@@ -187,7 +202,7 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
 
         def export_model(which, p: Preset, ckpt, layers=None):
             log(f"{which}: {p.name}" + (f" from {ckpt}" if ckpt else f" (random weights, seed {seed})"))
-            model = load_model(p, tokenizer, ids, ckpt, seed)
+            model = load_model(p, tokenizer, ids, ckpt, seed, dtype=weights_dtype)
             consts = model_constants(model, layers and select_layers(layers, model.config.text_config.num_hidden_layers))
             key_parts = {"preset": repr(p), "seed": seed if p.is_random else None, "checkpoint": _checkpoint_key(ckpt),
                          "config": model.config.to_json_string(use_diff=False)}
@@ -231,6 +246,8 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
                            "image_mean": list(vcfg.image_mean), "image_std": list(vcfg.image_std)},
             "models": models, "graphs": graphs,
         }
+        if torch_only:
+            manifest.update(torch_only=True, torch_dtype=dtype)
         with open(os.path.join(tmp, MANIFEST_NAME), "w") as f:
             json.dump(manifest, f, indent=1)
         if os.path.exists(out):

@@ -2,13 +2,16 @@
 
 Real presets only name a checkpoint; weights come from a local folder (see ``export.weights``).
 Random presets (``tiny`` for tests and the demo, ``small`` for benchmarks) keep Qwen2.5-VL's
-structure (windowed + full-attention ViT blocks, 2x2 merger, GQA, M-RoPE) at a small size.
+structure (windowed + full-attention ViT blocks, 2x2 merger, GQA, M-RoPE) at a small size;
+``qwen2.5-vl-7b-random`` / ``-3b-random`` have the released checkpoints' exact dimensions (from
+``runtime.memory_plan.REAL_MODELS``) with random weights, for GPU benchmarks without weights.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from runtime.errors import DyTokError
+from runtime.memory_plan import REAL_MODELS
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,23 @@ _SMALL_TEXT = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24
                    num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6,
                    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [8, 12, 12]})
 
+
+
+def real_size(name: str) -> tuple[dict, dict]:
+    """Vision and text config overrides with the dimensions of released checkpoint ``name``."""
+    m = REAL_MODELS[name]
+    vision = dict(depth=m["vision_depth"], hidden_size=m["vision_hidden_size"], intermediate_size=m["vision_intermediate_size"],
+                  num_heads=m["vision_heads"], out_hidden_size=m["hidden_size"], fullatt_block_indexes=m["fullatt_block_indexes"],
+                  window_size=m["window_size"], patch_size=m["patch_size"], spatial_merge_size=m["merge_size"],
+                  temporal_patch_size=m["temporal_patch_size"], tokens_per_second=2, hidden_act="silu")
+    text = dict(hidden_size=m["hidden_size"], intermediate_size=m["intermediate_size"], num_hidden_layers=m["num_layers"],
+                num_attention_heads=m["num_heads"], num_key_value_heads=m["num_kv_heads"],
+                max_position_embeddings=m["context_length"], rms_norm_eps=1e-6, vocab_size=m["vocab_size"],
+                tie_word_embeddings=m["tie_word_embeddings"],
+                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]})
+    return vision, text
+
+
 PRESETS: dict[str, Preset] = {
     "tiny": Preset("tiny", None, "tiny-assistant", _TINY_VISION, _TINY_TEXT),
     "tiny-assistant": Preset("tiny-assistant", None, None, _TINY_VISION,
@@ -48,6 +68,8 @@ PRESETS: dict[str, Preset] = {
     "small": Preset("small", None, "small-assistant", _SMALL_VISION, _SMALL_TEXT),
     "small-assistant": Preset("small-assistant", None, None, {**_SMALL_VISION, "depth": 4, "fullatt_block_indexes": [1, 3]},
                               {**_SMALL_TEXT, "num_hidden_layers": 8}, qk_scale=4.0),
+    "qwen2.5-vl-7b-random": Preset("qwen2.5-vl-7b-random", None, "qwen2.5-vl-3b-random", *real_size("qwen2.5-vl-7b")),
+    "qwen2.5-vl-3b-random": Preset("qwen2.5-vl-3b-random", None, None, *real_size("qwen2.5-vl-3b"), qk_scale=4.0),
     "qwen2.5-vl-3b": Preset("qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct", None),
     "qwen2.5-vl-7b": Preset("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct", "qwen2.5-vl-3b"),
     "qwen2.5-vl-32b": Preset("qwen2.5-vl-32b", "Qwen/Qwen2.5-VL-32B-Instruct", "qwen2.5-vl-3b"),
@@ -68,7 +90,11 @@ def random_config(preset: Preset, vocab_size: int, special_ids: dict[str, int]):
 
     ids = dict(bos_token_id=special_ids["<|endoftext|>"], eos_token_id=special_ids["<|im_end|>"],
                pad_token_id=special_ids["<|endoftext|>"])
-    text = dict(preset.text, vocab_size=vocab_size, **ids)
+    text = dict(preset.text, **ids)
+    tied = text.pop("tie_word_embeddings", False)
+    # Real-size presets keep the checkpoint's vocabulary (its embedding and head cost); ids past
+    # the small tokenizer's end embed normally and decode to nothing.
+    vocab_size = text["vocab_size"] = max(vocab_size, text.get("vocab_size", 0))
     head_dim = text["hidden_size"] // text["num_attention_heads"]
     sections = text["rope_parameters"]["mrope_section"]
     if 2 * sum(sections) != head_dim:
@@ -78,4 +104,4 @@ def random_config(preset: Preset, vocab_size: int, special_ids: dict[str, int]):
         vision_config=dict(preset.vision), text_config=text, vocab_size=vocab_size,
         image_token_id=special_ids["<|image_pad|>"], video_token_id=special_ids["<|video_pad|>"],
         vision_start_token_id=special_ids["<|vision_start|>"], vision_end_token_id=special_ids["<|vision_end|>"],
-        tie_word_embeddings=False, **ids)
+        tie_word_embeddings=tied, **ids)

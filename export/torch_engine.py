@@ -17,38 +17,57 @@ from .weights import load_model
 
 
 class TorchEngine(Engine):
-    def __init__(self, module: torch.nn.Module, inputs: list[str], outputs: list[str], device: str = "cpu"):
+    """One export module run eagerly. Floating inputs are cast to the weights' dtype; outputs named in
+    ``keep_on_device`` come back as torch tensors and are used in place when fed back (the LLM's
+    KV cache stays on the GPU between decode steps, as with the TensorRT backend)."""
+
+    def __init__(self, module: torch.nn.Module, inputs: list[str], outputs: list[str], device: str = "cpu",
+                 keep_on_device: tuple[str, ...] = ()):
+        # No dtype cast here: it would also round the fp32 RoPE frequency buffers to bf16.
         self.module = module.to(device).eval()
-        self.device = device
+        self.device, self.dtype = torch.device(device), next(module.parameters()).dtype
         self._inputs, self._outputs = inputs, outputs
-        self.name = f"torch[{device}]"
+        self.keep_on_device = set(keep_on_device)
+        self.name = f"torch[{device}, {str(self.dtype).removeprefix('torch.')}]"
+
+    def _tensor(self, value) -> torch.Tensor:
+        t = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
+        return t.to(self.device, self.dtype if t.is_floating_point() else t.dtype)
 
     @torch.no_grad()
-    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = self.module(*[torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self._inputs])
+    def _run(self, feeds: dict) -> dict:
+        out = self.module(*[self._tensor(feeds[n]) for n in self._inputs])
         out = out if isinstance(out, tuple) else (out,)
-        return {n: o.detach().float().cpu().numpy() for n, o in zip(self._outputs, out)}
+        return {n: o if n in self.keep_on_device else o.detach().float().cpu().numpy() for n, o in zip(self._outputs, out)}
 
 
-def load_models(manifest: Manifest) -> dict:
-    """The transformers models an artifact folder was exported from (same seed or checkpoint)."""
+def load_models(manifest: Manifest, device: str = "cpu", dtype: torch.dtype | None = None,
+                attn_implementation: str = "eager") -> dict:
+    """The transformers models an artifact folder was exported from (same seed or checkpoint), in
+    ``dtype`` (default: the folder's ``torch_dtype``, fp32 for ONNX exports)."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(manifest.path(manifest.data["tokenizer"]["file"]))
     ids = special_ids(tok)
     seed = manifest.data.get("seed", 0)
     ckpts = manifest.data.get("checkpoints", {})
-    models = {"primary": load_model(get_preset(manifest.data["preset"]), tok, ids, ckpts.get("primary"), seed)}
+    dtype = dtype or getattr(torch, manifest.data.get("torch_dtype", "float32"))
+    load = lambda key, which: load_model(get_preset(manifest.data[key]), tok, ids, ckpts.get(which), seed, device,  # noqa: E731
+                                         dtype, attn_implementation)
+    models = {"primary": load("preset", "primary")}
     if manifest.has_assistant:
-        models["assistant"] = load_model(get_preset(manifest.data["assistant_preset"]), tok, ids, ckpts.get("assistant"), seed)
+        models["assistant"] = load("assistant_preset", "assistant")
     return models
 
 
-def torch_engines(manifest: Manifest, models: dict | None = None, device: str = "cpu") -> dict[str, Engine]:
-    models = models or load_models(manifest)
+def torch_engines(manifest: Manifest, models: dict | None = None, device: str = "cpu",
+                  dtype: torch.dtype | None = None) -> dict[str, Engine]:
+    models = models or load_models(manifest, device, dtype)
     io = lambda role: ([t["name"] for t in manifest.graph(role)["inputs"]], [t["name"] for t in manifest.graph(role)["outputs"]])  # noqa: E731
+    llm_inputs, llm_outputs = io("primary_llm")
     engines = {"primary_vision": TorchEngine(VisionEncoder(models["primary"].model.visual), *io("primary_vision"), device),
-               "primary_llm": TorchEngine(LanguageModel(models["primary"]), *io("primary_llm"), device)}
+               "primary_llm": TorchEngine(LanguageModel(models["primary"]), llm_inputs, llm_outputs, device,
+                                          keep_on_device=tuple(n for n in llm_outputs if n.startswith("present")))}
     if "assistant" in models:
         layers = manifest.model("assistant")["prior_layers"]
         engines["assistant_vision"] = TorchEngine(VisionEncoder(models["assistant"].model.visual), *io("assistant_vision"), device)
@@ -56,5 +75,6 @@ def torch_engines(manifest: Manifest, models: dict | None = None, device: str = 
     return engines
 
 
-def torch_pipeline(manifest: Manifest, models: dict | None = None, device: str = "cpu") -> Pipeline:
-    return Pipeline(manifest, torch_engines(manifest, models, device))
+def torch_pipeline(manifest: Manifest, models: dict | None = None, device: str = "cpu",
+                   dtype: torch.dtype | None = None) -> Pipeline:
+    return Pipeline(manifest, torch_engines(manifest, models, device, dtype))

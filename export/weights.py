@@ -44,22 +44,28 @@ def resolve_checkpoint(preset: Preset, checkpoint: str | None) -> str:
         f"then pass --checkpoint /path/to/folder (config.json + *.safetensors) or set HF_HOME to that cache.")
 
 
-def load_model(preset: Preset, tokenizer, special: dict[str, int], checkpoint: str | None = None, seed: int = 0):
-    """A ``Qwen2_5_VLForConditionalGeneration`` in fp32 eval mode."""
+def load_model(preset: Preset, tokenizer, special: dict[str, int], checkpoint: str | None = None, seed: int = 0,
+               device: str = "cpu", dtype=None, attn_implementation: str = "eager"):
+    """A ``Qwen2_5_VLForConditionalGeneration`` in eval mode, in ``dtype`` (default fp32) on ``device``.
+
+    Random weights are drawn on the CPU in ``dtype`` from ``seed`` and then moved, so a seed gives
+    the same model on every device. "eager" attention is what the parity tests compare against;
+    benchmarks on a GPU may ask for "sdpa" (transformers' default there).
+    """
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
+    dtype = dtype or torch.float32
     if preset.is_random:
         torch.manual_seed(seed)
         config = random_config(preset, tokenizer.get_vocab_size(), special)
-        config._attn_implementation = "eager"
-        model = Qwen2_5_VLForConditionalGeneration(config).eval()
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation=attn_implementation)
         with torch.no_grad():
             for layer in model.model.language_model.layers:
                 layer.self_attn.q_proj.weight.mul_(preset.qk_scale)
                 layer.self_attn.k_proj.weight.mul_(preset.qk_scale)
-        return model
+        return model.to(device).eval()
     folder = resolve_checkpoint(preset, checkpoint)
     return Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        folder, local_files_only=True, use_safetensors=True, trust_remote_code=False, dtype=torch.float32,
-        attn_implementation="eager").eval()
+        folder, local_files_only=True, use_safetensors=True, trust_remote_code=False, dtype=dtype,
+        attn_implementation=attn_implementation).to(device).eval()

@@ -51,6 +51,21 @@ class Manifest:
         return self.data["models"][which]
 
     @property
+    def torch_only(self) -> bool:
+        """Written by ``export.py --torch-only``: constants, tokenizer and embeddings, no ONNX graphs."""
+        return bool(self.data.get("torch_only"))
+
+    def require_onnx(self, what: str) -> None:
+        if self.torch_only:
+            raise ManifestError(f"{self.folder} was exported with --torch-only and holds no ONNX graphs for {what}: "
+                                f"use the torch backend (benchmark --runtime-backend torch), or re-export without --torch-only")
+
+    def onnx_path(self, role: str) -> str:
+        """The ONNX file of graph ``role``; a clear error for a torch-only folder."""
+        self.require_onnx(f"graph {role!r}")
+        return self.path(self.graph(role)["file"])
+
+    @property
     def has_assistant(self) -> bool:
         return "assistant" in self.data["models"] and "assistant_prior" in self.data["graphs"]
 
@@ -99,9 +114,11 @@ def load_manifest(folder: str, verify_hashes: bool = True) -> Manifest:
         if role not in data["graphs"]:
             raise ManifestError(f"{path}: graph {role!r} missing")
     for role, entry in data["graphs"].items():
-        for key in ("file", "sha256", "inputs", "outputs"):
+        for key in ("inputs", "outputs") if data.get("torch_only") else ("file", "sha256", "inputs", "outputs"):
             if key not in entry:
                 raise ManifestError(f"{path}: graph {role!r} lacks {key!r}")
+        if data.get("torch_only"):
+            continue  # I/O tables only: the torch backend runs the export modules
         _check_file(folder, entry, f"graph {role}", verify_hashes)
         if entry.get("data_file"):
             _check_file(folder, entry, f"graph {role} weights", verify_hashes, "data_file", "data_sha256")

@@ -268,6 +268,7 @@ def load_pipeline(folder: str, providers=("cpu",), threads: int | None = None, v
     import os
 
     manifest = load_manifest(folder, verify_hashes)
+    manifest.require_onnx(f"the {backend} backend")
     if backend == "tensorrt":
         from .engines.tensorrt import tensorrt_engines
         return Pipeline(manifest, tensorrt_engines(manifest))
@@ -282,6 +283,6 @@ def load_pipeline(folder: str, providers=("cpu",), threads: int | None = None, v
     engines = {}
     for role, entry in manifest.data["graphs"].items():
         options = gpu_provider_options(profiles.get(role), trt_cache, fp16) if profiles else None
-        engines[role] = OrtEngine(manifest.path(entry["file"]), providers, threads, options,
+        engines[role] = OrtEngine(manifest.onnx_path(role), providers, threads, options,
                                   os.path.join(profile_dir, role) if profile_dir else None)
     return Pipeline(manifest, engines)

@@ -1,8 +1,10 @@
 """Latency of the compiled runtime against PyTorch eager, side by side in one process.
 
   python scripts/benchmark.py --model small --frames 16 --runs 3 --json bench.json --plot bench.png
+  # GPU, real-size Qwen2.5-VL-7B + 3B architectures with random bf16 weights, no ONNX needed:
+  python scripts/benchmark.py --model qwen2.5-vl-7b-random --device cuda --frames 32 --max-pixels 200704
 
-Exports the preset first if --artifacts has none. Prints a Markdown table (ratios against eager
+Exports the preset first if --artifacts has none (real-size random presets: --torch-only, bf16). Prints a Markdown table (ratios against eager
 full tokens first), and with --project 7b a FLOPs-based projection for the real 7B/3B pair.
 """
 import argparse
@@ -27,6 +29,11 @@ def main() -> int:
     ap.add_argument("--min-pixels", type=int, default=16 * 28 * 28)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--runtime-backend", default="auto", choices=["auto", "onnxruntime", "torch"],
+                    help="engines of the runtime rows (auto: torch for --torch-only folders or a GPU without "
+                         "onnxruntime-gpu, else onnxruntime)")
+    ap.add_argument("--attn", choices=["eager", "sdpa"], help="transformers attention of the eager rows "
+                                                              "(default: sdpa on cuda, eager on cpu)")
     ap.add_argument("--json")
     ap.add_argument("--plot")
     ap.add_argument("--project", choices=["7b"])
@@ -40,21 +47,25 @@ def main() -> int:
     try:
         folder = args.artifacts or os.path.join("artifacts", args.model)
         if not os.path.isfile(os.path.join(folder, "manifest.json")):
-            export_artifacts(args.model, folder, checkpoint=args.checkpoint, validate=False)
+            real_size = args.model.endswith("-random")  # billions of parameters: no fp32 ONNX export
+            export_artifacts(args.model, folder, checkpoint=args.checkpoint, validate=False, torch_only=real_size,
+                             dtype="bfloat16" if real_size else "float32")
         video = args.video
         if not video:
             os.makedirs("out", exist_ok=True)
             video = write_test_video(os.path.join("out", "bench.mp4"), num_frames=96, size=(448, 336), fps=24.0)
         report = B.run_benchmark(folder, video, args.question, args.frames, args.runs, args.warmup, args.max_new_tokens,
                                  args.max_pixels, args.min_pixels, args.threads, args.device,
-                                 log=lambda s: print(s, file=sys.stderr))
+                                 runtime_backend=args.runtime_backend, attn=args.attn, log=lambda s: print(s, file=sys.stderr))
     except DyTokError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     m = report["machine"]
     print(f"{report['model']} (+{report['assistant']}), {args.frames} frames, {args.max_new_tokens} new tokens, "
           f"medians of {args.runs} runs after {args.warmup} warm-up | {m['processor']} x{m['cpu_count']}, "
-          f"torch {m['torch']} ({m['torch_threads']} threads), onnxruntime {m['onnxruntime']}, transformers {m['transformers']}")
+          f"torch {m['torch']} ({m['torch_threads']} threads), onnxruntime {m['onnxruntime']}, transformers {m['transformers']}"
+          + (f" | {m['gpu']}" if args.device == "cuda" and "gpu" in m else "")
+          + f" | runtime rows on {report['runtime_backend']}, eager attention {report['attn']}")
     print(B.markdown_table(report))
     if args.project:
         print()

@@ -94,7 +94,7 @@ def main() -> int:
 
             ref, cand = load_manifest(args.artifacts), load_manifest(args.quantized)
             roles = cand.data.get("quantization", {}).get("roles") or list(cand.data["graphs"])
-            load = lambda m: {role: OrtEngine(m.path(m.graph(role)["file"]), threads=args.threads) for role in roles}  # noqa: E731
+            load = lambda m: {role: OrtEngine(m.onnx_path(role), threads=args.threads) for role in roles}  # noqa: E731
             ref_engines, cand_engines = load(ref), load(cand)
             calib = CalibrationSet(args.calibration)
             report = accuracy_report(ref_engines, cand_engines, calib)

@@ -2,6 +2,7 @@
 
   python scripts/export.py --model tiny --out artifacts/tiny
   python scripts/export.py --model qwen2.5-vl-7b --checkpoint /models/Qwen2.5-VL-7B-Instruct --out artifacts/7b
+  python scripts/export.py --model qwen2.5-vl-7b-random --torch-only --dtype bfloat16 --out artifacts/7b-random
 """
 import argparse
 import os
@@ -14,7 +15,8 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="tiny", help="preset: tiny, small, qwen2.5-vl-3b/7b/32b/72b")
+    ap.add_argument("--model", default="tiny", help="preset: tiny, small, qwen2.5-vl-3b/7b/32b/72b, "
+                                                    "qwen2.5-vl-3b/7b-random (real sizes, random weights)")
     ap.add_argument("--assistant", default="default", help="assistant preset for the keyframe prior, or 'none'")
     ap.add_argument("--checkpoint", help="local folder with config.json + *.safetensors for --model")
     ap.add_argument("--assistant-checkpoint", help="local folder for the assistant's weights")
@@ -22,6 +24,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of random-weight presets")
     ap.add_argument("--out", required=True, help="artifact folder to write")
     ap.add_argument("--skip-validate", action="store_true", help="skip the ONNX-vs-torch check at other shapes")
+    ap.add_argument("--torch-only", action="store_true",
+                    help="no ONNX graphs: a folder for the PyTorch engine backend (real-size GPU benchmarks)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="weights' dtype of a --torch-only folder (ONNX graphs are always fp32)")
     args = ap.parse_args()
     from export.exporter import export_artifacts
     from runtime.errors import DyTokError
@@ -29,7 +35,8 @@ def main() -> int:
     t0 = time.perf_counter()
     try:
         out = export_artifacts(args.model, args.out, args.assistant, args.checkpoint, args.assistant_checkpoint,
-                               args.layers, args.seed, validate=not args.skip_validate)
+                               args.layers, args.seed, validate=not args.skip_validate, torch_only=args.torch_only,
+                               dtype=args.dtype)
     except DyTokError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -61,4 +61,20 @@ def test_skipped_rows_render():
                            "decode_tokens_per_s": 3.0, "visual_tokens": 4, "visual_tokens_total": 4, "over_floor": 1.2,
                            "stages_s": {s: 0.1 for s in B.STAGES}}]}
     table = B.markdown_table(report)
-    assert "| a | skipped: no GPU |" in table and "| b | 4/4 |" in table
+    assert "| a | skipped: no GPU |" in table and "| b |  | 4/4 |" in table
+
+
+def test_runtime_rows_on_torch_engines_in_bf16(tmp_path, video_path):
+    """What a GPU without onnxruntime-gpu runs: a torch-only bf16 folder, runtime rows on the
+    PyTorch engine backend (here on the CPU), each row naming its engine."""
+    from export.exporter import export_artifacts
+
+    folder = export_artifacts("tiny", str(tmp_path / "tiny-bf16"), torch_only=True, dtype="bfloat16", log=lambda *_: None)
+    configs = [c for c in B.default_configs() if c.name in ("eager full", "runtime DyToK+VisionZip 25%")]
+    report = B.run_benchmark(folder, video_path, "What moves?", frames=4, runs=1, warmup=0, max_new_tokens=2,
+                             max_pixels=32 * 784, min_pixels=16 * 784, configs=configs, log=lambda *_: None)
+    assert report["runtime_backend"] == "torch" and report["attn"] == "eager"
+    engines = {r["name"]: r["engine"] for r in report["configs"]}
+    assert engines == {"eager full": "transformers[cpu, bfloat16, eager]",
+                       "runtime DyToK+VisionZip 25%": "torch[cpu, bfloat16]"}
+    assert "| runtime DyToK+VisionZip 25% | torch[cpu, bfloat16] |" in B.markdown_table(report)

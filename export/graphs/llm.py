@@ -12,13 +12,14 @@ from torch import nn
 from .vision import rms_norm, rotate_half
 
 
-def mrope_cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor, sections: list[int]):
-    """position_ids (3, B, L) -> cos, sin (B, 1, L, d): temporal/height/width bands interleaved by section."""
+def mrope_cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor, sections: list[int], dtype: torch.dtype):
+    """position_ids (3, B, L) -> cos, sin (B, 1, L, d) in ``dtype``: temporal/height/width bands
+    interleaved by section. Angles in fp32 (as transformers), rounded only at the end."""
     freqs = position_ids[..., None].float() * inv_freq  # (3, B, L, d/2)
     bands = torch.split(freqs, sections, dim=-1)
     freqs = torch.cat([band[i % 3] for i, band in enumerate(bands)], dim=-1)  # (B, L, d/2)
     emb = torch.cat([freqs, freqs], dim=-1)[:, None]
-    return emb.cos(), emb.sin()
+    return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
 class _Decoder(nn.Module):
@@ -63,11 +64,11 @@ class LanguageModel(_Decoder):
     def forward(self, inputs_embeds, position_ids, attention_mask, *past):
         n_new = inputs_embeds.shape[1]
         n_past = past[0].shape[2]
-        cos, sin = mrope_cos_sin(position_ids, self.inv_freq, self.sections)
+        cos, sin = mrope_cos_sin(position_ids, self.inv_freq, self.sections, inputs_embeds.dtype)
         key_pos = torch.arange(attention_mask.shape[1], device=inputs_embeds.device)
         query_pos = torch.arange(n_new, device=inputs_embeds.device) + n_past
         allowed = (key_pos[None, :] <= query_pos[:, None])[None, None] & (attention_mask[:, None, None, :] > 0)
-        bias = torch.zeros(allowed.shape, dtype=inputs_embeds.dtype).masked_fill(~allowed, torch.finfo(inputs_embeds.dtype).min)
+        bias = torch.zeros(allowed.shape, dtype=inputs_embeds.dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(inputs_embeds.dtype).min)
         x = inputs_embeds
         presents = []
         for i, layer in enumerate(self.text.layers):
@@ -92,10 +93,10 @@ class KeyframePrior(_Decoder):
         self.layers = sorted(layers)
 
     def forward(self, inputs_embeds, position_ids, visual_index):
-        cos, sin = mrope_cos_sin(position_ids, self.inv_freq, self.sections)
+        cos, sin = mrope_cos_sin(position_ids, self.inv_freq, self.sections, inputs_embeds.dtype)
         n = inputs_embeds.shape[1]
         causal = torch.ones(n, n, dtype=torch.bool, device=inputs_embeds.device).tril()
-        bias = torch.zeros(n, n, dtype=inputs_embeds.dtype).masked_fill(~causal, torch.finfo(inputs_embeds.dtype).min)
+        bias = torch.zeros(n, n, dtype=inputs_embeds.dtype, device=causal.device).masked_fill(~causal, torch.finfo(inputs_embeds.dtype).min)
         x = inputs_embeds
         rows = []
         for i, layer in enumerate(self.text.layers[: self.layers[-1] + 1]):

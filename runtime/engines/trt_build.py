@@ -147,7 +147,7 @@ def build_engines(manifest: Manifest, opts: BuildOptions = BuildOptions(), devic
             calibrator = make_entropy_calibrator(opts.calibration, role, os.path.join(folder, f"{role}.int8.cache"))
         engine_file = os.path.join("engines", f"{role}.{opts.precision}.plan")
         profiles = all_profiles[role]
-        build_graph(trt, manifest.path(graph["file"]), manifest.path(engine_file), profiles, opts, cache_path,
+        build_graph(trt, manifest.onnx_path(role), manifest.path(engine_file), profiles, opts, cache_path,
                     calibrator, label=role)
         records[role] = {
             "file": engine_file, "sha256": sha256_file(manifest.path(engine_file)), "onnx_sha256": graph["sha256"],

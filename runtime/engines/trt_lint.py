@@ -99,4 +99,4 @@ def lint_file(path: str, version: str = DEFAULT_VERSION) -> list[Finding]:
 
 def lint_artifacts(manifest, version: str = DEFAULT_VERSION) -> dict[str, list[Finding]]:
     """role -> findings, for every graph of an artifact folder."""
-    return {role: lint_file(manifest.path(entry["file"]), version) for role, entry in manifest.data["graphs"].items()}
+    return {role: lint_file(manifest.onnx_path(role), version) for role in manifest.data["graphs"]}
