@@ -1,6 +1,7 @@
-"""Answer a question about a video from an artifact folder (torch-free, ONNX Runtime).
+"""Answer a question about a video from an artifact folder (torch-free with ONNX Runtime or TensorRT).
 
   python scripts/infer.py --artifacts artifacts/tiny --video clip.mp4 --question "What happens?"
+  python scripts/infer.py --artifacts artifacts/7b-random --backend torch --device cuda ...  # reference backend
 
 Prints the answer on stdout and one timing line on stderr; bad input exits non-zero with a
 one-line error.
@@ -21,6 +22,19 @@ def print_profiles(pipe, top: int = 6) -> None:
         total = sum(ms for _, ms, _ in ops)
         shares = ", ".join(f"{op} {share:.0%}" for op, _, share in ops[:top])
         print(f"[profile] {role}: {total / 1000:.2f} s in nodes: {shares} ({trace})", file=sys.stderr)
+
+
+def torch_reference_pipeline(folder: str, device: str):
+    from runtime.errors import EngineError
+    from runtime.manifest import load_manifest
+    try:
+        import torch
+        from export.torch_engine import torch_pipeline
+    except ImportError as e:
+        raise EngineError(f"the torch backend needs the export extra (pip install -e '.[export]'): {e}") from None
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EngineError("--device cuda: torch sees no CUDA device")
+    return torch_pipeline(load_manifest(folder), device=device)
 
 
 def main() -> int:
@@ -47,8 +61,10 @@ def main() -> int:
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--provider", action="append", help="ONNX Runtime provider: cpu, cuda, tensorrt (repeatable)")
-    ap.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"],
-                    help="tensorrt: native engines built by scripts/build_engines.py")
+    ap.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt", "torch"],
+                    help="tensorrt: native engines built by scripts/build_engines.py; torch: the PyTorch reference "
+                         "engines (needs the export extra; the only one for --torch-only folders)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device of the torch backend")
     ap.add_argument("--trt-cache", help="engine cache folder for ONNX Runtime's TensorRT provider")
     ap.add_argument("--fp16", action="store_true", help="fp16 in ONNX Runtime's TensorRT provider")
     ap.add_argument("--threads", type=int)
@@ -68,8 +84,11 @@ def main() -> int:
     try:
         if args.profile:
             os.makedirs(args.profile, exist_ok=True)
-        pipe = load_pipeline(args.artifacts, tuple(args.provider or ["cpu"]), args.threads, profile_dir=args.profile,
-                             backend=args.backend, trt_cache=args.trt_cache, fp16=args.fp16)
+        if args.backend == "torch":
+            pipe = torch_reference_pipeline(args.artifacts, args.device)
+        else:
+            pipe = load_pipeline(args.artifacts, tuple(args.provider or ["cpu"]), args.threads, profile_dir=args.profile,
+                                 backend=args.backend, trt_cache=args.trt_cache, fp16=args.fp16)
         stream = (lambda s: print(s, end="", flush=True)) if args.stream else None
         result = pipe.answer(args.video, args.question, opts, on_token=stream)
         if args.visualize:

@@ -46,6 +46,18 @@ def test_infer_prints_answer_and_timing(tiny_artifacts, video_path):
     assert code == 0 and out.strip() and err.startswith("timing:") and "visual tokens" in err
 
 
+def test_torch_only_folder_runs_on_the_torch_backend_only(tmp_path, video_path):
+    folder = str(tmp_path / "tiny-torch")
+    code, _, err = script("scripts/export.py", "--model", "tiny", "--torch-only", "--dtype", "bfloat16", "--out", folder)
+    assert code == 0, err
+    common = ("scripts/infer.py", "--artifacts", folder, "--video", video_path, "--question", "What moves?",
+              "--max-new-tokens", "3", "--min-pixels", "3136", "--max-pixels", "50176")
+    code, out, err = script(*common, "--backend", "torch")
+    assert code == 0 and err.startswith("timing:"), err
+    code, out, err = script(*common)
+    assert code == 2 and len(err.splitlines()) == 1 and "--torch-only" in err and "--backend torch" in err
+
+
 def test_question_longer_than_context(tiny_artifacts, video_path):
     from runtime.pipeline import Options, load_pipeline
     pipe = load_pipeline(tiny_artifacts)
