@@ -206,6 +206,7 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
     return {"machine": machine_info(), "model": manifest.data["preset"], "assistant": manifest.data.get("assistant_preset"),
             "frames": frames, "runs": runs, "warmup": warmup, "max_new_tokens": max_new_tokens, "device": device,
             "runtime_backend": runtime_backend, "attn": attn,
+            "llm_attention": manifest.graph("primary_llm").get("attention", "plain") if runtime_backend == "onnxruntime" else "torch",
             "best_throughput_flops_per_s": best, "model_config": manifest.data["models"], "configs": results}
 
 

@@ -58,7 +58,7 @@ def _example_vision(model):
     return {"pixel_values": pixels.astype(np.float32), **feeds}
 
 
-def _export(module, spec: specs.GraphSpec, example: dict, path: str) -> None:
+def _export(module, spec: specs.GraphSpec, example: dict, path: str, translation: dict | None = None) -> None:
     import torch
     from torch.export import Dim
 
@@ -78,7 +78,8 @@ def _export(module, spec: specs.GraphSpec, example: dict, path: str) -> None:
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, path, dynamo=True, input_names=names,
                           output_names=[t.name for t in spec.outputs], dynamic_shapes=shapes,
-                          opset_version=specs.OPSET, external_data=True, verbose=False)
+                          opset_version=specs.OPSET, external_data=True, verbose=False,
+                          custom_translation_table=translation)
 
 
 def _check_graph(path: str) -> None:
@@ -127,14 +128,18 @@ def _graph_entry(folder: str, name: str, spec: specs.GraphSpec, key: str) -> dic
 
 def export_artifacts(model_name: str, out: str, assistant_name: str | None = "default", checkpoint: str | None = None,
                      assistant_checkpoint: str | None = None, prior_layers="last_third", seed: int = 0,
-                     validate: bool = True, torch_only: bool = False, dtype: str = "float32", log=print) -> str:
+                     validate: bool = True, torch_only: bool = False, dtype: str = "float32",
+                     llm_attention: str = "plain", log=print) -> str:
     """Export ``model_name`` (and its assistant) to ``out``. Returns ``out``.
 
     ``torch_only``: write everything but the ONNX graphs (their I/O tables stay), for the PyTorch
     engine backend; ``dtype`` is then the weights' dtype (e.g. bfloat16 for real-size GPU runs).
-    ONNX graphs are always exported in fp32."""
+    ONNX graphs are always exported in fp32. ``llm_attention``: "plain" (standard ONNX ops, for
+    every runtime including TensorRT) or "gqa" (ONNX Runtime's fused GroupQueryAttention in the
+    primary LLM graph; same inputs and outputs, faster on ONNX Runtime, not TensorRT)."""
     from runtime.compression.dytok import select_layers
 
+    from .graphs.gqa import onnx_translation
     from .graphs.llm import KeyframePrior, LanguageModel
     from .graphs.vision import VisionEncoder
     from .validate import validate_graph
@@ -155,6 +160,8 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
     import transformers
     from tokenizers import Tokenizer
 
+    if llm_attention not in ("plain", "gqa"):
+        raise DyTokError(f"llm attention {llm_attention!r}: expected plain or gqa")
     if dtype not in ("float32", "bfloat16", "float16"):
         raise DyTokError(f"dtype {dtype!r}: expected float32, bfloat16 or float16")
     if not torch_only and dtype != "float32":
@@ -180,7 +187,7 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
         ids = special_ids(tokenizer)
         graphs, models = {}, {}
 
-        def emit(role, module, spec, example, key_parts):
+        def emit(role, module, spec, example, key_parts, translation=None, extra=None):
             if torch_only:
                 graphs[role] = spec.io_table()
                 return
@@ -192,13 +199,13 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
                 log(f"  {role}: unchanged, reused")
             else:
                 t0 = time.perf_counter()
-                _export(module, spec, example, os.path.join(tmp, name))
+                _export(module, spec, example, os.path.join(tmp, name), translation)
                 _check_graph(os.path.join(tmp, name))
                 if validate:
                     validate_graph(module, os.path.join(tmp, name), spec, role)
                 entry = _graph_entry(tmp, name, spec, key)
                 log(f"  {role}: exported in {time.perf_counter() - t0:.1f} s")
-            graphs[role] = entry
+            graphs[role] = {**entry, **(extra or {})}
 
         def export_model(which, p: Preset, ckpt, layers=None):
             log(f"{which}: {p.name}" + (f" from {ckpt}" if ckpt else f" (random weights, seed {seed})"))
@@ -220,7 +227,9 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
         model, consts, key_parts = export_model("primary", preset, checkpoint)
         lspec = specs.llm_spec(consts["hidden_size"], consts["num_layers"], consts["num_kv_heads"], consts["head_dim"],
                                consts["vocab_size"])
-        emit("primary_llm", LanguageModel(model).eval(), lspec, _example_llm(consts), key_parts)
+        translation = onnx_translation() if llm_attention == "gqa" else None
+        emit("primary_llm", LanguageModel(model, llm_attention).eval(), lspec, _example_llm(consts),
+             {**key_parts, "attention": llm_attention}, translation, {"attention": llm_attention})
         del model
         if assistant is not None:
             amodel, aconsts, akey = export_model("assistant", assistant, assistant_checkpoint, prior_layers)

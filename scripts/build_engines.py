@@ -48,8 +48,11 @@ def main() -> int:
                     for tensor, (lo, opt, hi) in shapes.items():
                         print(f"  {tensor:<16} min {list(lo)}  opt {list(opt)}  max {list(hi)}")
             return 0
+        from runtime.engines.trt_build import check_trt_graphs
         from runtime.engines.trt_lint import lint_artifacts
 
+        if not args.lint:
+            check_trt_graphs(manifest)  # the actionable error before the parser findings
         findings = [f for found in lint_artifacts(manifest, args.trt_version).values() for f in found]
         for f in findings:
             print(f"lint: {f}", file=sys.stderr)

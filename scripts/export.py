@@ -24,6 +24,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of random-weight presets")
     ap.add_argument("--out", required=True, help="artifact folder to write")
     ap.add_argument("--skip-validate", action="store_true", help="skip the ONNX-vs-torch check at other shapes")
+    ap.add_argument("--llm-attention", default="plain", choices=["plain", "gqa"],
+                    help="primary LLM attention: plain ONNX (every runtime, TensorRT included) or ONNX Runtime's "
+                         "fused GroupQueryAttention (faster on ONNX Runtime CPU/CUDA; not TensorRT)")
     ap.add_argument("--torch-only", action="store_true",
                     help="no ONNX graphs: a folder for the PyTorch engine backend (real-size GPU benchmarks)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
@@ -36,7 +39,7 @@ def main() -> int:
     try:
         out = export_artifacts(args.model, args.out, args.assistant, args.checkpoint, args.assistant_checkpoint,
                                args.layers, args.seed, validate=not args.skip_validate, torch_only=args.torch_only,
-                               dtype=args.dtype)
+                               dtype=args.dtype, llm_attention=args.llm_attention)
     except DyTokError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

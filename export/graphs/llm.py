@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .gqa import group_query_attention
 from .vision import rms_norm, rotate_half
 
 
@@ -55,16 +56,24 @@ class _Decoder(nn.Module):
 
 
 class LanguageModel(_Decoder):
-    """Prefill and decode in one graph. past (B, KV, P, d) per layer, P may be 0."""
+    """Prefill and decode in one graph. past (B, KV, P, d) per layer, P may be 0.
 
-    def __init__(self, lm: nn.Module):
+    attention "plain": ONNX standard ops (any runtime, TensorRT included); "gqa": one fused
+    GroupQueryAttention per layer for ONNX Runtime (``graphs/gqa.py``), same inputs and outputs."""
+
+    def __init__(self, lm: nn.Module, attention: str = "plain"):
         super().__init__(lm.model.language_model)
+        if attention not in ("plain", "gqa"):
+            raise ValueError(f"attention {attention!r}: expected plain or gqa")
         self.lm_head = lm.lm_head
+        self.gqa = attention == "gqa"
 
     def forward(self, inputs_embeds, position_ids, attention_mask, *past):
         n_new = inputs_embeds.shape[1]
         n_past = past[0].shape[2]
         cos, sin = mrope_cos_sin(position_ids, self.inv_freq, self.sections, inputs_embeds.dtype)
+        if self.gqa:
+            return self._forward_gqa(inputs_embeds, cos, sin, attention_mask, past)
         key_pos = torch.arange(attention_mask.shape[1], device=inputs_embeds.device)
         query_pos = torch.arange(n_new, device=inputs_embeds.device) + n_past
         allowed = (key_pos[None, :] <= query_pos[:, None])[None, None] & (attention_mask[:, None, None, :] > 0)
@@ -79,8 +88,25 @@ class LanguageModel(_Decoder):
             presents += [k, v]
             x = x + self.attend(layer, h, q, k, v, bias)
             x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
+        return self._head(x, presents)
+
+    def _head(self, x, presents):
         logits = self.lm_head(rms_norm(self.text.norm, x[:, -1:]))[:, 0]  # last position only: (B, vocab)
         return (logits, *presents)
+
+    def _forward_gqa(self, x, cos, sin, attention_mask, past):
+        half = self.head_dim // 2
+        cos, sin = cos[0, 0, :, :half], sin[0, 0, :, :half]  # (S, d/2): batch 1, as the pipeline runs
+        presents = []
+        for i, layer in enumerate(self.text.layers):
+            h = rms_norm(layer.input_layernorm, x)
+            a = layer.self_attn
+            out, k, v = group_query_attention(a.q_proj(h), a.k_proj(h), a.v_proj(h), past[2 * i], past[2 * i + 1],
+                                              cos, sin, attention_mask, self.heads, self.kv_heads)
+            presents += [k, v]
+            x = x + a.o_proj(out)
+            x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
+        return self._head(x, presents)
 
 
 class KeyframePrior(_Decoder):

@@ -122,8 +122,18 @@ def write_atomic(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def check_trt_graphs(manifest: Manifest) -> None:
+    """TensorRT parses standard ONNX only: refuse ONNX Runtime contrib-op graphs up front."""
+    manifest.require_onnx("TensorRT")
+    fused = [role for role, graph in manifest.data["graphs"].items() if graph.get("attention") == "gqa"]
+    if fused:
+        raise EngineError(f"{', '.join(fused)} in {manifest.folder} use ONNX Runtime's GroupQueryAttention, which "
+                          f"TensorRT cannot parse; re-export with --llm-attention plain for TensorRT")
+
+
 def build_engines(manifest: Manifest, opts: BuildOptions = BuildOptions(), device: int = 0) -> dict:
     """Build every graph's engine into ``<folder>/engines/`` and record them in the manifest."""
+    check_trt_graphs(manifest)
     try:
         import tensorrt as trt
     except ImportError:

@@ -1,11 +1,13 @@
 """Each exported graph (ONNX Runtime, CPU) against transformers' own PyTorch forward, at video
 shapes and sequence lengths other than those it was exported with, from ONE graph per role.
 
+The LLM graph is checked in both forms: plain ONNX and ONNX Runtime's fused GroupQueryAttention.
 Tolerance: 1e-4 max abs in fp32 (measured ~2e-7 for vision and LLM, ~1e-8 for the prior)."""
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+import onnx  # noqa: E402
 from runtime.engines.ort import OrtEngine  # noqa: E402
 from runtime.manifest import load_manifest  # noqa: E402
 from runtime.vision_inputs import vision_feeds  # noqa: E402
@@ -36,10 +38,22 @@ def test_vision_graph_matches_transformers(tiny_artifacts, tiny_models, which):
         np.testing.assert_allclose(out["metric"], metric, atol=ATOL, err_msg=f"metric, grid {grid}")
 
 
-def test_llm_graph_prefill_and_decode_match_transformers(tiny_artifacts, tiny_models):
+@pytest.fixture(scope="module")
+def tiny_gqa(tmp_path_factory):
+    """The tiny primary exported with ONNX Runtime's fused GroupQueryAttention (no assistant)."""
+    from export.exporter import export_artifacts
+    return export_artifacts("tiny", str(tmp_path_factory.mktemp("gqa") / "tiny-gqa"), assistant_name=None,
+                            llm_attention="gqa", log=lambda *_: None)
+
+
+@pytest.mark.parametrize("attention", ["plain", "gqa"])
+def test_llm_graph_prefill_and_decode_match_transformers(tiny_artifacts, tiny_gqa, tiny_models, attention):
     model = tiny_models["primary"]
-    m = load_manifest(tiny_artifacts).model("primary")
-    eng = engine(tiny_artifacts, "primary_llm")
+    folder = tiny_artifacts if attention == "plain" else tiny_gqa
+    m = load_manifest(folder).model("primary")
+    eng = engine(folder, "primary_llm")
+    ops = {(n.domain, n.op_type) for n in onnx.load(load_manifest(folder).onnx_path("primary_llm"), load_external_data=False).graph.node}
+    assert (("com.microsoft", "GroupQueryAttention") in ops) == (attention == "gqa")
     rng = np.random.default_rng(1)
     names = [f"past_{k}_{i}" for i in range(m["num_layers"]) for k in ("key", "value")]
     for length in (3, 17, 40):
@@ -62,6 +76,22 @@ def test_llm_graph_prefill_and_decode_match_transformers(tiny_artifacts, tiny_mo
                             past_key_values=ref.past_key_values, use_cache=True)
             np.testing.assert_allclose(out["logits"], ref.logits[:, -1].numpy(), atol=ATOL)
             past = {n: out[n.replace("past", "present")] for n in names}
+
+
+def test_gqa_export_answers_like_plain_and_is_refused_by_tensorrt(tiny_artifacts, tiny_gqa, video_path):
+    from runtime.engines.trt_build import check_trt_graphs
+    from runtime.errors import EngineError
+    from runtime.pipeline import Options, load_pipeline
+    from runtime.video import sample_video
+
+    clip = sample_video(video_path, num_frames=8)
+    opts = Options(num_frames=8, max_pixels=64 * 784, min_pixels=16 * 784, max_new_tokens=5, assistant=False)
+    want = load_pipeline(tiny_artifacts).answer(clip, "What moves?", opts)
+    assert load_pipeline(tiny_gqa).answer(clip, "What moves?", opts).token_ids == want.token_ids
+    assert load_manifest(tiny_gqa).graph("primary_llm")["attention"] == "gqa"
+    check_trt_graphs(load_manifest(tiny_artifacts))
+    with pytest.raises(EngineError, match="--llm-attention plain"):
+        check_trt_graphs(load_manifest(tiny_gqa))
 
 
 @pytest.mark.parametrize("sharpen", [1.0, 8.0])

@@ -1,0 +1,96 @@
+"""Grouped-query attention with M-RoPE as one op: a torch reference in eager mode, exported as
+ONNX Runtime's ``com.microsoft.GroupQueryAttention`` (CPU and CUDA providers; not TensorRT).
+
+The contrib op applies rotary itself from cos/sin caches indexed by absolute position. M-RoPE
+positions are not the token index, so the graph builds, per call, caches whose rows
+``past .. past+new-1`` hold the new tokens' own M-RoPE cos/sin (rows before are zeros and are
+never read). The cache layout (rotated keys, ``[B, kv_heads, T, d]``) is the plain graph's, so
+the pipeline does not change.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .vision import rotate_half
+
+
+@torch.library.custom_op("dytok::group_query_attention", mutates_args=())
+def group_query_attention(q: Tensor, k: Tensor, v: Tensor, past_k: Tensor, past_v: Tensor, cos: Tensor, sin: Tensor,
+                          attention_mask: Tensor, num_heads: int, kv_heads: int) -> tuple[Tensor, Tensor, Tensor]:
+    """q (B, S, H*d), k/v (B, S, KV*d) before RoPE; past (B, KV, P, d); cos/sin (S, d/2) of the new
+    tokens; attention_mask (B, P+S), ones then right padding (the contrib op's convention).
+    Returns out (B, S, H*d) and present k/v (B, KV, P+S, d), causal over past + new."""
+    b, s, _ = q.shape
+    d = past_k.shape[-1]
+    full_cos, full_sin = torch.cat([cos, cos], -1)[None, None], torch.cat([sin, sin], -1)[None, None]  # (1, 1, S, d)
+    qh = q.view(b, s, num_heads, d).transpose(1, 2)
+    kh = k.view(b, s, kv_heads, d).transpose(1, 2)
+    qh = qh * full_cos + rotate_half(qh) * full_sin
+    kh = kh * full_cos + rotate_half(kh) * full_sin
+    present_k = torch.cat([past_k, kh], dim=2)
+    present_v = torch.cat([past_v, v.view(b, s, kv_heads, d).transpose(1, 2)], dim=2)
+    group = num_heads // kv_heads
+    keys, values = present_k.repeat_interleave(group, 1), present_v.repeat_interleave(group, 1)
+    p = past_k.shape[2]
+    allowed = torch.arange(p + s, device=q.device)[None, :] <= (torch.arange(s, device=q.device) + p)[:, None]
+    allowed = allowed[None, None] & (attention_mask[:, None, None, :] > 0)
+    scores = (qh @ keys.transpose(-1, -2)).float() * d ** -0.5
+    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).to(q.dtype)
+    out = (probs @ values).transpose(1, 2).reshape(b, s, num_heads * d)
+    return out, present_k, present_v
+
+
+@group_query_attention.register_fake
+def _(q, k, v, past_k, past_v, cos, sin, attention_mask, num_heads, kv_heads):
+    b, s, _ = q.shape
+    shape = (b, kv_heads, past_k.shape[2] + s, past_k.shape[3])
+    return q.new_empty(q.shape), past_k.new_empty(shape), past_v.new_empty(shape)
+
+
+def _register_schema() -> None:
+    """Teach onnx (hence onnxscript and the checker, in this process) the contrib op's signature:
+    the inputs and attributes used here, as ONNX Runtime declares them."""
+    import onnx
+    from onnx.defs import OpSchema
+
+    if onnx.defs.has("GroupQueryAttention", "com.microsoft"):
+        return
+    param = OpSchema.FormalParameter
+    optional = OpSchema.FormalParameterOption.Optional
+    inputs = [param("query", "T"), param("key", "T", param_option=optional), param("value", "T", param_option=optional),
+              param("past_key", "T", param_option=optional), param("past_value", "T", param_option=optional),
+              param("seqlens_k", "M"), param("total_sequence_length", "M"),
+              param("cos_cache", "T", param_option=optional), param("sin_cache", "T", param_option=optional)]
+    outputs = [param("output", "T"), param("present_key", "T"), param("present_value", "T")]
+    ints = OpSchema.AttrType.INT
+    schema = OpSchema(
+        "GroupQueryAttention", "com.microsoft", 1, inputs=inputs, outputs=outputs,
+        type_constraints=[("T", ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"], ""), ("M", ["tensor(int32)"], "")],
+        attributes=[OpSchema.Attribute("num_heads", ints, ""), OpSchema.Attribute("kv_num_heads", ints, ""),
+                    OpSchema.Attribute("do_rotary", ints, "", required=False)])
+    onnx.defs.register_schema(schema)
+
+
+def onnx_translation() -> dict:
+    """``custom_translation_table`` entry for ``torch.onnx.export``."""
+    from onnx import TensorProto
+    from onnxscript import opset18 as op
+    from onnxscript.values import Opset
+
+    _register_schema()
+    msft = Opset("com.microsoft", 1)
+
+    def gqa(q, k, v, past_k, past_v, cos, sin, attention_mask, num_heads: int, kv_heads: int):
+        past = op.Shape(past_k, start=2, end=3)  # [1]
+        total = op.Shape(attention_mask, start=1, end=2)  # [1]: past + new
+        zeros = op.ConstantOfShape(op.Concat(past, op.Shape(cos, start=1, end=2), axis=0))  # (P, d/2), float32
+        zeros = op.CastLike(zeros, cos)
+        cos_cache, sin_cache = op.Concat(zeros, cos, axis=0), op.Concat(zeros, sin, axis=0)
+        valid = op.ReduceSum(attention_mask, op.Constant(value_ints=[1]), keepdims=0)  # [B]
+        seqlens_k = op.Cast(op.Sub(valid, op.Constant(value_ints=[1])), to=TensorProto.INT32)  # [B]: valid - 1
+        total_len = op.Cast(op.Squeeze(total), to=TensorProto.INT32)  # scalar
+        return msft.GroupQueryAttention(q, k, v, past_k, past_v, seqlens_k, total_len, cos_cache, sin_cache,
+                                        num_heads=num_heads, kv_num_heads=kv_heads, do_rotary=1)
+
+    return {torch.ops.dytok.group_query_attention.default: gqa}
