@@ -136,7 +136,8 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
     engine backend; ``dtype`` is then the weights' dtype (e.g. bfloat16 for real-size GPU runs).
     ONNX graphs are always exported in fp32. ``llm_attention``: "plain" (standard ONNX ops, for
     every runtime including TensorRT) or "gqa" (ONNX Runtime's fused GroupQueryAttention in the
-    primary LLM graph; same inputs and outputs, faster on ONNX Runtime, not TensorRT)."""
+    primary LLM and assistant prior graphs; same inputs and outputs, faster on ONNX Runtime, not
+    TensorRT)."""
     from runtime.compression.dytok import select_layers
 
     from .graphs.gqa import onnx_translation
@@ -234,8 +235,9 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
         if assistant is not None:
             amodel, aconsts, akey = export_model("assistant", assistant, assistant_checkpoint, prior_layers)
             pspec = specs.prior_spec(aconsts["hidden_size"], len(aconsts["prior_layers"]))
-            emit("assistant_prior", KeyframePrior(amodel, aconsts["prior_layers"]).eval(), pspec,
-                 _example_prior(aconsts), {**akey, "layers": aconsts["prior_layers"]})
+            emit("assistant_prior", KeyframePrior(amodel, aconsts["prior_layers"], llm_attention).eval(), pspec,
+                 _example_prior(aconsts), {**akey, "layers": aconsts["prior_layers"], "attention": llm_attention},
+                 translation, {"attention": llm_attention})
             del amodel
 
         vcfg = PreprocessConfig()

@@ -25,8 +25,8 @@ def main() -> int:
     ap.add_argument("--out", required=True, help="artifact folder to write")
     ap.add_argument("--skip-validate", action="store_true", help="skip the ONNX-vs-torch check at other shapes")
     ap.add_argument("--llm-attention", default="plain", choices=["plain", "gqa"],
-                    help="primary LLM attention: plain ONNX (every runtime, TensorRT included) or ONNX Runtime's "
-                         "fused GroupQueryAttention (faster on ONNX Runtime CPU/CUDA; not TensorRT)")
+                    help="attention of the LLM graphs (primary LLM, assistant prior): plain ONNX (every runtime, "
+                         "TensorRT included) or ONNX Runtime's fused GroupQueryAttention (faster there; not TensorRT)")
     ap.add_argument("--torch-only", action="store_true",
                     help="no ONNX graphs: a folder for the PyTorch engine backend (real-size GPU benchmarks)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],

@@ -23,6 +23,12 @@ def mrope_cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor, sections: 
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
+def _is_gqa(attention: str) -> bool:
+    if attention not in ("plain", "gqa"):
+        raise ValueError(f"attention {attention!r}: expected plain or gqa")
+    return attention == "gqa"
+
+
 class _Decoder(nn.Module):
     def __init__(self, text_model: nn.Module):
         super().__init__()
@@ -63,10 +69,8 @@ class LanguageModel(_Decoder):
 
     def __init__(self, lm: nn.Module, attention: str = "plain"):
         super().__init__(lm.model.language_model)
-        if attention not in ("plain", "gqa"):
-            raise ValueError(f"attention {attention!r}: expected plain or gqa")
         self.lm_head = lm.lm_head
-        self.gqa = attention == "gqa"
+        self.gqa = _is_gqa(attention)
 
     def forward(self, inputs_embeds, position_ids, attention_mask, *past):
         n_new = inputs_embeds.shape[1]
@@ -112,14 +116,24 @@ class LanguageModel(_Decoder):
 class KeyframePrior(_Decoder):
     """DyToK detection pass: for each selected layer, softmax over the visual keys only of the last
     prompt token's scaled logits, mean over heads. Runs layers up to the deepest selected one and,
-    in that one, only the last token's query and the visual keys (no full attention, no norm/head)."""
+    in that one, only the last token's query and the visual keys (no full attention, no norm/head).
+    ``attention`` as for ``LanguageModel`` (the layers before run fused with "gqa")."""
 
-    def __init__(self, lm: nn.Module, layers: list[int]):
+    def __init__(self, lm: nn.Module, layers: list[int], attention: str = "plain"):
         super().__init__(lm.model.language_model)
         self.layers = sorted(layers)
+        self.gqa = _is_gqa(attention)
+
+    def prior_row(self, q_last, k_vis):
+        """Rotated q_last (B, H, 1, d) and visual keys (B, KV, V, d) -> (V,) mean-head softmax."""
+        k_vis = self.expand_kv(k_vis)
+        logits = torch.matmul(q_last.float(), k_vis.float().transpose(-1, -2))[:, :, 0] * self.head_dim ** -0.5
+        return torch.softmax(logits, dim=-1).mean(dim=1)[0]
 
     def forward(self, inputs_embeds, position_ids, visual_index):
         cos, sin = mrope_cos_sin(position_ids, self.inv_freq, self.sections, inputs_embeds.dtype)
+        if self.gqa:
+            return self._forward_gqa(inputs_embeds, cos, sin, visual_index)
         n = inputs_embeds.shape[1]
         causal = torch.ones(n, n, dtype=torch.bool, device=inputs_embeds.device).tril()
         bias = torch.zeros(n, n, dtype=inputs_embeds.dtype, device=causal.device).masked_fill(~causal, torch.finfo(inputs_embeds.dtype).min)
@@ -129,12 +143,34 @@ class KeyframePrior(_Decoder):
             h = rms_norm(layer.input_layernorm, x)
             q, k, v = self.qkv(layer, h, cos, sin)
             if i in self.layers:
-                q_last = q[:, :, -1:]  # (B, H, 1, d)
-                k_vis = self.expand_kv(k[:, :, visual_index])  # (B, H, V, d)
-                logits = torch.matmul(q_last.float(), k_vis.float().transpose(-1, -2))[:, :, 0] * self.head_dim ** -0.5
-                rows.append(torch.softmax(logits, dim=-1).mean(dim=1)[0])  # (V,)
+                rows.append(self.prior_row(q[:, :, -1:], k[:, :, visual_index]))
             if i == self.layers[-1]:
                 break
             x = x + self.attend(layer, h, q, k, v, bias)
             x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
         return torch.stack(rows)  # (n_selected, V)
+
+    def _forward_gqa(self, x, cos, sin, visual_index):
+        b, n, _ = x.shape
+        d = self.head_dim
+        cos_half, sin_half = cos[0, 0, :, :d // 2], sin[0, 0, :, :d // 2]
+        empty = x.new_zeros(b, self.kv_heads, 0, d)
+        mask = torch.ones(b, n, dtype=torch.int64, device=x.device)
+        rows = []
+        for i, layer in enumerate(self.text.layers[: self.layers[-1] + 1]):
+            h = rms_norm(layer.input_layernorm, x)
+            a = layer.self_attn
+            q, k, v = a.q_proj(h), a.k_proj(h), a.v_proj(h)  # flat, not rotated: the fused op rotates
+            if i in self.layers:  # rotate only what the prior reads: the last query, the visual keys
+                q_last = q[:, -1:].view(b, 1, self.heads, d).transpose(1, 2)
+                k_vis = k[:, visual_index].view(b, -1, self.kv_heads, d).transpose(1, 2)
+                c_last, s_last = cos[:, :, -1:], sin[:, :, -1:]
+                c_vis, s_vis = cos[:, :, visual_index], sin[:, :, visual_index]
+                rows.append(self.prior_row(q_last * c_last + rotate_half(q_last) * s_last,
+                                           k_vis * c_vis + rotate_half(k_vis) * s_vis))
+            if i == self.layers[-1]:
+                break
+            out, _, _ = group_query_attention(q, k, v, empty, empty, cos_half, sin_half, mask, self.heads, self.kv_heads)
+            x = x + a.o_proj(out)
+            x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
+        return torch.stack(rows)

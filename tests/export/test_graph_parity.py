@@ -40,10 +40,10 @@ def test_vision_graph_matches_transformers(tiny_artifacts, tiny_models, which):
 
 @pytest.fixture(scope="module")
 def tiny_gqa(tmp_path_factory):
-    """The tiny primary exported with ONNX Runtime's fused GroupQueryAttention (no assistant)."""
+    """The tiny preset exported with ONNX Runtime's fused GroupQueryAttention (LLM and prior)."""
     from export.exporter import export_artifacts
-    return export_artifacts("tiny", str(tmp_path_factory.mktemp("gqa") / "tiny-gqa"), assistant_name=None,
-                            llm_attention="gqa", log=lambda *_: None)
+    return export_artifacts("tiny", str(tmp_path_factory.mktemp("gqa") / "tiny-gqa"), llm_attention="gqa",
+                            log=lambda *_: None)
 
 
 @pytest.mark.parametrize("attention", ["plain", "gqa"])
@@ -85,20 +85,24 @@ def test_gqa_export_answers_like_plain_and_is_refused_by_tensorrt(tiny_artifacts
     from runtime.video import sample_video
 
     clip = sample_video(video_path, num_frames=8)
-    opts = Options(num_frames=8, max_pixels=64 * 784, min_pixels=16 * 784, max_new_tokens=5, assistant=False)
+    opts = Options(num_frames=8, max_pixels=64 * 784, min_pixels=16 * 784, max_new_tokens=5)
     want = load_pipeline(tiny_artifacts).answer(clip, "What moves?", opts)
-    assert load_pipeline(tiny_gqa).answer(clip, "What moves?", opts).token_ids == want.token_ids
+    got = load_pipeline(tiny_gqa).answer(clip, "What moves?", opts)
+    assert got.token_ids == want.token_ids
+    np.testing.assert_array_equal(got.budgets, want.budgets)
+    np.testing.assert_allclose(got.frame_weights, want.frame_weights, atol=1e-5)
     assert load_manifest(tiny_gqa).graph("primary_llm")["attention"] == "gqa"
     check_trt_graphs(load_manifest(tiny_artifacts))
     with pytest.raises(EngineError, match="--llm-attention plain"):
         check_trt_graphs(load_manifest(tiny_gqa))
 
 
+@pytest.mark.parametrize("attention", ["plain", "gqa"])
 @pytest.mark.parametrize("sharpen", [1.0, 8.0])
-def test_prior_graph_matches_reference(tiny_artifacts, tiny_models, tmp_path, sharpen):
+def test_prior_graph_matches_reference(tiny_artifacts, tiny_gqa, tiny_models, tmp_path, sharpen, attention):
     """Random weights give near-uniform attention, so the prior is also exported and checked from
     a copy of the assistant with q/k weights scaled up (sharper, far from uniform attention)."""
-    manifest = load_manifest(tiny_artifacts)
+    manifest = load_manifest(tiny_artifacts if attention == "plain" else tiny_gqa)
     consts = manifest.model("assistant")
     layers = consts["prior_layers"]
     model = tiny_models["assistant"]
@@ -110,13 +114,17 @@ def test_prior_graph_matches_reference(tiny_artifacts, tiny_models, tmp_path, sh
 
         from export import specs
         from export.exporter import _example_prior, _export
+        from export.graphs.gqa import onnx_translation
         from export.graphs.llm import KeyframePrior
         model = copy.deepcopy(model)
         for layer in model.model.language_model.layers:
             layer.self_attn.q_proj.weight.data *= sharpen
             layer.self_attn.k_proj.weight.data *= sharpen
         path = str(tmp_path / "sharp_prior.onnx")
-        _export(KeyframePrior(model, layers).eval(), specs.prior_spec(hidden, len(layers)), _example_prior(consts), path)
+        _export(KeyframePrior(model, layers, attention).eval(), specs.prior_spec(hidden, len(layers)), _example_prior(consts),
+                path, onnx_translation() if attention == "gqa" else None)
+    ops = {(n.domain, n.op_type) for n in onnx.load(path, load_external_data=False).graph.node}
+    assert (("com.microsoft", "GroupQueryAttention") in ops) == (attention == "gqa")
     eng = OrtEngine(path)
     for length, start, n_vis in [(20, 4, 12), (57, 10, 40)]:
         embeds = rng.normal(size=(1, length, hidden)).astype(np.float32)
