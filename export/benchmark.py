@@ -19,6 +19,7 @@ from runtime.pipeline import Options, Pipeline, load_pipeline
 from runtime.preprocess import plan_grid, preprocess_video
 from runtime.video import sample_video
 
+RUNTIME_BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 STAGES = ("decode_video", "preprocess", "assistant", "vision", "compress", "prefill", "decode")
 
 
@@ -107,18 +108,19 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
                   max_new_tokens: int = 16, max_pixels: int | None = None, min_pixels: int | None = None,
                   threads: int | None = None, device: str = "cpu", configs: list[Config] | None = None,
                   runtime_backend: str = "auto", attn: str | None = None, log=print) -> dict:
-    """``runtime_backend``: "onnxruntime", "torch" (the pipeline on PyTorch engines, on ``device``)
-    or "auto" (torch for --torch-only folders, else ONNX Runtime; on cuda, torch when ONNX Runtime
-    has no CUDA provider). ``attn``: transformers' attention for the eager rows (default: sdpa on
-    cuda, eager on cpu, as in the parity tests). Weights' dtype: the folder's (fp32 for ONNX)."""
+    """``runtime_backend``: "onnxruntime", "tensorrt" (native engines from build_engines.py), "torch"
+    (the pipeline on PyTorch engines, on ``device``) or "auto" (torch for --torch-only folders,
+    else ONNX Runtime; on cuda, torch when ONNX Runtime has no CUDA provider). ``attn``:
+    transformers' attention for the eager rows (default: sdpa on cuda, eager on cpu, as in the
+    parity tests). Weights' dtype: the folder's (fp32 for ONNX)."""
     import torch
 
     from .torch_engine import load_models, torch_pipeline
 
     from runtime.errors import EngineError
 
-    if runtime_backend not in ("auto", "onnxruntime", "torch"):
-        raise EngineError(f"runtime backend {runtime_backend!r}: expected auto, onnxruntime or torch")
+    if runtime_backend not in RUNTIME_BACKENDS:
+        raise EngineError(f"runtime backend {runtime_backend!r}: expected one of {', '.join(RUNTIME_BACKENDS)}")
     if threads:
         torch.set_num_threads(threads)
     attn = attn or ("sdpa" if device == "cuda" else "eager")
@@ -143,7 +145,8 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
         runtime = eager  # the same pipeline and engines: the rows differ by compression only
     else:
         try:
-            runtime = load_pipeline(artifacts, ("cuda",) if device == "cuda" else ("cpu",), threads)
+            runtime = load_pipeline(artifacts, ("cuda",) if device == "cuda" else ("cpu",), threads,
+                                    backend=runtime_backend)
         except (EngineError, ManifestError) as e:
             skipped["runtime"] = str(e)
     host = runtime or eager
@@ -206,7 +209,7 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
     return {"machine": machine_info(), "model": manifest.data["preset"], "assistant": manifest.data.get("assistant_preset"),
             "frames": frames, "runs": runs, "warmup": warmup, "max_new_tokens": max_new_tokens, "device": device,
             "runtime_backend": runtime_backend, "attn": attn,
-            "llm_attention": manifest.graph("primary_llm").get("attention", "plain") if runtime_backend == "onnxruntime" else "torch",
+            "llm_attention": manifest.graph("primary_llm").get("attention", "plain") if runtime_backend != "torch" else "torch",
             "best_throughput_flops_per_s": best, "model_config": manifest.data["models"], "configs": results}
 
 

@@ -29,9 +29,9 @@ def main() -> int:
     ap.add_argument("--min-pixels", type=int, default=16 * 28 * 28)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--runtime-backend", default="auto", choices=["auto", "onnxruntime", "torch"],
+    ap.add_argument("--runtime-backend", default="auto", choices=["auto", "onnxruntime", "tensorrt", "torch"],
                     help="engines of the runtime rows (auto: torch for --torch-only folders or a GPU without "
-                         "onnxruntime-gpu, else onnxruntime)")
+                         "onnxruntime-gpu, else onnxruntime; tensorrt: engines from build_engines.py)")
     ap.add_argument("--attn", choices=["eager", "sdpa"], help="transformers attention of the eager rows "
                                                               "(default: sdpa on cuda, eager on cpu)")
     ap.add_argument("--json")

@@ -78,3 +78,20 @@ def test_runtime_rows_on_torch_engines_in_bf16(tmp_path, video_path):
     assert engines == {"eager full": "transformers[cpu, bfloat16, eager]",
                        "runtime DyToK+VisionZip 25%": "torch[cpu, bfloat16]"}
     assert "| runtime DyToK+VisionZip 25% | torch[cpu, bfloat16] |" in B.markdown_table(report)
+
+
+def test_tensorrt_runtime_rows_are_skipped_with_the_reason(tiny_artifacts, video_path):
+    """Without TensorRT (always, here) the runtime rows say why; the eager rows still run."""
+    pytest.importorskip("torch")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    configs = [c for c in B.default_configs() if c.name in ("eager full", "runtime full")]
+    report = B.run_benchmark(tiny_artifacts, video_path, "q", frames=4, runs=1, warmup=0, max_new_tokens=2,
+                             max_pixels=32 * 784, min_pixels=16 * 784, configs=configs, runtime_backend="tensorrt",
+                             log=lambda *_: None)
+    rows = {r["name"]: r for r in report["configs"]}
+    assert "TensorRT is not installed" in rows["runtime full"]["skipped"] and rows["eager full"]["e2e_s"] > 0
+    assert "| runtime full | skipped: TensorRT is not installed" in B.markdown_table(report)
