@@ -45,7 +45,6 @@ _SMALL_TEXT = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24
                    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [8, 12, 12]})
 
 
-
 def real_size(name: str) -> tuple[dict, dict]:
     """Vision and text config overrides with the dimensions of released checkpoint ``name``."""
     m = REAL_MODELS[name]

@@ -1,7 +1,9 @@
 """The engine interface every backend implements (ONNX Runtime, TensorRT, PyTorch eager).
 
 ``run`` takes and returns NumPy arrays by name. Returned arrays belong to the caller: a backend
-that reuses buffers must copy before returning.
+that reuses buffers must copy before returning. The one exception is an output a backend keeps
+on its device (the LLM's KV cache as a TensorRT ``DeviceArray`` or a torch tensor): the caller
+only feeds it back to the same engine.
 """
 from __future__ import annotations
 
