@@ -58,7 +58,8 @@ class Manifest:
     def require_onnx(self, what: str) -> None:
         if self.torch_only:
             raise ManifestError(f"{self.folder} was exported with --torch-only and holds no ONNX graphs for {what}: "
-                                f"use the torch backend (infer.py --backend torch, benchmark.py --runtime-backend torch), or re-export without --torch-only")
+                                f"use the torch backend (infer.py --backend torch, benchmark.py --runtime-backend "
+                                f"torch), or re-export without --torch-only")
 
     def onnx_path(self, role: str) -> str:
         """The ONNX file of graph ``role``; a clear error for a torch-only folder."""

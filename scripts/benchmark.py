@@ -4,8 +4,9 @@
   # GPU, real-size Qwen2.5-VL-7B + 3B architectures with random bf16 weights, no ONNX needed:
   python scripts/benchmark.py --model qwen2.5-vl-7b-random --device cuda --frames 32 --max-pixels 200704
 
-Exports the preset first if --artifacts has none (real-size random presets: --torch-only, bf16). Prints a Markdown table (ratios against eager
-full tokens first), and with --project 7b a FLOPs-based projection for the real 7B/3B pair.
+Exports the preset first if --artifacts has none (real-size random presets: --torch-only, bf16).
+Prints a Markdown table (ratios against eager full tokens first), and with --project 7b a
+FLOPs-based projection for the real 7B/3B pair.
 """
 import argparse
 import os

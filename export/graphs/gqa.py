@@ -12,7 +12,32 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .vision import rotate_half
+from .vision import apply_rope
+
+
+def causal_bias(n_new: int, n_past: int, attention_mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """Additive score bias (B, 1, S, P+S): new tokens see the past and themselves causally, and
+    no key that ``attention_mask`` (B, P+S) zeroes. 0 where allowed, the dtype's minimum elsewhere."""
+    device = attention_mask.device
+    key_pos = torch.arange(attention_mask.shape[1], device=device)
+    query_pos = torch.arange(n_new, device=device) + n_past
+    allowed = (key_pos[None, :] <= query_pos[:, None])[None, None] & (attention_mask[:, None, None, :] > 0)
+    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def expand_kv(x: Tensor, heads: int) -> Tensor:
+    """(B, KV, P, d) -> (B, H, P, d): each KV head serves heads // kv_heads query heads."""
+    b, kv, p, d = x.shape
+    return x[:, :, None].expand(b, kv, heads // kv, p, d).reshape(b, heads, p, d)
+
+
+def grouped_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    """q (B, H, S, d), k/v (B, KV, T, d), bias broadcastable to (B, H, S, T) -> (B, S, H*d);
+    softmax in fp32."""
+    heads, d = q.shape[1], q.shape[-1]
+    scores = torch.matmul(q, expand_kv(k, heads).transpose(-1, -2)) * d ** -0.5 + bias
+    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    return torch.matmul(probs, expand_kv(v, heads)).transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
 
 
 @torch.library.custom_op("dytok::group_query_attention", mutates_args=())
@@ -22,22 +47,13 @@ def group_query_attention(q: Tensor, k: Tensor, v: Tensor, past_k: Tensor, past_
     tokens; attention_mask (B, P+S), ones then right padding (the contrib op's convention).
     Returns out (B, S, H*d) and present k/v (B, KV, P+S, d), causal over past + new."""
     b, s, _ = q.shape
-    d = past_k.shape[-1]
+    p, d = past_k.shape[2], past_k.shape[-1]
     full_cos, full_sin = torch.cat([cos, cos], -1)[None, None], torch.cat([sin, sin], -1)[None, None]  # (1, 1, S, d)
-    qh = q.view(b, s, num_heads, d).transpose(1, 2)
-    kh = k.view(b, s, kv_heads, d).transpose(1, 2)
-    qh = qh * full_cos + rotate_half(qh) * full_sin
-    kh = kh * full_cos + rotate_half(kh) * full_sin
+    qh = apply_rope(q.view(b, s, num_heads, d).transpose(1, 2), full_cos, full_sin)
+    kh = apply_rope(k.view(b, s, kv_heads, d).transpose(1, 2), full_cos, full_sin)
     present_k = torch.cat([past_k, kh], dim=2)
     present_v = torch.cat([past_v, v.view(b, s, kv_heads, d).transpose(1, 2)], dim=2)
-    group = num_heads // kv_heads
-    keys, values = present_k.repeat_interleave(group, 1), present_v.repeat_interleave(group, 1)
-    p = past_k.shape[2]
-    allowed = torch.arange(p + s, device=q.device)[None, :] <= (torch.arange(s, device=q.device) + p)[:, None]
-    allowed = allowed[None, None] & (attention_mask[:, None, None, :] > 0)
-    scores = (qh @ keys.transpose(-1, -2)).float() * d ** -0.5
-    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).to(q.dtype)
-    out = (probs @ values).transpose(1, 2).reshape(b, s, num_heads * d)
+    out = grouped_attention(qh, present_k, present_v, causal_bias(s, p, attention_mask, q.dtype))
     return out, present_k, present_v
 
 

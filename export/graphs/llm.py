@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .gqa import group_query_attention
-from .vision import rms_norm, rotate_half
+from .gqa import causal_bias, expand_kv, group_query_attention, grouped_attention
+from .vision import apply_rope, rms_norm
 
 
 def mrope_cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor, sections: list[int], dtype: torch.dtype):
@@ -47,18 +47,12 @@ class _Decoder(nn.Module):
         q = attn.q_proj(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)
         k = attn.k_proj(x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
         v = attn.v_proj(x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
-        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
-    def expand_kv(self, x):
-        """(B, KV, P, d) -> (B, H, P, d): each KV head serves heads // kv_heads query heads."""
-        b, kv, p, d = x.shape
-        return x[:, :, None].expand(b, kv, self.heads // kv, p, d).reshape(b, self.heads, p, d)
-
-    def attend(self, layer, x, q, k, v, bias):
-        scores = torch.matmul(q, self.expand_kv(k).transpose(-1, -2)) * self.head_dim ** -0.5 + bias
-        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-        out = torch.matmul(probs, self.expand_kv(v)).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
-        return layer.self_attn.o_proj(out)
+    def half_cos_sin(self, cos, sin):
+        """(B, 1, S, d) -> (S, d/2), the fused op's form (batch 1, as the pipeline runs)."""
+        half = self.head_dim // 2
+        return cos[0, 0, :, :half], sin[0, 0, :, :half]
 
 
 class LanguageModel(_Decoder):
@@ -78,10 +72,7 @@ class LanguageModel(_Decoder):
         cos, sin = mrope_cos_sin(position_ids, self.inv_freq, self.sections, inputs_embeds.dtype)
         if self.gqa:
             return self._forward_gqa(inputs_embeds, cos, sin, attention_mask, past)
-        key_pos = torch.arange(attention_mask.shape[1], device=inputs_embeds.device)
-        query_pos = torch.arange(n_new, device=inputs_embeds.device) + n_past
-        allowed = (key_pos[None, :] <= query_pos[:, None])[None, None] & (attention_mask[:, None, None, :] > 0)
-        bias = torch.zeros(allowed.shape, dtype=inputs_embeds.dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(inputs_embeds.dtype).min)
+        bias = causal_bias(n_new, n_past, attention_mask, inputs_embeds.dtype)
         x = inputs_embeds
         presents = []
         for i, layer in enumerate(self.text.layers):
@@ -90,7 +81,7 @@ class LanguageModel(_Decoder):
             k = torch.cat([past[2 * i], k], dim=2)
             v = torch.cat([past[2 * i + 1], v], dim=2)
             presents += [k, v]
-            x = x + self.attend(layer, h, q, k, v, bias)
+            x = x + layer.self_attn.o_proj(grouped_attention(q, k, v, bias))
             x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
         return self._head(x, presents)
 
@@ -99,8 +90,7 @@ class LanguageModel(_Decoder):
         return (logits, *presents)
 
     def _forward_gqa(self, x, cos, sin, attention_mask, past):
-        half = self.head_dim // 2
-        cos, sin = cos[0, 0, :, :half], sin[0, 0, :, :half]  # (S, d/2): batch 1, as the pipeline runs
+        cos, sin = self.half_cos_sin(cos, sin)
         presents = []
         for i, layer in enumerate(self.text.layers):
             h = rms_norm(layer.input_layernorm, x)
@@ -126,7 +116,7 @@ class KeyframePrior(_Decoder):
 
     def prior_row(self, q_last, k_vis):
         """Rotated q_last (B, H, 1, d) and visual keys (B, KV, V, d) -> (V,) mean-head softmax."""
-        k_vis = self.expand_kv(k_vis)
+        k_vis = expand_kv(k_vis, self.heads)
         logits = torch.matmul(q_last.float(), k_vis.float().transpose(-1, -2))[:, :, 0] * self.head_dim ** -0.5
         return torch.softmax(logits, dim=-1).mean(dim=1)[0]
 
@@ -134,9 +124,8 @@ class KeyframePrior(_Decoder):
         cos, sin = mrope_cos_sin(position_ids, self.inv_freq, self.sections, inputs_embeds.dtype)
         if self.gqa:
             return self._forward_gqa(inputs_embeds, cos, sin, visual_index)
-        n = inputs_embeds.shape[1]
-        causal = torch.ones(n, n, dtype=torch.bool, device=inputs_embeds.device).tril()
-        bias = torch.zeros(n, n, dtype=inputs_embeds.dtype, device=causal.device).masked_fill(~causal, torch.finfo(inputs_embeds.dtype).min)
+        b, n, _ = inputs_embeds.shape
+        bias = causal_bias(n, 0, torch.ones(b, n, dtype=torch.int64, device=inputs_embeds.device), inputs_embeds.dtype)
         x = inputs_embeds
         rows = []
         for i, layer in enumerate(self.text.layers[: self.layers[-1] + 1]):
@@ -146,14 +135,14 @@ class KeyframePrior(_Decoder):
                 rows.append(self.prior_row(q[:, :, -1:], k[:, :, visual_index]))
             if i == self.layers[-1]:
                 break
-            x = x + self.attend(layer, h, q, k, v, bias)
+            x = x + layer.self_attn.o_proj(grouped_attention(q, k, v, bias))
             x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
         return torch.stack(rows)  # (n_selected, V)
 
     def _forward_gqa(self, x, cos, sin, visual_index):
         b, n, _ = x.shape
         d = self.head_dim
-        cos_half, sin_half = cos[0, 0, :, :d // 2], sin[0, 0, :, :d // 2]
+        cos_half, sin_half = self.half_cos_sin(cos, sin)
         empty = x.new_zeros(b, self.kv_heads, 0, d)
         mask = torch.ones(b, n, dtype=torch.int64, device=x.device)
         rows = []
@@ -164,10 +153,8 @@ class KeyframePrior(_Decoder):
             if i in self.layers:  # rotate only what the prior reads: the last query, the visual keys
                 q_last = q[:, -1:].view(b, 1, self.heads, d).transpose(1, 2)
                 k_vis = k[:, visual_index].view(b, -1, self.kv_heads, d).transpose(1, 2)
-                c_last, s_last = cos[:, :, -1:], sin[:, :, -1:]
-                c_vis, s_vis = cos[:, :, visual_index], sin[:, :, visual_index]
-                rows.append(self.prior_row(q_last * c_last + rotate_half(q_last) * s_last,
-                                           k_vis * c_vis + rotate_half(k_vis) * s_vis))
+                rows.append(self.prior_row(apply_rope(q_last, cos[:, :, -1:], sin[:, :, -1:]),
+                                           apply_rope(k_vis, cos[:, :, visual_index], sin[:, :, visual_index])))
             if i == self.layers[-1]:
                 break
             out, _, _ = group_query_attention(q, k, v, empty, empty, cos_half, sin_half, mask, self.heads, self.kv_heads)

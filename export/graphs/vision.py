@@ -25,6 +25,11 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 
 
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding, rotate-half form; cos/sin broadcast over x (..., L, d)."""
+    return x * cos + rotate_half(x) * sin
+
+
 def rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     variance = x.float().pow(2).mean(-1, keepdim=True)
     return norm.weight * (x.float() * torch.rsqrt(variance + norm.variance_epsilon)).to(x.dtype)
@@ -83,8 +88,8 @@ class VisionEncoder(nn.Module):
             h = rms_norm(block.norm1, x)
             qkv = block.attn.qkv(h).reshape(n, 3, self.heads, -1)  # (N, 3, H, d)
             q, k, v = qkv.unbind(1)
-            q_rot = (q.float() * cos + rotate_half(q.float()) * sin).to(q.dtype)
-            k_rot = (k.float() * cos + rotate_half(k.float()) * sin).to(k.dtype)
+            q_rot = apply_rope(q.float(), cos, sin).to(q.dtype)
+            k_rot = apply_rope(k.float(), cos, sin).to(k.dtype)
             full = i in self.full_blocks
             layout = ((full_index, full_valid, full_bias, full_inverse) if full
                       else (window_index, window_valid, window_bias, window_inverse))
