@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from runtime.engines.cuda_mem import DeviceArray, check, cudart
-from runtime.engines.trt_build import write_atomic
+from runtime.fileio import write_atomic
 
 from .dataset import CalibrationSet, common_shape_files
 
