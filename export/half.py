@@ -102,6 +102,22 @@ def island_nodes(model, precision: str) -> list[str]:
     return list(keep)
 
 
+def _loadable(src: str, scratch: str) -> str:
+    """``src``, or a private copy in ``scratch`` when its files are hard-linked: onnx refuses to load
+    external data with several hard links (a hardlink-attack guard), and ``calibrate.py quantize``
+    and ``convert_artifacts`` hard-link the graphs they leave unchanged."""
+    files = [f for f in (src, src + ".data") if os.path.isfile(f)]
+    if all(os.stat(f).st_nlink == 1 for f in files):
+        return src
+    import onnx
+
+    model = onnx.load(src, load_external_data=False)
+    locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    for name in {os.path.basename(src), *locations}:
+        shutil.copyfile(os.path.join(os.path.dirname(src), name), os.path.join(scratch, name))
+    return os.path.join(scratch, os.path.basename(src))
+
+
 def convert_model(src: str, precision: str, islands: bool = True):
     """``src`` (an fp32 ONNX file, external data beside it) converted to ``precision`` with AutoCast;
     ``islands=False`` gives the naive all-half graph (for comparison only). Returns (model, islands)."""
@@ -114,9 +130,10 @@ def convert_model(src: str, precision: str, islands: bool = True):
         raise ManifestError(f"half-precision conversion needs NVIDIA ModelOpt's AutoCast (pip install -e '.[half]'): {e}") from None
     configure_logging("WARNING")
     keep = island_nodes(onnx.load(src, load_external_data=False), precision) if islands else []
-    model = convert_to_mixed_precision(
-        src, precision, nodes_to_exclude=[f"^{re.escape(n)}$" for n in keep], data_max=np.inf,
-        init_max=np.finfo(np.float16).max if precision == "fp16" else np.inf, keep_io_types=True, opset=18)
+    with tempfile.TemporaryDirectory() as scratch:
+        model = convert_to_mixed_precision(
+            _loadable(src, scratch), precision, nodes_to_exclude=[f"^{re.escape(n)}$" for n in keep], data_max=np.inf,
+            init_max=np.finfo(np.float16).max if precision == "fp16" else np.inf, keep_io_types=True, opset=18)
     return model, keep
 
 
@@ -172,6 +189,9 @@ def convert_artifacts(artifacts: str, out: str, precision: str = "bf16", roles: 
             model, keep = convert_model(src, precision, islands)
             save_model(model, dst)
             del model
+            import onnx
+
+            onnx.checker.check_model(dst, full_check=True)  # types and shapes, as export checks its graphs
             report[role] = {"fp32_nodes": len(keep), **half_precision_report(manifest, role, src, dst)}
             log(f"{role}: {precision}, {len(keep)} nodes kept fp32; " + report[role]["summary"])
             if islands and report[role]["measured"] and not report[role]["ok"]:

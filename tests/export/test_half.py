@@ -50,7 +50,9 @@ def _swiglu(model):
 def _scaled_graph(src: str, dst: str) -> list[str]:
     """Copy ``src`` with every SwiGLU's gate/up weights x SCALE_MLP and down weights / SCALE_MLP^2;
     returns the tensors to watch (variances and SwiGLU products)."""
-    model = onnx.load(src)
+    from export.half import _loadable
+
+    model = onnx.load(_loadable(src, os.path.dirname(dst)))  # other tests hard-link the session's graphs
     inits = {t.name: t for t in model.graph.initializer}
 
     def scale(node, factor):
@@ -130,16 +132,27 @@ def test_islands_cover_norms_softmax_swiglu_and_rotary(tiny_artifacts):
     assert not any(ops[n] == "MatMul" and n not in downs for n in fp16)  # no other weight matmul stays fp32
 
 
-def test_convert_artifacts_writes_a_valid_folder_with_cosines(tiny_artifacts, tmp_path):
-    out = str(tmp_path / "tiny-fp16")
-    m = convert_artifacts(tiny_artifacts, out, "fp16", roles=("assistant_prior",), log=lambda *_: None)
-    record = m.data["half_precision"]
-    assert record["precision"] == "fp16" and record["roles"] == ["assistant_prior"]
-    rep = record["validation"]["assistant_prior"]
-    assert rep["measured"] and rep["ok"] and rep["cosine"]["attention"] >= 0.999
-    model = onnx.load(m.onnx_path("assistant_prior"), load_external_data=False)
-    assert {i.type.tensor_type.elem_type for i in model.graph.input if i.name == "inputs_embeds"} == {1}  # fp32 I/O kept
-    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer) or \
-        os.path.getsize(m.path(m.graph("assistant_prior")["data_file"])) > 0
+@pytest.mark.parametrize("precision, elem", [("fp16", onnx.TensorProto.FLOAT16), ("bf16", onnx.TensorProto.BFLOAT16)])
+def test_convert_artifacts_writes_a_valid_folder_with_cosines(tiny_artifacts, tmp_path, precision, elem):
     from runtime.engines.trt_build import graph_precision
-    assert graph_precision(m, "assistant_prior") == "fp16" and graph_precision(m, "primary_llm") == "fp32"
+
+    src = load_manifest(tiny_artifacts)
+    data = src.path(src.graph("assistant_prior")["data_file"])
+    os.link(data, tmp_path / "hardlink")  # as calibrate.py quantize leaves it; onnx refuses such files without a copy
+    assert os.stat(data).st_nlink > 1
+    m = convert_artifacts(tiny_artifacts, str(tmp_path / precision), precision, roles=("assistant_prior",), log=lambda *_: None)
+    record = m.data["half_precision"]
+    assert record["precision"] == precision and record["roles"] == ["assistant_prior"]
+    rep = record["validation"]["assistant_prior"]
+    assert rep["measured"] and rep["ok"] and rep["cosine"]["attention"] >= 0.999 and rep["engine"] == "onnx-reference"
+    model = onnx.load(m.onnx_path("assistant_prior"))
+    assert [i.type.tensor_type.elem_type for i in model.graph.input][0] == onnx.TensorProto.FLOAT  # fp32 I/O kept
+    weights = [t for t in model.graph.initializer if t.dims and np.prod(t.dims) >= 64 * 64]
+    kept = [t for t in weights if t.data_type != elem]
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT for t in kept)
+    # every weight matrix halved, except in fp16 the MLP down projections (fp32 islands)
+    assert len(kept) == (len(_swiglu(model)) if precision == "fp16" else 0), [t.name for t in kept]
+    assert graph_precision(m, "assistant_prior") == precision and graph_precision(m, "primary_llm") == "fp32"
+    assert "engines" not in m.data and m.data["graphs"]["primary_llm"] == load_manifest(tiny_artifacts).graph("primary_llm")
+    with pytest.raises(Exception, match="already converted"):
+        convert_artifacts(m.folder, str(tmp_path / "again"), precision, log=lambda *_: None)
