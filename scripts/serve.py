@@ -65,9 +65,12 @@ def main() -> int:
     ap.add_argument("--replicas", type=int, default=2, help="with --ray: pipeline replicas")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.ray:
+    if args.ray:  # the defaults of scripts/serve_ray.py: 1 CPU per replica, a local cluster
+        import dataclasses
+
         from serving.ray_app import run_ray
-        return run_ray(config_from_args(args), args.replicas, args.host, args.port)
+        cfg = config_from_args(args)
+        return run_ray(dataclasses.replace(cfg, threads=args.threads or 1), args.replicas, args.host, args.port)
     from runtime.errors import DyTokError
     from serving.app import create_app
     from serving.backend import LocalBackend

@@ -92,7 +92,7 @@ def create_app(cfg: ServerConfig, backend) -> FastAPI:
             opts = build_options(req, cfg)
             video = await media.resolve(url)
             await run_in_threadpool(media.check, video)
-            events = backend.stream(Job(video.path, question, opts, cfg.request_timeout_s))
+            events = backend.stream(Job(video.path, question, opts, cfg.request_timeout_s, req.stream))
             first = await anext(events)  # errors before the first token still get their own status
             if req.stream:
                 handed_over = True

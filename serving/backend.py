@@ -29,6 +29,7 @@ class Job:
     question: str
     options: Options
     timeout_s: float  # queue wait + run
+    stream: bool = False  # pieces go to the client as they come (a lost replica cannot be retried after one)
 
 
 @dataclass
