@@ -22,6 +22,8 @@ def add_server_args(ap: argparse.ArgumentParser) -> None:
     d = ServerConfig()
     ap.add_argument("--artifacts", help="artifact folder (default: artifacts/needle if exported, else artifacts/tiny; "
                                         "env DYTOK_ARTIFACTS)")
+    ap.add_argument("--export-missing", action="store_true",
+                    help="export the default preset first when its folder is missing (needs the export extra)")
     ap.add_argument("--model-name", help="the model id clients send (default: the manifest's preset)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
@@ -44,12 +46,31 @@ def add_server_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--no-assistant", action="store_true", help="default: uniform budgets, no keyframe prior")
 
 
+def artifacts_folder(args) -> str:
+    """The folder to serve; with --export-missing, exported first when absent (needs the export extra)."""
+    from serving.config import resolve_artifacts
+
+    try:
+        from export.presets import PRESETS
+    except ImportError:  # the runtime alone: serve what exists
+        PRESETS = {}
+    folder, preset = resolve_artifacts(args.artifacts, PRESETS)
+    if not os.path.isdir(folder) and getattr(args, "export_missing", False):
+        if preset is None:
+            raise SystemExit(f"error: {folder} does not exist and its name is not an export preset")
+        from export.exporter import export_artifacts
+
+        print(f"exporting the {preset!r} preset to {folder} (once) ...", file=sys.stderr, flush=True)
+        export_artifacts(preset, folder, log=lambda *_: None)
+    return folder
+
+
 def config_from_args(args):
-    from serving.config import ServerConfig, resolve_artifacts
+    from serving.config import ServerConfig
 
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     return ServerConfig(
-        artifacts=resolve_artifacts(args.artifacts), model_name=args.model_name,
+        artifacts=artifacts_folder(args), model_name=args.model_name,
         media_dirs=tuple(os.path.abspath(os.path.expanduser(d)) for d in args.media_dir), allow_url=args.allow_url,
         workers=args.workers, queue_size=args.queue_size, threads=threads, providers=tuple(args.provider or ["cpu"]),
         backend=args.backend, request_timeout_s=args.timeout, max_upload_bytes=int(args.max_upload_mb * 2 ** 20),
@@ -76,6 +97,10 @@ def main() -> int:
     from serving.backend import LocalBackend
 
     cfg = config_from_args(args)
+    if not os.path.isdir(cfg.artifacts):
+        print(f"error: no artifact folder at {cfg.artifacts}: export one with scripts/export.py --model <preset> --out "
+              f"{cfg.artifacts}, or add --export-missing", file=sys.stderr)
+        return 2
     try:
         backend = LocalBackend(cfg)
     except DyTokError as e:

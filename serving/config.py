@@ -5,8 +5,9 @@ import os
 from dataclasses import dataclass, field
 
 # The default model: the trained `needle` export when present, else the random `tiny` one.
-DEFAULT_ARTIFACTS = os.environ.get("DYTOK_ARTIFACTS", "artifacts/needle")
-FALLBACK_ARTIFACTS = "artifacts/tiny"
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_ARTIFACTS = os.environ.get("DYTOK_ARTIFACTS", os.path.join(_REPO, "artifacts", "needle"))
+FALLBACK_ARTIFACTS = os.path.join(_REPO, "artifacts", "tiny")
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,12 @@ class ServerConfig:
         return self.max_upload_bytes * 4 // 3 + (1 << 20)
 
 
-def resolve_artifacts(path: str | None) -> str:
-    """The folder to serve: ``path``, else the needle export, else tiny (tests, demo)."""
+def resolve_artifacts(path: str | None, presets=()) -> tuple[str, str | None]:
+    """The folder to serve and the preset that exports it: ``path``; else the needle export,
+    else tiny. ``presets``: the names the exporter knows (the needle preset may be absent)."""
     if path:
-        return path
-    if os.path.isdir(DEFAULT_ARTIFACTS):
-        return DEFAULT_ARTIFACTS
-    return FALLBACK_ARTIFACTS
+        name = os.path.basename(os.path.normpath(path))
+        return path, name if name in presets else None
+    if os.path.isdir(DEFAULT_ARTIFACTS) or "needle" in presets:
+        return DEFAULT_ARTIFACTS, "needle"
+    return FALLBACK_ARTIFACTS, "tiny"
