@@ -85,7 +85,8 @@ def main() -> int:
     ap.add_argument("--ray", action="store_true", help="serve on Ray Serve (see scripts/serve_ray.py)")
     ap.add_argument("--replicas", type=int, default=2, help="with --ray: pipeline replicas")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("dytok").setLevel(logging.INFO)
     if args.ray:  # the defaults of scripts/serve_ray.py: 1 CPU per replica, a local cluster
         import dataclasses
 

@@ -147,7 +147,7 @@ def test_error_statuses(server, client, media, tmp_path):
     metrics = httpx.get(server.url + "/metrics").text
     for status in (400, 403, 404, 413):
         assert f'dytok_requests_total{{status="{status}"}}' in metrics
-    assert not [f for f in os.listdir(media) if f.startswith("tmp")]
+    assert "dytok_in_flight 0.0" in metrics
 
 
 def test_queue_full_gives_429_with_retry_after(server, media):
