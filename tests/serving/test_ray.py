@@ -37,7 +37,9 @@ def ray_server(tiny_artifacts, media, tmp_path_factory):
     port = free_port()
     log_path = tmp_path_factory.mktemp("ray") / "serve_ray.log"
     log = open(log_path, "w")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Ray's memory monitor kills actors (the Serve controller and proxy first) when the *node* is
+    # at 95% memory, whoever uses it; on a shared machine that is not this test's subject.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_memory_monitor_refresh_ms": "0"}
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, "scripts", "serve_ray.py"), "--artifacts", tiny_artifacts,
                              "--host", "127.0.0.1", "--port", str(port), "--media-dir", str(media), "--replicas", "2",
                              "--num-cpus", "1", "--workers", "1", "--queue-size", "4", "--default-frames", "4",
