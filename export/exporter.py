@@ -127,7 +127,7 @@ def _graph_entry(folder: str, name: str, spec: specs.GraphSpec, key: str) -> dic
 
 
 def export_artifacts(model_name: str, out: str, assistant_name: str | None = "default", checkpoint: str | None = None,
-                     assistant_checkpoint: str | None = None, prior_layers="last_third", seed: int = 0,
+                     assistant_checkpoint: str | None = None, prior_layers=None, seed: int = 0,
                      validate: bool = True, torch_only: bool = False, dtype: str = "float32",
                      llm_attention: str = "plain", log=print) -> str:
     """Export ``model_name`` (and its assistant) to ``out``. Returns ``out``.
@@ -149,6 +149,8 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
     if assistant_name == "default":
         assistant_name = preset.assistant
     assistant = get_preset(assistant_name) if assistant_name not in (None, "none") else None
+    if prior_layers is None:  # the assistant preset's measured choice, else the last third
+        prior_layers = (assistant and assistant.prior_layers) or "last_third"
     # Fail on missing weights before any work.
     if not preset.is_random:
         checkpoint = resolve_checkpoint(preset, checkpoint)
@@ -240,7 +242,7 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
                  translation, {"attention": llm_attention})
             del amodel
 
-        vcfg = PreprocessConfig()
+        vcfg = PreprocessConfig(**preset.preprocess)
         manifest = {
             "schema_version": SCHEMA_VERSION, "family": "qwen2_5_vl", "preset": preset.name,
             "assistant_preset": assistant.name if assistant else None, "seed": seed,
