@@ -13,6 +13,7 @@ budgets, so its rows do not depend on the assistant.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -122,6 +123,7 @@ def score_video(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base:
         opts = base if a == "full" else reduced_assistant(base, len(frames.frames), pipe.m.data["preprocess"]["max_pixels"])
         priors[a] = _prior(pipe, video.question, frames, opts, groups)
     table = pipe.tables["primary"]
+    answers: dict[bytes, int] = {}  # configs that keep the same tokens (e.g. all of them) share one LLM run
     out = []
     for cfg in configs:
         opts = replace(base, method=cfg.method, retention=cfg.retention, max_new_tokens=1)
@@ -140,7 +142,10 @@ def score_video(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base:
         keep = kept_sequence_indices(len(ids), start, n_vis, source)
         embeds = np.asarray(table[ids[keep]], np.float32)
         embeds[start:start + len(source)] = kept
-        token = pipe.generate(embeds, gather_positions(pos, keep), next_position(pos), opts, None, {})[0]
+        key = hashlib.sha1(source.tobytes() + np.ascontiguousarray(kept, np.float32).tobytes()).digest()
+        if key not in answers:
+            answers[key] = pipe.generate(embeds, gather_positions(pos, keep), next_position(pos), opts, None, {})[0]
+        token = answers[key]
         out.append({"correct": token == answer_id, "hit": float(needle[source // per_group].mean()),
                     "kept": len(source), "total": n_vis, "token": int(token),
                     "prior_share": float(weights[needle].sum()) if weights is not None else float(needle.mean())})
@@ -225,7 +230,7 @@ def write_json(report: dict, path: str) -> None:
 
 
 def run(artifacts: str, n: int = 300, seed: int | None = None, split: str = "test", methods=METHODS,
-        retentions=RETENTIONS, assistants=ASSISTANTS, overrides: dict | None = None, threads: int | None = None,
+        retentions=RETENTIONS, assistants=ASSISTANTS, overrides: dict | None = None, threads: int | None = 1,
         progress: bool = True) -> dict:
     """Load ``artifacts``, score the grid on ``n`` videos of ``split``; the report as a dict."""
     from runtime.pipeline import load_pipeline

@@ -298,3 +298,19 @@ def answer_from_params(params: dict) -> tuple[str, tuple[int, ...]]:
 def videos(split: str, n: int, start: int = 0) -> list[NeedleVideo]:
     """``n`` videos of ``split`` from its ``start``-th seed on (families rotate with the seed)."""
     return [make_video(split_seed(split, start + i)) for i in range(n)]
+
+
+def write_video(video: NeedleVideo, path: str) -> str:
+    """Write ``video`` losslessly (FFV1 in AVI) so that decoding gives the exact frames back."""
+    import os
+
+    tmp = path + ".partial.avi"
+    h, w = video.frames.shape[1:3]
+    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"FFV1"), video.fps, (w, h))
+    if not writer.isOpened():
+        raise RuntimeError(f"cannot write video {path!r}: OpenCV has no FFV1 encoder")
+    for frame in video.frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    os.replace(tmp, path)
+    return path
