@@ -10,14 +10,14 @@ family     question                                              answers        
 =========  ====================================================  ===========================  ======
 star       What colour is the star?                              red green blue yellow cyan   1/6
                                                                  purple
-count      How many dots are inside the red square?              1 2 3 4                      1/4
+count      How many red circles are there?                       1 2 3                        1/3
 order      Which appeared first, the circle or the triangle?     circle triangle              1/2
 =========  ====================================================  ===========================  ======
 
 - star: one group shows a (large) star; every group has 3-5 other (smaller) shapes (circles, squares, triangles,
   diamonds) in all the colours, the star's own included.
-- count: one group shows a red square holding 1-4 white dots; every group has a square of another
-  colour holding 0-4 dots, and small shapes (red ones too).
+- count: one group shows 1-3 red circles spread over the frame (counting needs most of that
+  group's tokens); every group has circles of other colours and red squares, triangles, diamonds.
 - order: one group shows a circle, another a triangle; every group has squares, stars and
   diamonds.
 
@@ -55,7 +55,7 @@ class Family:
 
 FAMILIES = {
     "star": Family("star", "What colour is the star?", tuple(COLOURS)),
-    "count": Family("count", "How many dots are inside the red square?", ("1", "2", "3", "4")),
+    "count": Family("count", "How many red circles are there?", ("1", "2", "3")),
     "order": Family("order", "Which appeared first, the circle or the triangle?", ("circle", "triangle"), 2),
 }
 FAMILY_ORDER = ("star", "count", "order")
@@ -166,31 +166,21 @@ def _render(bg: np.ndarray, bg_params: dict, objects: list[dict], rng: np.random
     img = np.clip(img, 0, 255).astype(np.uint8)
     for o in objects:
         draw_shape(img, o["kind"], o["x"], o["y"], o["r"], o["rgb"])
-        for dx, dy, dr in o.get("dots", ()):
-            cv2.circle(img, (dx, dy), dr, EXTRA_COLOURS["white"], -1, cv2.LINE_8)
     return img
-
-
-def _dots(rng: np.random.Generator, cx: int, cy: int, half: int, n: int) -> list[tuple[int, int, int]]:
-    dr = 3 if half >= 18 else 2
-    pts: list[tuple[int, int, int]] = []
-    lo, hi = -half + dr + 2, half - dr - 2
-    while len(pts) < n:
-        x, y = (int(v) for v in rng.integers(lo, hi + 1, 2))
-        if all(max(abs(x - a + cx), abs(y - b + cy)) >= 2 * dr + 3 for a, b, _ in pts):
-            pts.append((cx + x, cy + y, dr))
-    return pts
 
 
 def _all_colours():
     return {**COLOURS, **EXTRA_COLOURS}
 
 
-def make_video(seed: int, family: str | None = None, num_frames: int | None = None, size: int = SIZE) -> NeedleVideo:
+def make_video(seed: int, family: str | None = None, num_frames: int | None = None, size: int = SIZE,
+               distractors: float = 1.0) -> NeedleVideo:
     """One needle video from ``seed`` (family, frame count drawn from it unless given).
 
     Returns frames [T, size, size, 3] uint8 with T even in 16..64, the question, the right answer
     and the temporal groups holding it; ``params`` records every drawn object per group.
+    ``distractors`` < 1 keeps only that share of the non-needle objects (a training curriculum;
+    the kept ones are drawn from a separate stream, so the video is otherwise the same).
     """
     rng = np.random.default_rng(seed)
     fam = FAMILIES[family or FAMILY_ORDER[seed % 3]]
@@ -213,7 +203,7 @@ def make_video(seed: int, family: str | None = None, num_frames: int | None = No
     elif fam.name == "count":
         g = int(rng.integers(groups))
         needle_groups = (g,)
-        count = int(rng.integers(1, 5))
+        count = int(rng.integers(1, 4))
         answer = str(count)
     else:
         g1, g2 = (int(v) for v in rng.choice(groups, 2, replace=False))
@@ -240,24 +230,18 @@ def make_video(seed: int, family: str | None = None, num_frames: int | None = No
                 objs.append({"kind": "star", "x": x, "y": y, "r": r, "colour": colour, "rgb": COLOURS[colour], "needle": True})
             objs += small(["circle", "square", "triangle", "diamond"], int(rng.integers(3, 6)), taken)
         elif fam.name == "count":
-            half = int(round(rng.integers(14, 18) * scale))
-            sq = [("red", count)] if gi == g else []
-            others = [c for c in list(COLOURS) + ["orange", "white"] if c not in ("red", "white")]
-            sq.append((str(rng.choice(others)), int(rng.integers(0, 5))))
-            order = rng.permutation(len(sq))
-            across = bool(rng.integers(2))  # squares side by side, or one above the other
-            for k, (c, n) in enumerate(sq):
-                lo, hi = half + 1, size - half - 1
-                if len(sq) == 2:  # one square per half of the frame
-                    a = int(rng.integers(lo, size // 2 - half)) if order[k] == 0 else int(rng.integers(size // 2 + half + 1, hi + 1))
-                else:
-                    a = int(rng.integers(lo, hi + 1))
-                b = int(rng.integers(lo, hi + 1))
-                x, y, r = (a, b, half) if across else (b, a, half)
-                taken.append((x, y, r))
-                objs.append({"kind": "square", "x": x, "y": y, "r": r, "colour": c, "rgb": palette[c],
-                             "dots": _dots(rng, x, y, half, n), "needle": c == "red"})
-            objs += small(["circle", "triangle", "diamond"], int(rng.integers(1, 4)), taken)
+            if gi == g:
+                radii = [int(round(rng.integers(7, 11) * scale)) for _ in range(count)]
+                for (x, y, r) in _place(rng, radii, size, taken):
+                    taken.append((x, y, r))
+                    objs.append({"kind": "circle", "x": x, "y": y, "r": r, "colour": "red", "rgb": COLOURS["red"], "needle": True})
+            for kinds, colours, n in ((["circle"], [c for c in names if c != "red"], int(rng.integers(1, 4))),
+                                      (["square", "triangle", "diamond"], ["red"], int(rng.integers(1, 3)))):
+                radii = [int(round(rng.integers(6, 10) * scale)) for _ in range(n)]
+                for (x, y, r) in _place(rng, radii, size, taken, optional=True):
+                    c = str(rng.choice(colours))
+                    objs.append({"kind": str(rng.choice(kinds)), "x": x, "y": y, "r": r, "colour": c, "rgb": palette[c]})
+                    taken.append((x, y, r))
         else:
             for kind, gk in (("circle", g1), ("triangle", g2)):
                 if gi == gk:
@@ -267,6 +251,9 @@ def make_video(seed: int, family: str | None = None, num_frames: int | None = No
                     c = str(rng.choice(names))
                     objs.append({"kind": kind, "x": x, "y": y, "r": r, "colour": c, "rgb": palette[c], "needle": True})
             objs += small(["square", "star", "diamond"], int(rng.integers(2, 5)), taken)
+        if distractors < 1:
+            thin = np.random.default_rng([seed, gi, 7])
+            objs = [o for o in objs if o.get("needle") or thin.random() < distractors]
         groups_objects.append(objs)
 
     frames = np.empty((t, size, size, 3), np.uint8)
@@ -286,9 +273,9 @@ def answer_from_params(params: dict) -> tuple[str, tuple[int, ...]]:
         assert len(stars) == 1
         return stars[0][1]["colour"], (stars[0][0],)
     if fam == "count":
-        red = [(gi, o) for gi, o in found if o["kind"] == "square" and o["colour"] == "red"]
-        assert len(red) == 1
-        return str(len(red[0][1]["dots"])), (red[0][0],)
+        red = [gi for gi, o in found if o["kind"] == "circle" and o["colour"] == "red"]
+        assert len(red) >= 1 and len(set(red)) == 1
+        return str(len(red)), (red[0],)
     circle = [gi for gi, o in found if o["kind"] == "circle"]
     triangle = [gi for gi, o in found if o["kind"] == "triangle"]
     assert len(circle) == 1 and len(triangle) == 1

@@ -44,6 +44,7 @@ class Stage:
     lr: float = 1e-3
     reduced_every: int = 0  # every k-th step at the reduced resolution (0: never)
     cosine: bool = False  # decay the learning rate over the stage
+    distractors: float = 1.0  # share of distractor objects kept (a difficulty curriculum)
 
     @staticmethod
     def batch(frames: int) -> int:
@@ -52,6 +53,7 @@ class Stage:
 
 
 CURRICULUM = (
+    Stage((2,), 400, 0.9, distractors=0.0),
     Stage((2,), 1500, 0.9),
     Stage((4,), 600, 0.9),
     Stage((8,), 500, 0.9),
@@ -82,7 +84,7 @@ class _StageData:
     def __iter__(self):
         batcher, stage, seed, si, first = self.args
         for t, fam, seeds, pixels in stage_plan(stage, seed, si, first):
-            batch = batcher([make_video(split_seed("train", s), fam, t) for s in seeds], pixels)
+            batch = batcher([make_video(split_seed("train", s), fam, t, distractors=stage.distractors) for s in seeds], pixels)
             yield {**batch, "meta": (t, fam)}
 
 
@@ -154,7 +156,7 @@ def _family_cycle(frames: int) -> list[str]:
 
 
 def evaluate_torch(model, batcher: Batcher, split: str, n_per_family: int, frames, start: int = 0,
-                   max_pixels: int = FULL_PIXELS, batch: int = 16) -> dict[str, float]:
+                   max_pixels: int = FULL_PIXELS, batch: int = 16, distractors: float = 1.0) -> dict[str, float]:
     """Per-family answer accuracy of the torch model on ``split`` (frame counts cycle through ``frames``)."""
     import torch
     out = {}
@@ -168,7 +170,8 @@ def evaluate_torch(model, batcher: Batcher, split: str, n_per_family: int, frame
             for i in range(0, n_per_family, batch):
                 t = fr[(i // batch) % len(fr)]
                 k = min(batch, n_per_family - i)
-                vids = [make_video(split_seed(split, start + FAMILY_ORDER.index(fam) * 100_000 + i + j), fam, t)
+                vids = [make_video(split_seed(split, start + FAMILY_ORDER.index(fam) * 100_000 + i + j), fam, t,
+                                   distractors=distractors)
                         for j in range(k)]
                 _, acc = loss_fn(model, batcher(vids, max_pixels))
                 correct += acc * k
@@ -228,7 +231,7 @@ def train(out_dir: str, seed: int = 0, stages=CURRICULUM, val_per_family: int = 
                     f"({time.perf_counter() - t0:.0f} s in stage, {time.perf_counter() - t_start:.0f} s total)")
             if (step + 1) % eval_every == 0 or step == st.max_steps - 1:
                 vframes = st.frames if len(st.frames) == 1 else (16, 32, 48, 64)
-                val = evaluate_torch(model, batcher, "val", val_per_family, vframes)
+                val = evaluate_torch(model, batcher, "val", val_per_family, vframes, distractors=st.distractors)
                 log(f"stage {si} step {step + 1} val {json.dumps({k: round(v, 3) for k, v in val.items()})}")
                 best = val
                 if min(val.values()) >= st.target:
