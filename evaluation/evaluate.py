@@ -183,6 +183,29 @@ def evaluate(pipe: Pipeline, configs: list[Config], videos: list[NeedleVideo], b
     return rows
 
 
+def merge(reports: list[dict]) -> dict:
+    """Reports of disjoint video ranges (e.g. run in parallel) -> one report; means weighted by n."""
+    out = dict(reports[0], videos=sum(r["videos"] for r in reports), wall_s=sum(r["wall_s"] for r in reports),
+               first_seed_index=min(r["first_seed_index"] for r in reports),
+               families={f: sum(r["families"].get(f, 0) for r in reports) for f in FAMILY_ORDER})
+    rows = []
+    for i, row in enumerate(reports[0]["rows"]):
+        parts = [r["rows"][i] for r in reports]
+        if any((p["method"], p["retention"], p["assistant"]) != (row["method"], row["retention"], row["assistant"]) for p in parts):
+            raise DyTokError("reports to merge must have the same grid")
+        n = sum(p["n"] for p in parts)
+        new = dict(row, n=n)
+        for key in ("accuracy", "hit_rate", "prior_share", "chance_share", "kept_tokens", "total_tokens"):
+            new[key] = sum(p[key] * p["n"] for p in parts) / n
+        for key in ("accuracy_by_family", "hit_rate_by_family"):
+            new[key] = {f: sum(p[key].get(f, 0) * p["n_by_family"].get(f, 0) for p in parts)
+                        / max(1, sum(p["n_by_family"].get(f, 0) for p in parts)) for f in FAMILY_ORDER}
+        new["n_by_family"] = {f: sum(p["n_by_family"].get(f, 0) for p in parts) for f in FAMILY_ORDER}
+        rows.append(new)
+    out["rows"] = rows
+    return out
+
+
 def plot(rows: list[dict], path: str, title: str = "") -> None:
     """Accuracy and hit rate against retention, one curve per (method, assistant)."""
     import matplotlib
@@ -194,6 +217,7 @@ def plot(rows: list[dict], path: str, title: str = "") -> None:
         curves[(r["label"], r["method"], r["assistant"])].append(r)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     styles = {"full": "-", "reduced": "--", "none": ":"}
+    colours = {"visionzip": "tab:blue", "uniform": "tab:orange", "dycoke": "tab:green", "dyntok": "tab:red"}
     for (label, method, assistant), rs in sorted(curves.items()):
         rs = sorted(rs, key=lambda r: r["retention"])
         x = [r["retention"] for r in rs]
@@ -201,7 +225,7 @@ def plot(rows: list[dict], path: str, title: str = "") -> None:
             if method == "none":
                 ax.axhline(rs[0][key], color="k", lw=1, alpha=0.5, label=label)
             else:
-                ax.plot(x, [r[key] for r in rs], styles[assistant], marker="o", label=label)
+                ax.plot(x, [r[key] for r in rs], styles[assistant], marker="o", label=label, color=colours[method])
     for ax, name in zip(axes, ("accuracy", "hit rate (kept tokens on the answer's groups)")):
         ax.set_xscale("log")
         ax.set_xticks(RETENTIONS, [str(r) for r in RETENTIONS])
@@ -211,6 +235,7 @@ def plot(rows: list[dict], path: str, title: str = "") -> None:
     chance = rows[0].get("chance_share")
     if chance:
         axes[1].axhline(chance, color="grey", lw=1, ls="-.", label="chance (needle groups / groups)")
+    axes[0].set_ylim(0, 1.02)
     axes[0].legend(fontsize=7, loc="lower right")
     if title:
         fig.suptitle(title)

@@ -23,7 +23,8 @@ def _list(text, cast=str):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--artifacts", required=True, help="artifact folder (e.g. from scripts/export.py --model needle)")
+    ap.add_argument("--artifacts", help="artifact folder (e.g. from scripts/export.py --model needle)")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="combine reports of disjoint --seed ranges instead")
     ap.add_argument("--videos", type=int, default=300, help="number of videos (families rotate)")
     ap.add_argument("--seed", type=int, default=None, help="index of the first seed within the split (default 0)")
     ap.add_argument("--split", default="test", choices=["test", "val"])
@@ -37,7 +38,7 @@ def main() -> int:
     ap.add_argument("--plot", help="PNG of accuracy and hit rate against retention")
     args = ap.parse_args()
 
-    from evaluation.evaluate import parse_options, plot, run, write_json
+    from evaluation.evaluate import merge, parse_options, plot, run, write_json
     from runtime.errors import DyTokError
 
     t0 = time.perf_counter()
@@ -46,8 +47,14 @@ def main() -> int:
             raise DyTokError(f"--videos {args.videos}: expected at least 1")
         if args.seed is not None and args.seed < 0:
             raise DyTokError(f"--seed {args.seed}: expected a non-negative index")
-        report = run(args.artifacts, args.videos, args.seed, args.split, _list(args.methods),
-                     _list(args.retentions, float), _list(args.assistants), parse_options(args.set), args.threads)
+        if args.merge:
+            import json
+            report = merge([json.load(open(p)) for p in args.merge])
+        elif not args.artifacts:
+            raise DyTokError("--artifacts is required (or --merge)")
+        else:
+            report = run(args.artifacts, args.videos, args.seed, args.split, _list(args.methods),
+                         _list(args.retentions, float), _list(args.assistants), parse_options(args.set), args.threads)
     except (DyTokError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

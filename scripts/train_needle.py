@@ -24,16 +24,20 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--init-std", type=float, default=None, help="initializer_range (default: the config's 0.02)")
     ap.add_argument("--lr-scale", type=float, default=1.0, help="multiplies every stage's learning rate")
+    ap.add_argument("--curriculum", default="default", help="default, first (its first stage only) or fast")
+    ap.add_argument("--init", help="start from this checkpoint folder (fresh optimizer)")
+    ap.add_argument("--first-seed", type=int, default=0, help="index of the first training video seed")
     ap.add_argument("--assistant-only", action="store_true", help="keep the trained primary; derive the assistant")
     ap.add_argument("--val-videos", type=int, default=120, help="validation videos per family for the layer choice")
     args = ap.parse_args()
 
-    from training.needle import train
+    from training.needle import CURRICULA, train
 
     t0 = time.perf_counter()
     primary = os.path.join(args.out, "primary")
     if not args.assistant_only:
         record = train(primary, seed=args.seed, init_std=args.init_std, threads=args.threads, lr_scale=args.lr_scale,
+                       stages=CURRICULA[args.curriculum], init_from=args.init, first_seed=args.first_seed,
                        log=lambda s: print(s, flush=True))
         print(json.dumps(record["stages"], indent=1))
     from training.assistant import derive_assistant

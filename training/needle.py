@@ -62,6 +62,18 @@ CURRICULUM = (
 )
 
 
+# After CURRICULUM[0] (single groups without distractors): shorter stages, for the committed pair.
+FAST = (
+    Stage((2,), 200, 0.9),
+    Stage((4,), 200, 0.9),
+    Stage((8,), 200, 0.9),
+    Stage((16,), 300, 0.95, reduced_every=4),
+    Stage(tuple(range(16, 65, 2)), 400, 0.99, lr=5e-4, reduced_every=4, cosine=True),
+)
+CURRICULA = {"default": CURRICULUM, "first": CURRICULUM[:1], "fast": FAST}
+FAMILY_CYCLE = ("star", "count", "order", "count")  # counting is the slowest to learn: twice the steps
+
+
 def stage_plan(stage: Stage, seed: int, stage_index: int, first_seed: int):
     """The stage's batches, deterministic: (frames, family, train seeds, max_pixels) per step."""
     rng = np.random.default_rng([seed, stage_index])
@@ -152,7 +164,7 @@ def build_model(tokenizer, special: dict[str, int], seed: int, init_std: float |
 
 
 def _family_cycle(frames: int) -> list[str]:
-    return [f for f in FAMILY_ORDER if frames >= 2 * FAMILIES[f].min_groups]
+    return [f for f in FAMILY_CYCLE if frames >= 2 * FAMILIES[f].min_groups]
 
 
 def evaluate_torch(model, batcher: Batcher, split: str, n_per_family: int, frames, start: int = 0,
@@ -182,7 +194,7 @@ def evaluate_torch(model, batcher: Batcher, split: str, n_per_family: int, frame
 
 def train(out_dir: str, seed: int = 0, stages=CURRICULUM, val_per_family: int = 48, log=print,
           eval_every: int = 50, init_std: float | None = None, threads: int = 1, workers: int = 1,
-          lr_scale: float = 1.0) -> dict:
+          lr_scale: float = 1.0, init_from: str | None = None, first_seed: int = 0) -> dict:
     """``threads=1``: on a shared 2-core machine one torch thread ran 7-10x faster than two
     (spin-waiting under contention); a ``workers`` process builds the next batches meanwhile."""
     """Train the primary; write its checkpoint folder to ``out_dir``. Returns the training record."""
@@ -199,14 +211,20 @@ def train(out_dir: str, seed: int = 0, stages=CURRICULUM, val_per_family: int = 
     tok_path = os.path.join(work, "tokenizer.json")
     tokenizer.save(tok_path)
     batcher = Batcher(tok_path, QWEN_VL_CHAT_TEMPLATE, special)
-    model = build_model(tokenizer, special, seed, init_std)
+    if init_from:  # continue from a checkpoint folder (fresh optimizer)
+        from transformers import Qwen2_5_VLForConditionalGeneration
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(init_from, local_files_only=True, use_safetensors=True,
+                                                                   attn_implementation="sdpa")
+    else:
+        model = build_model(tokenizer, special, seed, init_std)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=stages[0].lr, weight_decay=0.01)
-    record = {"seed": seed, "lr_scale": lr_scale, "init_std": init_std, "stages": [], "params": sum(p.numel() for p in model.parameters())}
+    record = {"seed": seed, "lr_scale": lr_scale, "init_std": init_std, "init_from": init_from, "first_seed": first_seed,
+              "stages": [], "params": sum(p.numel() for p in model.parameters())}
     log(f"model: {record['params']:,} parameters")
     from torch.utils.data import DataLoader, IterableDataset
 
-    train_seed = 0
+    train_seed = first_seed
     for si, st in enumerate(stages):
         t0 = time.perf_counter()
         best = None
