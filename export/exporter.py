@@ -149,13 +149,13 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
     if assistant_name == "default":
         assistant_name = preset.assistant
     assistant = get_preset(assistant_name) if assistant_name not in (None, "none") else None
-    if prior_layers is None:  # the assistant preset's measured choice, else the last third
-        prior_layers = (assistant and assistant.prior_layers) or "last_third"
     # Fail on missing weights before any work.
     if not preset.is_random:
         checkpoint = resolve_checkpoint(preset, checkpoint)
     if assistant is not None and not assistant.is_random:
         assistant_checkpoint = resolve_checkpoint(assistant, assistant_checkpoint)
+    if prior_layers is None:  # the assistant checkpoint's measured choice (dytok.json), else the last third
+        prior_layers = _checkpoint_prior_layers(assistant_checkpoint) or "last_third"
 
     import onnx
     import onnxruntime
@@ -271,6 +271,14 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _checkpoint_prior_layers(folder: str | None):
+    """Prior layers recorded with a checkpoint (``dytok.json``: {"prior_layers": [...]}), or None."""
+    path = os.path.join(folder, "dytok.json") if folder else None
+    if not path or not os.path.isfile(path):
+        return None
+    return json.load(open(path)).get("prior_layers")
 
 
 def _checkpoint_key(folder: str | None):

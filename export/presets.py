@@ -29,7 +29,6 @@ class Preset:
     # exported through the real checkpoint path, like a downloaded model.
     local: str | None = None
     preprocess: dict = field(default_factory=dict)  # PreprocessConfig overrides for the manifest
-    prior_layers: str | None = None  # an assistant's default prior layers (export's default: last_third)
 
     @property
     def is_random(self) -> bool:

@@ -63,8 +63,8 @@ def main() -> int:
           f" {'(right)' if full.text.strip() == video.answer else '(wrong)'}")
     print(f"   model, DyToK + VisionZip at {args.retention:.0%} ({kept} kept): {result.text!r}"
           f" {'(right)' if result.text.strip() == video.answer else '(wrong)'}")
-    w = np.round(result.frame_weights, 3)
-    print(f"   frame weights (assistant prior): {w.tolist()}")
+    w = result.frame_weights
+    print(f"   frame weights (assistant prior): {[round(float(x), 3) for x in w]}")
     print(f"   budgets per temporal group     : {result.budgets.tolist()}")
     print(f"   where the budget went: {on_needle}/{int(result.budgets.sum())} tokens "
           f"({on_needle / result.budgets.sum():.0%}) on the answer's group(s), which hold "

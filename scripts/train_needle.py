@@ -28,7 +28,7 @@ def main() -> int:
     ap.add_argument("--init", help="start from this checkpoint folder (fresh optimizer)")
     ap.add_argument("--first-seed", type=int, default=0, help="index of the first training video seed")
     ap.add_argument("--assistant-only", action="store_true", help="keep the trained primary; derive the assistant")
-    ap.add_argument("--val-videos", type=int, default=120, help="validation videos per family for the layer choice")
+    ap.add_argument("--val-videos", type=int, default=40, help="validation videos per family for the layer choice")
     args = ap.parse_args()
 
     from training.needle import CURRICULA, train

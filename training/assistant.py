@@ -66,7 +66,7 @@ def val_videos(n_per_family: int, frames=(16, 32, 48, 64)):
             for f in FAMILY_ORDER for i in range(n_per_family)]
 
 
-def derive_assistant(primary: str, out: str, n_per_family: int = 120, threads: int = 1, log=print) -> dict:
+def derive_assistant(primary: str, out: str, n_per_family: int = 40, threads: int = 1, log=print) -> dict:
     """Measure every layer's prior on validation, cut the primary after the best layer, save to ``out``."""
     import torch
     from tokenizers import Tokenizer
@@ -88,6 +88,6 @@ def derive_assistant(primary: str, out: str, n_per_family: int = 120, threads: i
     choice = {"prior_layers": [best], "num_layers": best + 1, "chance": round(chance, 4), "per_layer": per_layer,
               "val_videos": len(vids)}
     save_checkpoint(model, Tokenizer.from_file(os.path.join(primary, "tokenizer.json")), out,
-                    {"derived_from": "primary", **choice}, num_layers=best + 1)
+                    {"derived_from": "primary", **choice}, num_layers=best + 1, prior_layers=[best])
     log(f"assistant: primary cut after layer {best} ({best + 1} layers) -> {out}")
     return choice

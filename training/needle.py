@@ -265,7 +265,8 @@ def train(out_dir: str, seed: int = 0, stages=CURRICULUM, val_per_family: int = 
     return record
 
 
-def save_checkpoint(model, tokenizer, out_dir: str, record: dict | None = None, num_layers: int | None = None) -> str:
+def save_checkpoint(model, tokenizer, out_dir: str, record: dict | None = None, num_layers: int | None = None,
+                    prior_layers: list[int] | None = None) -> str:
     """A Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json, chat
     template, preprocessor config), written under a temp name and renamed. ``num_layers``: keep
     only the first LLM layers (a smaller assistant cut from the model)."""
@@ -293,6 +294,9 @@ def save_checkpoint(model, tokenizer, out_dir: str, record: dict | None = None, 
                        "max_pixels": cfg.max_pixels, "patch_size": cfg.patch_size,
                        "temporal_patch_size": cfg.temporal_patch_size, "merge_size": cfg.merge_size,
                        "image_mean": list(cfg.image_mean), "image_std": list(cfg.image_std)}, f, indent=1)
+        if prior_layers is not None:  # the export's default prior layers for this checkpoint as an assistant
+            with open(os.path.join(tmp, "dytok.json"), "w") as f:
+                json.dump({"prior_layers": prior_layers}, f)
         if record is not None:
             with open(os.path.join(tmp, "training.json"), "w") as f:
                 json.dump(record, f, indent=1)
