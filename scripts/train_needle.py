@@ -27,6 +27,7 @@ def main() -> int:
     ap.add_argument("--curriculum", default="default", help="default, first (its first stage only) or fast")
     ap.add_argument("--init", help="start from this checkpoint folder (fresh optimizer)")
     ap.add_argument("--first-seed", type=int, default=0, help="index of the first training video seed")
+    ap.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
     ap.add_argument("--assistant-only", action="store_true", help="keep the trained primary; derive the assistant")
     ap.add_argument("--val-videos", type=int, default=40, help="validation videos per family for the layer choice")
     args = ap.parse_args()
@@ -38,6 +39,7 @@ def main() -> int:
     if not args.assistant_only:
         record = train(primary, seed=args.seed, init_std=args.init_std, threads=args.threads, lr_scale=args.lr_scale,
                        stages=CURRICULA[args.curriculum], init_from=args.init, first_seed=args.first_seed,
+                       device=args.device,
                        log=lambda s: print(s, flush=True))
         print(json.dumps(record["stages"], indent=1))
     from training.assistant import derive_assistant

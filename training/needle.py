@@ -140,6 +140,8 @@ class Batcher:
 def loss_fn(model, batch: dict, eos_weight: float = 0.1):
     """(loss, answer accuracy): CE on the answer token + ``eos_weight`` x CE on <|im_end|>."""
     import torch.nn.functional as F
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
     labels = batch["labels"]
     feeds = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**feeds, logits_to_keep=2).logits.float()  # [B, 2, V]
@@ -194,7 +196,7 @@ def evaluate_torch(model, batcher: Batcher, split: str, n_per_family: int, frame
 
 def train(out_dir: str, seed: int = 0, stages=CURRICULUM, val_per_family: int = 48, log=print,
           eval_every: int = 50, init_std: float | None = None, threads: int = 1, workers: int = 1,
-          lr_scale: float = 1.0, init_from: str | None = None, first_seed: int = 0) -> dict:
+          lr_scale: float = 1.0, init_from: str | None = None, first_seed: int = 0, device: str = "cpu") -> dict:
     """``threads=1``: on a shared 2-core machine one torch thread ran 7-10x faster than two
     (spin-waiting under contention); a ``workers`` process builds the next batches meanwhile."""
     """Train the primary; write its checkpoint folder to ``out_dir``. Returns the training record."""
@@ -217,7 +219,7 @@ def train(out_dir: str, seed: int = 0, stages=CURRICULUM, val_per_family: int = 
                                                                    attn_implementation="sdpa")
     else:
         model = build_model(tokenizer, special, seed, init_std)
-    model.train()
+    model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=stages[0].lr, weight_decay=0.01)
     record = {"seed": seed, "lr_scale": lr_scale, "init_std": init_std, "init_from": init_from, "first_seed": first_seed,
               "stages": [], "params": sum(p.numel() for p in model.parameters())}
@@ -260,7 +262,7 @@ def train(out_dir: str, seed: int = 0, stages=CURRICULUM, val_per_family: int = 
         save_checkpoint(model, tokenizer, out_dir, record)
         log(f"stage {si} done: {step + 1} steps, {time.perf_counter() - t0:.0f} s; saved {out_dir}")
     record["wall_s"] = round(time.perf_counter() - t_start, 1)
-    save_checkpoint(model, tokenizer, out_dir, record)
+    save_checkpoint(model.cpu(), tokenizer, out_dir, record)
     shutil.rmtree(work, ignore_errors=True)
     return record
 
