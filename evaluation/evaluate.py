@@ -91,7 +91,7 @@ def parse_options(pairs: list[str]) -> dict:
     return out
 
 
-def test_videos(n: int, start: int | None = None, split: str = "test") -> list[NeedleVideo]:
+def split_videos(n: int, start: int | None = None, split: str = "test") -> list[NeedleVideo]:
     """``n`` videos of ``split`` from seed index ``start`` (default 0); families rotate."""
     return [make_video(split_seed(split, (start or 0) + i)) for i in range(n)]
 
@@ -262,7 +262,7 @@ def run(artifacts: str, n: int = 300, seed: int | None = None, split: str = "tes
     pipe = load_pipeline(artifacts, threads=threads)
     base = Options(**(overrides or {}))
     configs = grid(methods, retentions, assistants)
-    vids = test_videos(n, seed, split)
+    vids = split_videos(n, seed, split)
     t0 = time.perf_counter()
     rows = evaluate(pipe, configs, vids, base, progress)
     for r in rows:
