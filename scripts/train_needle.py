@@ -24,7 +24,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--init-std", type=float, default=None, help="initializer_range (default: the config's 0.02)")
     ap.add_argument("--lr-scale", type=float, default=1.0, help="multiplies every stage's learning rate")
-    ap.add_argument("--curriculum", default="default", help="default, first (its first stage only) or fast")
+    ap.add_argument("--curriculum", default="default", help="default, first (its first stage only), fast, or committed "
+                                                               "(reproduces weights/needle: two runs, ~24 min here)")
     ap.add_argument("--init", help="start from this checkpoint folder (fresh optimizer)")
     ap.add_argument("--first-seed", type=int, default=0, help="index of the first training video seed")
     ap.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
@@ -36,7 +37,16 @@ def main() -> int:
 
     t0 = time.perf_counter()
     primary = os.path.join(args.out, "primary")
-    if not args.assistant_only:
+    if args.curriculum == "committed":  # the committed weights' two runs, in one command
+        from training.needle import COMMITTED
+        first = os.path.join(args.out, "stage0")
+        for i, (seed, first_seed, stages) in enumerate(COMMITTED):
+            record = train(primary if i else first, seed=seed, threads=args.threads, stages=stages,
+                           init_from=first if i else None, first_seed=first_seed, device=args.device,
+                           log=lambda s: print(s, flush=True))
+            print(json.dumps(record["stages"], indent=1))
+        args.val_videos = 30
+    elif not args.assistant_only:
         record = train(primary, seed=args.seed, init_std=args.init_std, threads=args.threads, lr_scale=args.lr_scale,
                        stages=CURRICULA[args.curriculum], init_from=args.init, first_seed=args.first_seed,
                        device=args.device,

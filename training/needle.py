@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,6 +45,7 @@ class Stage:
     reduced_every: int = 0  # every k-th step at the reduced resolution (0: never)
     cosine: bool = False  # decay the learning rate over the stage
     distractors: float = 1.0  # share of distractor objects kept (a difficulty curriculum)
+    families: tuple[str, ...] | None = None  # family per step, cycled (None: FAMILY_CYCLE)
 
     @staticmethod
     def batch(frames: int) -> int:
@@ -71,6 +72,10 @@ FAST = (
     Stage(tuple(range(16, 65, 2)), 400, 0.99, lr=5e-4, reduced_every=4, cosine=True),
 )
 CURRICULA = {"default": CURRICULUM, "first": CURRICULUM[:1], "fast": FAST}
+# The committed pair, as it was trained (two runs; see README): seed 1, CURRICULUM[0] with the
+# plain family cycle, then from that checkpoint with a fresh optimizer FAST's first three stages
+# (2, 4, 8 frames) on training seeds from 1,000,000. The later FAST stages did not help on validation.
+COMMITTED = ((1, 0, (replace(CURRICULUM[0], families=FAMILY_ORDER),)), (1, 1_000_000, FAST[:3]))
 FAMILY_CYCLE = ("star", "count", "order", "count")  # counting is the slowest to learn: twice the steps
 
 
@@ -80,7 +85,7 @@ def stage_plan(stage: Stage, seed: int, stage_index: int, first_seed: int):
     nxt = first_seed
     for step in range(stage.max_steps):
         t = int(rng.choice(stage.frames))
-        fams = _family_cycle(t)
+        fams = _family_cycle(t, stage.families)
         b = Stage.batch(t)
         pixels = REDUCED_PIXELS if stage.reduced_every and step % stage.reduced_every == stage.reduced_every - 1 else FULL_PIXELS
         yield t, fams[step % len(fams)], list(range(nxt, nxt + b)), pixels
@@ -165,8 +170,8 @@ def build_model(tokenizer, special: dict[str, int], seed: int, init_std: float |
     return Qwen2_5_VLForConditionalGeneration._from_config(config, attn_implementation="sdpa")
 
 
-def _family_cycle(frames: int) -> list[str]:
-    return [f for f in FAMILY_CYCLE if frames >= 2 * FAMILIES[f].min_groups]
+def _family_cycle(frames: int, cycle=None) -> list[str]:
+    return [f for f in (cycle or FAMILY_CYCLE) if frames >= 2 * FAMILIES[f].min_groups]
 
 
 def evaluate_torch(model, batcher: Batcher, split: str, n_per_family: int, frames, start: int = 0,
