@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -46,6 +46,12 @@ class Options:
     seed: int = 0
     ignore_eos: bool = False  # benchmarks: always decode max_new_tokens
     vision_chunk: int | None = None  # temporal groups per vision call (bounds ViT memory); None: all
+
+
+def reduced_assistant(opts: Options, num_frames: int, manifest_max_pixels: int) -> Options:
+    """The "reduced" assistant: half the frames and a quarter of the primary's pixels per frame."""
+    return replace(opts, assistant_num_frames=max(num_frames // 2, 1),
+                   assistant_max_pixels=(opts.max_pixels or manifest_max_pixels) // 4)
 
 
 @dataclass
