@@ -16,8 +16,9 @@ order      Which appeared first, the circle or the triangle?     circle triangle
 
 - star: one group shows a (large) star; every group has 3-5 other (smaller) shapes (circles, squares, triangles,
   diamonds) in all the colours, the star's own included.
-- count: one group shows 1-3 red circles spread over the frame (counting needs most of that
-  group's tokens); every group has circles of other colours and red squares, triangles, diamonds.
+- count: one group shows 1-3 red circles of one size, each in its own cell of a 4x4 grid (one
+  merged visual token at 112x112; counting needs most of that group's tokens); every group has
+  circles of other colours and red squares, triangles, diamonds, one object per cell.
 - order: one group shows a circle, another a triangle; every group has squares, stars and
   diamonds.
 
@@ -159,6 +160,20 @@ def _place(rng: np.random.Generator, radii: list[int], size: int, taken: list[tu
     return out
 
 
+def _in_cells(rng: np.random.Generator, radii: list[int], size: int, free: list[int]) -> list[tuple[int, int, int]]:
+    """Centres for objects of the given radii, one per free cell of a 4x4 grid (cells are popped
+    from ``free``), each object inside its cell (radius capped, centre jittered)."""
+    cell = size // 4
+    out = []
+    for r in radii:
+        r = min(r, cell // 2 - 2)
+        c = free.pop()
+        j = cell // 2 - r - 1
+        dx, dy = (int(v) for v in rng.integers(-j, j + 1, 2))
+        out.append(((c % 4) * cell + cell // 2 + dx, (c // 4) * cell + cell // 2 + dy, r))
+    return out
+
+
 def _render(bg: np.ndarray, bg_params: dict, objects: list[dict], rng: np.random.Generator) -> np.ndarray:
     img = bg.copy()
     if bg_params["noise"]:
@@ -229,19 +244,18 @@ def make_video(seed: int, family: str | None = None, num_frames: int | None = No
                 taken.append((x, y, r))
                 objs.append({"kind": "star", "x": x, "y": y, "r": r, "colour": colour, "rgb": COLOURS[colour], "needle": True})
             objs += small(["circle", "square", "triangle", "diamond"], int(rng.integers(3, 6)), taken)
-        elif fam.name == "count":
+        elif fam.name == "count":  # one object per cell of a 4x4 grid (a merged token at 112x112)
+            free = [int(c) for c in rng.permutation(16)]
             if gi == g:
-                radii = [int(round(rng.integers(7, 11) * scale)) for _ in range(count)]
-                for (x, y, r) in _place(rng, radii, size, taken):
-                    taken.append((x, y, r))
+                r = int(round(rng.integers(8, 11) * scale))  # the needle circles share one size
+                for (x, y, r) in _in_cells(rng, [r] * count, size, free):
                     objs.append({"kind": "circle", "x": x, "y": y, "r": r, "colour": "red", "rgb": COLOURS["red"], "needle": True})
             for kinds, colours, n in ((["circle"], [c for c in names if c != "red"], int(rng.integers(1, 4))),
                                       (["square", "triangle", "diamond"], ["red"], int(rng.integers(1, 3)))):
                 radii = [int(round(rng.integers(6, 10) * scale)) for _ in range(n)]
-                for (x, y, r) in _place(rng, radii, size, taken, optional=True):
+                for (x, y, r) in _in_cells(rng, radii, size, free):
                     c = str(rng.choice(colours))
                     objs.append({"kind": str(rng.choice(kinds)), "x": x, "y": y, "r": r, "colour": c, "rgb": palette[c]})
-                    taken.append((x, y, r))
         else:
             for kind, gk in (("circle", g1), ("triangle", g2)):
                 if gi == gk:

@@ -17,6 +17,16 @@ import time
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 
 
+def _stages(name: str):
+    """``NAME`` or ``NAME:K`` (the curriculum from its K-th stage on, e.g. after ``--init``)."""
+    from training.needle import CURRICULA
+
+    base, _, start = name.partition(":")
+    if base not in CURRICULA or (start and not start.isdigit()):
+        raise SystemExit(f"error: --curriculum {name!r}: expected NAME or NAME:K, NAME one of {', '.join(CURRICULA)}")
+    return CURRICULA[base][int(start or 0):]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="weights/needle", help="folder for primary/ and assistant/")
@@ -37,18 +47,19 @@ def main() -> int:
 
     t0 = time.perf_counter()
     primary = os.path.join(args.out, "primary")
-    if args.curriculum == "committed":  # the committed weights' two runs, in one command
+    if args.curriculum == "committed":  # the committed weights' runs, chained, in one command
         from training.needle import COMMITTED
-        first = os.path.join(args.out, "stage0")
-        for i, (seed, first_seed, stages) in enumerate(COMMITTED):
-            record = train(primary if i else first, seed=seed, threads=args.threads, stages=stages,
-                           init_from=first if i else None, first_seed=first_seed, device=args.device,
-                           log=lambda s: print(s, flush=True))
+        prev = None
+        for i, (seed, first_seed, lr_scale, stages) in enumerate(COMMITTED):
+            out = primary if i == len(COMMITTED) - 1 else os.path.join(args.out, f"run{i}")
+            record = train(out, seed=seed, threads=args.threads, stages=stages, lr_scale=lr_scale, init_from=prev,
+                           first_seed=first_seed, device=args.device, log=lambda s: print(s, flush=True))
             print(json.dumps(record["stages"], indent=1))
+            prev = out
         args.val_videos = 30
     elif not args.assistant_only:
         record = train(primary, seed=args.seed, init_std=args.init_std, threads=args.threads, lr_scale=args.lr_scale,
-                       stages=CURRICULA[args.curriculum], init_from=args.init, first_seed=args.first_seed,
+                       stages=_stages(args.curriculum), init_from=args.init, first_seed=args.first_seed,
                        device=args.device,
                        log=lambda s: print(s, flush=True))
         print(json.dumps(record["stages"], indent=1))
