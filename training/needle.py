@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -101,12 +101,27 @@ MIX = (
     Stage((4, 8, 16), 400, 0.93),
     Stage(tuple(range(16, 65, 2)), 300, 0.99, lr=5e-4, reduced_every=4, cosine=True),
 )
-CURRICULA = {"order": ORDER, "mix": MIX, "default": CURRICULUM, "first": CURRICULUM[:1], "fast": FAST, "perfam": PERFAM,
-             "perfam-init": PERFAM[1:], "long": LONG, "decay": DECAY}
-# The committed pair, as it was trained (two runs; see README): seed 1, CURRICULUM[0] with the
-# plain family cycle, then from that checkpoint with a fresh optimizer FAST's first three stages
-# (2, 4, 8 frames) on training seeds from 1,000,000. The later FAST stages did not help on validation.
-COMMITTED = ((1, 0, (replace(CURRICULUM[0], families=FAMILY_ORDER),)), (1, 1_000_000, FAST[:3]))
+# More 16-64-frame steps after either: two decayed stages (a checkpoint after each).
+MORE = (
+    Stage(tuple(range(16, 65, 2)), 200, 0.99, lr=5e-4, reduced_every=4, cosine=True),
+    Stage(tuple(range(16, 65, 2)), 200, 0.99, lr=3e-4, reduced_every=4, cosine=True),
+)
+CURRICULA = {"default": CURRICULUM, "first": CURRICULUM[:1], "fast": FAST, "perfam": PERFAM,
+             "perfam-init": PERFAM[1:], "long": LONG, "decay": DECAY, "order": ORDER, "mix": MIX, "more": MORE,
+             "more2": MORE[1:]}
+
+# The committed pair, as it was trained: six chained runs (seed, first training seed, learning-rate
+# scale, stages), each from the previous one's checkpoint with a fresh optimizer; every stage ran to
+# its step cap. Picked among parallel variants by validation accuracy at 16-64 frames (README).
+COMMITTED = (
+    (1, 0, 1.0, PERFAM[:2]),
+    (5, 7_000_000, 1.0, DECAY[:2]),
+    (7, 11_000_000, 1.0, ORDER[:2]),
+    (8, 13_000_000, 1.0, MIX),
+    (10, 17_000_000, 1.0, MORE[:1]),
+    (11, 19_000_000, 1.0, MORE[1:]),
+)
+
 FAMILY_CYCLE = ("star", "count", "order", "count")  # counting is the slowest to learn: twice the steps
 
 
