@@ -14,7 +14,7 @@ import numpy as np
 
 from . import compression as C
 from .admission import admit
-from .engines.base import Engine
+from .engines.base import Engine, check_io
 from .errors import BudgetError, PromptError
 from .manifest import Manifest, load_manifest
 from .positions import gather_positions, kept_sequence_indices, mrope_positions, next_position
@@ -122,7 +122,7 @@ class Pipeline:
         embeds = _embed(self.tables["assistant"], ids)
         embeds[start:start + n_vis] = tokens
         attn = prior_attention(self.engines["assistant_prior"], embeds, pos, np.arange(start, start + n_vis),
-                               self.m.model("assistant"), opts.prefill_chunk)
+                               self.m.model("assistant"), self.m.graph("assistant_prior"), opts.prefill_chunk)
         return C.frame_weights(attn, n_vis // patches.grid_thw[0]), patches.grid_thw[0]
 
     @staticmethod
@@ -169,7 +169,7 @@ class Pipeline:
         out_ids: list[int] = []
         t0 = time.perf_counter()
         for step in range(opts.max_new_tokens):
-            out = run_chunked(llm, feeds, opts.prefill_chunk) if step == 0 else llm.run(feeds)
+            out = run_chunked(llm, feeds, opts.prefill_chunk, names) if step == 0 else llm.run(feeds)
             if step == 0:
                 timings["prefill"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
@@ -290,4 +290,5 @@ def load_pipeline(folder: str, providers=("cpu",), threads: int | None = None, v
         options = gpu_provider_options(profiles.get(role), trt_cache, fp16) if profiles else None
         engines[role] = OrtEngine(manifest.onnx_path(role), providers, threads, options,
                                   os.path.join(profile_dir, role) if profile_dir else None)
+        check_io(role, engines[role], entry)
     return Pipeline(manifest, engines)

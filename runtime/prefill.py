@@ -18,41 +18,30 @@ from .specs_kv import kv_input_names
 DEFAULT_CHUNK = 2048
 
 
-def kv_names(engine: Engine) -> list[str]:
-    """The engine's past KV inputs, in layer order (empty for a graph without a cache)."""
-    return [n for n in engine.input_names if n.startswith("past_")]
-
-
-def can_chunk(engine: Engine) -> bool:
-    return "attention_mask" in engine.input_names and bool(kv_names(engine))
-
-
-def run_chunked(engine: Engine, feeds: dict[str, np.ndarray], chunk: int | None,
+def run_chunked(engine: Engine, feeds: dict[str, np.ndarray], chunk: int | None, kv_names: list[str],
                 last_only: dict[str, np.ndarray] | None = None,
                 early: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """One prefill call, split into chunks of ``chunk`` tokens (None or 0: one call).
 
-    feeds: ``inputs_embeds`` [1, S, D], ``position_ids`` [3, 1, S], and for a cached graph
-    ``attention_mask`` [1, S] (all ones) and empty ``past_*`` [1, KV, 0, d]. ``last_only``: extra
-    feeds of the last chunk (the prior's ``visual_index``); ``early``: their stand-ins for the
-    chunks before it. Returns the last chunk's outputs (its ``present_*`` hold the whole prompt).
+    feeds: ``inputs_embeds`` [1, S, D], ``position_ids`` [3, 1, S], ``attention_mask`` [1, S] (all
+    ones) and the empty ``past_*`` [1, KV, 0, d] named by ``kv_names``. ``last_only``: extra feeds of
+    the last chunk (the prior's ``visual_index``); ``early``: their stand-ins for the chunks before
+    it. Returns the last chunk's outputs (its ``present_*`` hold the whole prompt).
     """
     n = feeds["inputs_embeds"].shape[1]
     last_only, early = last_only or {}, early or {}
     if not chunk or n <= chunk:
         return engine.run({**feeds, **last_only})
-    names = kv_names(engine)
-    if not can_chunk(engine):
-        raise EngineError(f"{engine.name}: this graph has no KV-cache inputs, so a {n}-token prompt cannot be "
-                          f"prefilled in chunks; re-export the folder (scripts/export.py) or use --prefill-chunk 0")
-    past = {k: feeds[k] for k in names}
+    if chunk < 0:
+        raise EngineError(f"prefill chunk must be positive, got {chunk}")
+    past = {k: feeds[k] for k in kv_names}
     out: dict[str, np.ndarray] = {}
     for s0 in range(0, n, chunk):
         s1 = min(n, s0 + chunk)
         step = {"inputs_embeds": feeds["inputs_embeds"][:, s0:s1], "position_ids": feeds["position_ids"][:, :, s0:s1],
                 "attention_mask": np.ones((1, s1), np.int64), **past, **(last_only if s1 == n else early)}
         out = engine.run(step)
-        past = {k: out[k.replace("past", "present", 1)] for k in names}
+        past = {k: out[k.replace("past", "present", 1)] for k in kv_names}
     return out
 
 
@@ -61,13 +50,15 @@ def empty_cache(num_layers: int, kv_heads: int, head_dim: int) -> dict[str, np.n
 
 
 def prior_attention(engine: Engine, embeds: np.ndarray, positions: np.ndarray, visual_index: np.ndarray,
-                    model: dict, chunk: int | None) -> np.ndarray:
-    """The assistant prior [n_selected, V] of prompt ``embeds`` [S, D] with ``positions`` [3, S]."""
+                    model: dict, graph: dict, chunk: int | None) -> np.ndarray:
+    """The assistant prior [n_selected, V] of prompt ``embeds`` [S, D] with ``positions`` [3, S].
+    ``graph``: the prior's manifest entry (its I/O table says whether it has a KV cache)."""
+    inputs = [t["name"] for t in graph["inputs"]]
     feeds = {"inputs_embeds": embeds[None], "position_ids": positions[:, None]}
     last = {"visual_index": np.asarray(visual_index, np.int64)}
-    if not can_chunk(engine):  # a one-shot prior graph (folders exported before chunking); admission checked its memory
+    names = [n for n in inputs if n.startswith("past_")]
+    if "attention_mask" not in inputs or not names:  # a one-shot prior graph (exported before chunking)
         return engine.run({**feeds, **last})["attention"]
-    layers = len(kv_names(engine)) // 2
     feeds.update(attention_mask=np.ones((1, len(embeds)), np.int64),
-                 **empty_cache(layers, model["num_kv_heads"], model["head_dim"]))
-    return run_chunked(engine, feeds, chunk, last, {"visual_index": np.zeros(1, np.int64)})["attention"]
+                 **empty_cache(len(names) // 2, model["num_kv_heads"], model["head_dim"]))
+    return run_chunked(engine, feeds, chunk, names, last, {"visual_index": np.zeros(1, np.int64)})["attention"]
