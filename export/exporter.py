@@ -68,7 +68,7 @@ def _export(module, spec: specs.GraphSpec, example: dict, path: str, translation
     names = [t.name for t in spec.inputs]
     args = tuple(torch.from_numpy(example[n]) for n in names)
     sig = list(inspect.signature(module.forward).parameters)
-    if sig[-1] == "past":  # varargs past key/values: nested dynamic shapes
+    if sig[-1] == "past" and len(spec.inputs) >= len(sig):  # varargs past key/values: nested dynamic shapes
         fixed = len(sig) - 1
         shapes = {sig[i]: dyn(spec.inputs[i]) for i in range(fixed)}
         shapes["past"] = tuple(dyn(t) for t in spec.inputs[fixed:])
