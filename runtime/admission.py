@@ -9,6 +9,7 @@ Memory model (ONNX Runtime, fp32 activations; weights are already resident when 
 the budget is compared with the process's RSS now plus the run's additional peak):
 
 - held for the whole run: the primary's patches ``[t*h*w, 3*tp*p^2]`` and its vision outputs;
+- preprocessing: the resized frames in float64 and float32 and the patch copy;
 - vision, per call of ``vision_chunk`` temporal groups of ``P`` patches: hidden/qkv/MLP
   activations ``n * (10 e + 3 I)`` floats and the full-attention scores ``3 * chunk * heads * P^2``
   (scores, bias, softmax: each full-attention block attends within one group);
@@ -17,6 +18,8 @@ the budget is compared with the process's RSS now plus the run's additional peak
   ``C * (8 h + 3 I)``, attention scores ``3 * heads * C * S`` and the KV heads expanded to the
   query heads ``2 * heads * S * d``. With ``C`` fixed this is linear in ``S``; one-shot (``C = S``)
   it is quadratic;
+- each engine keeps its own high-water mark (ONNX Runtime's CPU arena does not shrink), so the
+  stages' peaks add up: peak = RSS now + OVERHEAD * (held + max(preprocessing, sum of stages));
 - everything times ``OVERHEAD`` for the allocator (ORT's arena, copies at graph boundaries),
   calibrated on measured peak RSS (README, "Long videos, memory and bad input").
 """
@@ -71,6 +74,12 @@ def vision_bytes(m: dict, grid: tuple[int, int, int], chunk: int | None, patch_d
     window = (m["window_size"] // m["patch_size"]) ** 2
     acts = n * (10 * e + 3 * inter + patch_dim) + 3 * c * heads * per_group ** 2 + 3 * n * heads * window
     return float(acts * FLOAT)
+
+
+def preprocess_bytes(grid: tuple[int, int, int], patch_dim: int = 1176) -> float:
+    """Resized frames in float64 and float32 plus the patch copy (``preprocess_video``)."""
+    t, h, w = grid
+    return float(t * h * w * patch_dim * (8 + 4 + 4))
 
 
 def vision_output_bytes(m: dict, grid: tuple[int, int, int]) -> float:
@@ -145,7 +154,12 @@ def assess(primary_model: dict, primary: ModelPlan, assistant_model: dict | None
         stages["assistant prior"] = prefill_bytes(assistant_model, assistant.sequence, assistant.prefill_chunk,
                                                   assistant.prefill_layers)
     biggest = max(stages, key=stages.get)
-    peak = rss_now + OVERHEAD * (held + stages[biggest])
+    # Each engine keeps its allocator's high-water mark (ONNX Runtime's CPU arena does not shrink),
+    # so the engines' peaks add up; preprocessing's float copies come before them.
+    pre = preprocess_bytes(primary.grid, patch_dim)
+    if assistant is not None:
+        pre = max(pre, preprocess_bytes(assistant.grid, patch_dim))
+    peak = rss_now + OVERHEAD * (held + max(pre, sum(stages.values())))
     if peak > budget:
         problems.append(f"the estimated peak of {peak / 1e9:.2f} GB ({biggest} the largest stage) exceeds the memory "
                         f"budget of {budget / 1e9:.2f} GB")

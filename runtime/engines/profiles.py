@@ -109,7 +109,11 @@ def prior_ranges(vision: dict[str, Range], text_tokens: int, max_context: int) -
     if lo + 1 > max_context:
         raise ManifestError(f"the assistant's context of {max_context} cannot hold even {lo} visual tokens")
     hi = min(hi, max_context - text_tokens)
-    return {"n_visual": (lo, min(opt, hi), hi), "seq_len": (lo + 1, min(opt, hi) + text_tokens, hi + text_tokens)}
+    opt_seq = min(opt, hi) + text_tokens
+    # The KV-cache prior (chunked prefill) also takes chunks of 1.. tokens over a past, and early
+    # chunks pass a one-element visual_index; one-shot graphs have no past_len/total_len dims.
+    return {"n_visual": (1, min(opt, hi), hi), "seq_len": (1, opt_seq, hi + text_tokens),
+            "past_len": (0, 0, hi + text_tokens - 1), "total_len": (1, opt_seq, hi + text_tokens)}
 
 
 def shapes_for(io_inputs: list[dict], dims: dict[str, Range]) -> Shapes:
