@@ -301,6 +301,10 @@ def admit(pipe, frames, question: str, opts):
 
     if opts.fit not in ("off", "auto"):
         raise AdmissionError(f"fit {opts.fit!r}: expected off or auto")
+    for name in ("prefill_chunk", "vision_chunk", "memory_budget"):
+        value = getattr(opts, name)
+        if value is not None and (not isinstance(value, (int, np.integer)) or value < 0 or (value == 0 and name != "prefill_chunk")):
+            raise AdmissionError(f"{name.replace('_', '-')} {value!r}: expected a positive integer")
     m = pipe.m
     n, height, width = len(frames.frames), frames.frames.shape[1], frames.frames.shape[2]
     pre = m.data["preprocess"]
