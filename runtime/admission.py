@@ -235,6 +235,7 @@ class Request:
     assistant_max_pixels: int
     text_tokens: int
     vision_chunk: int | None = None  # temporal groups per vision call
+    prefill_chunk: int | None = None  # prompt tokens per prefill call
 
 
 def plan_request(manifest, req: Request, opts) -> tuple[dict, ModelPlan, dict | None, ModelPlan | None]:
@@ -244,7 +245,7 @@ def plan_request(manifest, req: Request, opts) -> tuple[dict, ModelPlan, dict | 
     grid = plan_grid(req.height, req.width, req.frames, cfg)
     per_group = grid[1] * grid[2] // pm["merge_size"] ** 2
     kept = kept_estimate(opts.method, grid[0], per_group, opts.retention, opts.budget, opts.cap)
-    primary = ModelPlan(grid, req.text_tokens, kept, opts.max_new_tokens, None, opts.prefill_chunk or None)
+    primary = ModelPlan(grid, req.text_tokens, kept, opts.max_new_tokens, None, req.prefill_chunk or None)
     if req.assistant_frames is None:
         return pm, primary, None, None
     am = manifest.model("assistant")
@@ -252,7 +253,7 @@ def plan_request(manifest, req: Request, opts) -> tuple[dict, ModelPlan, dict | 
     agrid = plan_grid(req.height, req.width, req.assistant_frames, acfg)
     layers = max(am.get("prior_layers") or [am["num_layers"] - 1]) + 1
     inputs = {t["name"] for t in manifest.data["graphs"].get("assistant_prior", {}).get("inputs", [])}
-    chunk = (opts.prefill_chunk or None) if "attention_mask" in inputs else None  # old one-shot prior graphs
+    chunk = (req.prefill_chunk or None) if "attention_mask" in inputs else None  # old one-shot prior graphs
     assistant = ModelPlan(agrid, req.text_tokens, agrid[0] * agrid[1] * agrid[2] // am["merge_size"] ** 2, 0, layers, chunk)
     return pm, primary, am, assistant
 
@@ -283,6 +284,10 @@ def fit_request(evaluate, req: Request, qwen_min_pixels: int) -> tuple[Request, 
     verdict = evaluate(req)
     if not verdict.ok and req.vision_chunk is None and max(verdict.stages, key=verdict.stages.get).endswith("vision"):
         req, verdict = replace(req, vision_chunk=2), evaluate(replace(req, vision_chunk=2))  # exact, and free
+    while (not verdict.ok and max(verdict.stages, key=verdict.stages.get).endswith(("prefill", "prior"))
+           and (req.prefill_chunk is None or req.prefill_chunk > 256)):  # smaller chunks: exact too
+        step = replace(req, prefill_chunk=2048 if req.prefill_chunk is None else max(256, req.prefill_chunk // 2))
+        req, verdict = step, evaluate(step)
     for floor, frames_too in ((qwen_min_pixels, False), (qwen_min_pixels, True), (MIN_FIT_PIXELS, True)):
         while not verdict.ok:
             steps = (_shrink(req, who, floor, frames_too) for who in ("primary", "assistant") if who in verdict.failing)
@@ -303,7 +308,8 @@ def admit(pipe, frames, question: str, opts):
         raise AdmissionError(f"fit {opts.fit!r}: expected off or auto")
     for name in ("prefill_chunk", "vision_chunk", "memory_budget"):
         value = getattr(opts, name)
-        if value is not None and (not isinstance(value, (int, np.integer)) or value < 0 or (value == 0 and name != "prefill_chunk")):
+        bad = not isinstance(value, (int, np.integer)) or value < 0 or (value == 0 and name != "prefill_chunk")
+        if value is not None and bad:
             raise AdmissionError(f"{name.replace('_', '-')} {value!r}: expected a positive integer")
     m = pipe.m
     n, height, width = len(frames.frames), frames.frames.shape[1], frames.frames.shape[2]
@@ -314,7 +320,7 @@ def admit(pipe, frames, question: str, opts):
     a_frames = (min(opts.assistant_num_frames, n) if opts.assistant_num_frames else n) if use_assistant else None
     ids, _ = pipe.prompt.input_ids(question, 0)
     req = Request(n, height, width, max_pixels, min_pixels, a_frames, opts.assistant_max_pixels or max_pixels, len(ids),
-                  opts.vision_chunk)
+                  opts.vision_chunk, opts.prefill_chunk or None)
     rss = current_rss()
     budget = float(opts.memory_budget) if opts.memory_budget else rss + available_memory()
     patch_dim = 3 * pre["temporal_patch_size"] * pre["patch_size"] ** 2
@@ -336,13 +342,16 @@ def admit(pipe, frames, question: str, opts):
                 changes.append(f"frames {req.frames} -> {fitted.frames}")
             if fitted.vision_chunk != req.vision_chunk:
                 changes.append(f"vision chunk {fitted.vision_chunk} groups")
+            if fitted.prefill_chunk != req.prefill_chunk:
+                changes.append(f"prefill chunk {req.prefill_chunk or 'one call'} -> {fitted.prefill_chunk} tokens")
             if fitted.max_pixels != req.max_pixels:
                 changes.append(f"max pixels {req.max_pixels} -> {fitted.max_pixels}")
             if a_frames is not None and fitted.assistant_frames != req.assistant_frames:
                 changes.append(f"assistant frames {req.assistant_frames} -> {fitted.assistant_frames}")
             if a_frames is not None and fitted.assistant_max_pixels != req.assistant_max_pixels:
                 changes.append(f"assistant max pixels {req.assistant_max_pixels} -> {fitted.assistant_max_pixels}")
-            opts = replace(opts, max_pixels=fitted.max_pixels, vision_chunk=fitted.vision_chunk, min_pixels=fitted.min_pixels,
+            opts = replace(opts, max_pixels=fitted.max_pixels, vision_chunk=fitted.vision_chunk,
+                           prefill_chunk=fitted.prefill_chunk, min_pixels=fitted.min_pixels,
                            assistant_max_pixels=fitted.assistant_max_pixels if a_frames is not None else opts.assistant_max_pixels,
                            assistant_num_frames=fitted.assistant_frames if a_frames is not None else opts.assistant_num_frames)
             note(f"--fit auto: {', '.join(changes)} to fit ({verdict.summary()})")
