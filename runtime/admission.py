@@ -110,6 +110,10 @@ class Verdict:
     context: dict[str, int] = field(default_factory=dict)
     failing: set[str] = field(default_factory=set)  # "primary" / "assistant"
 
+    @property
+    def memory_ok(self) -> bool:
+        return self.peak <= self.budget
+
     def grids(self) -> str:
         out = f"primary {self.primary.grid}"
         return out + (f", assistant {self.assistant.grid}" if self.assistant is not None else "")
@@ -282,9 +286,9 @@ def fit_request(evaluate, req: Request, qwen_min_pixels: int) -> tuple[Request, 
     pixels (to MIN_FIT_PIXELS) until ``evaluate(req)`` admits it. Returns the first request that
     fits, else the last one tried with its verdict."""
     verdict = evaluate(req)
-    if not verdict.ok and req.vision_chunk is None and max(verdict.stages, key=verdict.stages.get).endswith("vision"):
+    if not verdict.memory_ok and req.vision_chunk is None and max(verdict.stages, key=verdict.stages.get).endswith("vision"):
         req, verdict = replace(req, vision_chunk=2), evaluate(replace(req, vision_chunk=2))  # exact, and free
-    while (not verdict.ok and max(verdict.stages, key=verdict.stages.get).endswith(("prefill", "prior"))
+    while (not verdict.memory_ok and max(verdict.stages, key=verdict.stages.get).endswith(("prefill", "prior"))
            and (req.prefill_chunk is None or req.prefill_chunk > 256)):  # smaller chunks: exact too
         step = replace(req, prefill_chunk=2048 if req.prefill_chunk is None else max(256, req.prefill_chunk // 2))
         req, verdict = step, evaluate(step)

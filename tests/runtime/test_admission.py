@@ -77,3 +77,18 @@ def test_parse_bytes(text, want):
 def test_parse_bytes_rejects(text):
     with pytest.raises(ValueError):
         parse_bytes(text)
+
+
+def test_fit_request_tries_exact_chunking_before_quality():
+    """Over the memory budget with the prefill the largest stage: smaller prefill chunks first
+    (exact), pixels untouched; a context failure never changes the chunk."""
+    def evaluate(r, budget):
+        p = ModelPlan((32, 40, 72), 50, 20000, 4, None, r.prefill_chunk)
+        return assess(dict(M, context_length=32768), p, None, None, r.vision_chunk, budget=budget)
+
+    req = Request(64, 720, 1280, 602112, 100352, None, 602112, 50, 2, 2048)
+    budget = OVERHEAD * 1.0e9 + evaluate(req, 1e12).peak - OVERHEAD * prefill_bytes(M, 20050, 2048) + 1
+    fitted, verdict = fit_request(lambda r: evaluate(r, budget), req, 100352)
+    assert verdict.ok and fitted.prefill_chunk < 2048 and fitted.max_pixels == 602112
+    fitted, _ = fit_request(lambda r: evaluate(r, 1e12), req, 100352)
+    assert fitted == req
