@@ -96,10 +96,13 @@ def vision_ranges(cfg: PreprocessConfig, geo: VisionGeometry, limits: ProfileLim
 
 
 def llm_ranges(max_context: int, opt_prompt: int) -> dict[str, dict[str, Range]]:
-    """Per LLM profile: prefill (past 0) and decode (one token over a past of 1..context-1)."""
+    """Per LLM profile: prefill (2.. tokens over a past of 0, or of the earlier chunks of a chunked
+    prefill) and decode (one token over a past of 1..context-1; a 1-token last chunk runs there,
+    so decode steps never pick the prefill profile)."""
     opt_prompt = min(opt_prompt, max_context - 1)
     return {
-        "prefill": {"seq_len": (1, opt_prompt, max_context), "past_len": (0, 0, 0), "total_len": (1, opt_prompt, max_context)},
+        "prefill": {"seq_len": (2, opt_prompt, max_context), "past_len": (0, 0, max_context - 2),
+                    "total_len": (2, opt_prompt, max_context)},
         "decode": {"seq_len": (1, 1, 1), "past_len": (1, opt_prompt, max_context - 1), "total_len": (2, opt_prompt + 1, max_context)},
     }
 
