@@ -58,9 +58,18 @@ def llm_spec(hidden: int, num_layers: int, kv_heads: int, head_dim: int, vocab: 
     ), (Tensor("logits", "float32", (1, vocab)), *present))
 
 
-def prior_spec(hidden: int, num_selected: int) -> GraphSpec:
+def prior_spec(hidden: int, num_selected: int, kv: tuple[int, int, int] | None = None) -> GraphSpec:
+    """The assistant's prior graph. ``kv = (cached layers, kv_heads, head_dim)`` adds the KV-cache
+    inputs and outputs of chunked prefill (layers 0..deepest selected); None: the one-shot form."""
+    cache_in, cache_out = (), ()
+    if kv is not None:
+        layers, kv_heads, head_dim = kv
+        cache_in = (Tensor("attention_mask", "int64", (1, "total_len")),
+                    *(Tensor(n, "float32", (1, kv_heads, "past_len", head_dim)) for n in kv_input_names(layers, "past")))
+        cache_out = tuple(Tensor(n, "float32", (1, kv_heads, "total_len", head_dim)) for n in kv_input_names(layers, "present"))
     return GraphSpec("assistant_prior", (
         Tensor("inputs_embeds", "float32", (1, "seq_len", hidden)),
         Tensor("position_ids", "int64", (3, 1, "seq_len")),
         Tensor("visual_index", "int64", ("n_visual",)),
-    ), (Tensor("attention", "float32", (num_selected, "n_visual")),))
+        *cache_in,
+    ), (Tensor("attention", "float32", (num_selected, "n_visual")), *cache_out))

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import compression as C
-from .engines.base import Engine
+from .admission import admit
+from .engines.base import Engine, check_io
 from .errors import BudgetError, PromptError
 from .manifest import Manifest, load_manifest
 from .positions import gather_positions, kept_sequence_indices, mrope_positions, next_position
+from .prefill import DEFAULT_CHUNK, prior_attention, run_chunked
 from .preprocess import PreprocessConfig, VideoPatches, preprocess_video
 from .prompt import PromptBuilder, StreamDecoder
 from .specs_kv import kv_input_names
@@ -46,6 +48,9 @@ class Options:
     seed: int = 0
     ignore_eos: bool = False  # benchmarks: always decode max_new_tokens
     vision_chunk: int | None = None  # temporal groups per vision call (bounds ViT memory); None: all
+    prefill_chunk: int | None = DEFAULT_CHUNK  # prompt tokens per LLM/prior prefill call; None or 0: one call
+    memory_budget: int | None = None  # bytes the process may peak at; None: RSS now + available memory
+    fit: str = "off"  # "auto": lower frames/pixels until the run fits the context and the memory budget
 
 
 def reduced_assistant(opts: Options, num_frames: int, manifest_max_pixels: int) -> Options:
@@ -122,9 +127,8 @@ class Pipeline:
         ids, pos, start, n_vis = self.sequence("assistant", question, patches, 2 / clip.sampled_fps)
         embeds = _embed(self.tables["assistant"], ids)
         embeds[start:start + n_vis] = tokens
-        attn = self.engines["assistant_prior"].run({
-            "inputs_embeds": embeds[None], "position_ids": pos[:, None],
-            "visual_index": np.arange(start, start + n_vis, dtype=np.int64)})["attention"]
+        attn = prior_attention(self.engines["assistant_prior"], embeds, pos, np.arange(start, start + n_vis),
+                               self.m.model("assistant"), self.m.graph("assistant_prior"), opts.prefill_chunk)
         return C.frame_weights(attn, n_vis // patches.grid_thw[0]), patches.grid_thw[0]
 
     @staticmethod
@@ -172,7 +176,7 @@ class Pipeline:
         pieces = StreamDecoder(self.prompt)  # streamed pieces add up to the decoded answer
         t0 = time.perf_counter()
         for step in range(opts.max_new_tokens):
-            out = llm.run(feeds)
+            out = run_chunked(llm, feeds, opts.prefill_chunk, names) if step == 0 else llm.run(feeds)
             if step == 0:
                 timings["prefill"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
@@ -200,6 +204,7 @@ class Pipeline:
         frames = video if isinstance(video, SampledFrames) else sample_video(
             video, num_frames=opts.num_frames, fps=opts.fps, max_frames=opts.max_frames)
         timings["decode_video"] = time.perf_counter() - t0
+        frames, opts = admit(self, frames, question, opts)  # context and memory, before any engine runs
 
         t0 = time.perf_counter()
         patches = preprocess_video(frames.frames, self.preprocess_config("primary", opts.max_pixels, opts.min_pixels))
@@ -293,4 +298,5 @@ def load_pipeline(folder: str, providers=("cpu",), threads: int | None = None, v
         options = gpu_provider_options(profiles.get(role), trt_cache, fp16) if profiles else None
         engines[role] = OrtEngine(manifest.onnx_path(role), providers, threads, options,
                                   os.path.join(profile_dir, role) if profile_dir else None)
+        check_io(role, engines[role], entry)
     return Pipeline(manifest, engines)

@@ -107,7 +107,13 @@ class KeyframePrior(_Decoder):
     """DyToK detection pass: for each selected layer, softmax over the visual keys only of the last
     prompt token's scaled logits, mean over heads. Runs layers up to the deepest selected one and,
     in that one, only the last token's query and the visual keys (no full attention, no norm/head).
-    ``attention`` as for ``LanguageModel`` (the layers before run fused with "gqa")."""
+    ``attention`` as for ``LanguageModel`` (the layers before run fused with "gqa").
+
+    With a KV cache (``attention_mask`` (B, P+S) and ``past_key/value_i`` (B, KV, P, d) for layers
+    0..deepest), the prompt can be fed in chunks: each call appends its chunk's rotated keys and
+    values (``present_*``) and returns the prior of its own last token over ``visual_index``, indices
+    into past + new keys. Only the last chunk's prior is the answer; earlier chunks pass any valid
+    index (e.g. ``[0]``). One call with an empty past is the one-shot prior."""
 
     def __init__(self, lm: nn.Module, layers: list[int], attention: str = "plain"):
         super().__init__(lm.model.language_model)
@@ -120,8 +126,10 @@ class KeyframePrior(_Decoder):
         logits = torch.matmul(q_last.float(), k_vis.float().transpose(-1, -2))[:, :, 0] * self.head_dim ** -0.5
         return torch.softmax(logits, dim=-1).mean(dim=1)[0]
 
-    def forward(self, inputs_embeds, position_ids, visual_index):
+    def forward(self, inputs_embeds, position_ids, visual_index, attention_mask=None, *past):
         cos, sin = mrope_cos_sin(position_ids, self.inv_freq, self.sections, inputs_embeds.dtype)
+        if past:
+            return self._forward_cached(inputs_embeds, cos, sin, visual_index, attention_mask, past)
         if self.gqa:
             return self._forward_gqa(inputs_embeds, cos, sin, visual_index)
         b, n, _ = inputs_embeds.shape
@@ -161,3 +169,38 @@ class KeyframePrior(_Decoder):
             x = x + a.o_proj(out)
             x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
         return torch.stack(rows)
+
+    def _forward_cached(self, x, cos, sin, visual_index, attention_mask, past):
+        """Chunked form: past (2 per layer, layers 0..deepest) -> (prior rows, *presents)."""
+        b, n, _ = x.shape
+        d = self.head_dim
+        n_past = past[0].shape[2]
+        deepest = self.layers[-1]
+        if self.gqa:
+            cos_half, sin_half = self.half_cos_sin(cos, sin)
+        else:
+            bias = causal_bias(n, n_past, attention_mask, x.dtype)
+        rows, presents = [], []
+        for i, layer in enumerate(self.text.layers[: deepest + 1]):
+            h = rms_norm(layer.input_layernorm, x)
+            a = layer.self_attn
+            if self.gqa and i < deepest:
+                qf = a.q_proj(h)
+                out, k, v = group_query_attention(qf, a.k_proj(h), a.v_proj(h), past[2 * i], past[2 * i + 1],
+                                                  cos_half, sin_half, attention_mask, self.heads, self.kv_heads)
+                q_last = apply_rope(qf[:, -1:].view(b, 1, self.heads, d).transpose(1, 2), cos[:, :, -1:], sin[:, :, -1:])
+            else:
+                q, k, v = self.qkv(layer, h, cos, sin)
+                k = torch.cat([past[2 * i], k], dim=2)
+                v = torch.cat([past[2 * i + 1], v], dim=2)
+                q_last = q[:, :, -1:]
+                if i < deepest:
+                    out = grouped_attention(q, k, v, bias)
+            presents += [k, v]
+            if i in self.layers:
+                rows.append(self.prior_row(q_last, k[:, :, visual_index]))
+            if i == deepest:
+                break
+            x = x + a.o_proj(out)
+            x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
+        return (torch.stack(rows), *presents)
