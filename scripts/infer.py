@@ -56,6 +56,9 @@ def main() -> int:
     ap.add_argument("--assistant-frames", type=int)
     ap.add_argument("--assistant-max-pixels", type=int)
     ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--dycoke-kv", action="store_true", help="DyCoke's decode-time KV pruning (needs a folder "
+                    "exported with --fastv-layer K; plain attention)")
+    ap.add_argument("--kv-prune-ratio", type=float, default=0.8, help="DyCoke's p: visual KV rows dropped per step")
     ap.add_argument("--vision-chunk", type=int, help="temporal groups per vision-engine call (bounds memory on small devices)")
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--top-p", type=float, default=1.0)
@@ -80,7 +83,7 @@ def main() -> int:
                    assistant=not args.no_assistant, assistant_num_frames=args.assistant_frames,
                    assistant_max_pixels=args.assistant_max_pixels, max_new_tokens=args.max_new_tokens,
                    temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                   vision_chunk=args.vision_chunk)
+                   vision_chunk=args.vision_chunk, dycoke_kv=args.dycoke_kv, kv_prune_ratio=args.kv_prune_ratio)
     try:
         if args.profile:
             os.makedirs(args.profile, exist_ok=True)
