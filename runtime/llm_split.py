@@ -112,7 +112,7 @@ class SplitRun:
             out_ids.append(token)
             if on_token:
                 on_token(pipe.prompt.decode([token]))
-            if token in pipe.prompt.eos_ids and not opts.ignore_eos:
+            if (token in pipe.prompt.eos_ids and not opts.ignore_eos) or step == opts.max_new_tokens - 1:
                 break
             pos = np.full((3, 1, 1), start_pos + step, np.int64)
             len_lo, len_hi = len_lo + 1, len_hi + 1
