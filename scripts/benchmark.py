@@ -51,7 +51,8 @@ def main() -> int:
             real_size = args.model.endswith("-random")  # billions of parameters: no fp32 ONNX export
             # ONNX Runtime's fused GroupQueryAttention: the fastest LLM graph for the runtime rows
             export_artifacts(args.model, folder, checkpoint=args.checkpoint, validate=False, torch_only=real_size,
-                             dtype="bfloat16" if real_size else "float32", llm_attention="gqa")
+                             dtype="bfloat16" if real_size else "float32", llm_attention="gqa",
+                             fastv_layer="default")  # the split LLM graphs for the FastV rows
         video = args.video
         if not video:
             os.makedirs("out", exist_ok=True)
