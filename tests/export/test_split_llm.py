@@ -222,3 +222,44 @@ def test_evs_in_the_pipeline_matches_a_torch_reference(pipe, clip, tiny_models, 
         k = max(d.shape[1], int(d.numel() * (1 - (1 - opts.retention))))
         want = torch.argsort(-d.reshape(-1), stable=True)[:k]
     np.testing.assert_array_equal(result.kept_source, torch.sort(want).values.numpy())
+
+
+def test_fused_gqa_segments_match_the_plain_ones(tiny_split, tiny_models, tmp_path):
+    """The segments in ONNX Runtime's fused GroupQueryAttention form (what a --llm-attention gqa
+    folder gets; FastV runs on them, DyCoke KV refuses them): prefill and one decode step equal the
+    plain graphs, the layer K-1 attention row included."""
+    import onnx
+
+    from export.exporter import _export
+    from export.graphs.gqa import onnx_translation
+    from export.graphs.llm import LanguageModelSegment
+    from export.split_llm import example_feeds, segment_specs
+
+    m = load_manifest(tiny_split)
+    c = m.model("primary")
+    plain = {s.role: OrtEngine(m.onnx_path(s.role)) for s in segment_specs(c, 2)}
+    fused = {}
+    for spec, (a, b) in zip(segment_specs(c, 2), [(0, 2), (2, 4)]):
+        path = str(tmp_path / f"{spec.role}.onnx")
+        _export(LanguageModelSegment(tiny_models["primary"], a, b, "gqa").eval(), spec, example_feeds(spec), path,
+                onnx_translation())
+        ops = {(n.domain, n.op_type) for n in onnx.load(path, load_external_data=False).graph.node}
+        assert ("com.microsoft", "GroupQueryAttention") in ops
+        fused[spec.role] = OrtEngine(path)
+    rng = np.random.default_rng(5)
+    n = 23
+    empty = np.zeros((1, c["num_kv_heads"], 0, c["head_dim"]), np.float32)
+    names = {"primary_llm_lo": kv_input_names(2), "primary_llm_hi": kv_input_names(4, "past", 2)}
+    first = {"primary_llm_lo": "inputs_embeds", "primary_llm_hi": "hidden_states"}
+    for role in names:
+        x = rng.normal(size=(1, n, c["hidden_size"])).astype(np.float32)
+        pos = np.sort(rng.integers(0, 40, size=(3, 1, n)), axis=-1)
+        f = {first[role]: x, "position_ids": pos, "attention_mask": np.ones((1, n), np.int64), **{k: empty for k in names[role]}}
+        want, got = plain[role].run(f), fused[role].run(f)
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], atol=ATOL, err_msg=f"{role} prefill {key}")
+        f = {first[role]: rng.normal(size=(1, 1, c["hidden_size"])).astype(np.float32), "position_ids": np.full((3, 1, 1), 50),
+             "attention_mask": np.ones((1, n + 1), np.int64), **{k: want[k.replace("past", "present")] for k in names[role]}}
+        want, got = plain[role].run(f), fused[role].run(f)
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], atol=ATOL, err_msg=f"{role} decode {key}")
