@@ -108,7 +108,8 @@ def main() -> int:
     kept, total = result.visual_tokens
     print(f"timing: video {t['decode_video']:.3f}s preprocess {t['preprocess']:.3f}s assistant {t['assistant']:.3f}s "
           f"vision {t['vision']:.3f}s compress {t['compress']:.3f}s prefill {t['prefill']:.3f}s "
-          f"decode {tps:.1f} tok/s end-to-end {t['end_to_end']:.3f}s | visual tokens {kept}/{total} ({args.method})",
+          f"decode {tps:.1f} tok/s end-to-end {t['end_to_end']:.3f}s | visual tokens {kept}/{total} ({args.method})"
+          + (f" | DyCoke KV pruned {int(t['kv_pruned_steps'])} of {t['decode_tokens']} steps" if "kv_pruned_steps" in t else ""),
           file=sys.stderr)
     return 0
 
