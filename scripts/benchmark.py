@@ -35,6 +35,8 @@ def main() -> int:
                          "onnxruntime-gpu, else onnxruntime; tensorrt: engines from build_engines.py)")
     ap.add_argument("--attn", choices=["eager", "sdpa"], help="transformers attention of the eager rows "
                                                               "(default: sdpa on cuda, eager on cpu)")
+    ap.add_argument("--only", action="append", metavar="TEXT",
+                    help="run only the rows whose name contains TEXT (repeatable), e.g. --only FastV --only 'runtime full'")
     ap.add_argument("--json")
     ap.add_argument("--plot")
     ap.add_argument("--project", choices=["7b"])
@@ -59,7 +61,9 @@ def main() -> int:
             video = write_test_video(os.path.join("out", "bench.mp4"), num_frames=96, size=(448, 336), fps=24.0)
         report = B.run_benchmark(folder, video, args.question, args.frames, args.runs, args.warmup, args.max_new_tokens,
                                  args.max_pixels, args.min_pixels, args.threads, args.device,
-                                 runtime_backend=args.runtime_backend, attn=args.attn, log=lambda s: print(s, file=sys.stderr))
+                                 runtime_backend=args.runtime_backend, attn=args.attn, log=lambda s: print(s, file=sys.stderr),
+                                 configs=[c for c in B.default_configs() if any(t in c.name for t in args.only)]
+                                 if args.only else None)
     except DyTokError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
