@@ -127,7 +127,7 @@ def _graph_entry(folder: str, name: str, spec: specs.GraphSpec, key: str) -> dic
 
 
 def export_artifacts(model_name: str, out: str, assistant_name: str | None = "default", checkpoint: str | None = None,
-                     assistant_checkpoint: str | None = None, prior_layers="last_third", seed: int = 0,
+                     assistant_checkpoint: str | None = None, prior_layers=None, seed: int = 0,
                      validate: bool = True, torch_only: bool = False, dtype: str = "float32",
                      llm_attention: str = "plain", log=print, fastv_layer=None) -> str:
     """Export ``model_name`` (and its assistant) to ``out``. Returns ``out``.
@@ -155,6 +155,8 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
         checkpoint = resolve_checkpoint(preset, checkpoint)
     if assistant is not None and not assistant.is_random:
         assistant_checkpoint = resolve_checkpoint(assistant, assistant_checkpoint)
+    if prior_layers is None:  # the assistant checkpoint's measured choice (dytok.json), else the last third
+        prior_layers = _checkpoint_prior_layers(assistant_checkpoint) or "last_third"
 
     import onnx
     import onnxruntime
@@ -244,7 +246,7 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
                  translation, {"attention": llm_attention})
             del amodel
 
-        vcfg = PreprocessConfig()
+        vcfg = PreprocessConfig(**preset.preprocess)
         manifest = {
             "schema_version": SCHEMA_VERSION, "family": "qwen2_5_vl", "preset": preset.name,
             "assistant_preset": assistant.name if assistant else None, "seed": seed,
@@ -273,6 +275,14 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _checkpoint_prior_layers(folder: str | None):
+    """Prior layers recorded with a checkpoint (``dytok.json``: {"prior_layers": [...]}), or None."""
+    path = os.path.join(folder, "dytok.json") if folder else None
+    if not path or not os.path.isfile(path):
+        return None
+    return json.load(open(path)).get("prior_layers")
 
 
 def _checkpoint_key(folder: str | None):

@@ -8,6 +8,7 @@ structure (windowed + full-attention ViT blocks, 2x2 merger, GQA, M-RoPE) at a s
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from runtime.errors import DyTokError
@@ -24,10 +25,20 @@ class Preset:
     # Random weights give near-uniform attention, hence a flat keyframe prior; scaling the LLM's
     # q/k projections makes a random assistant's attention (and so its budgets) uneven.
     qk_scale: float = 1.0
+    # Trained weights committed in this repository (a checkpoint folder, relative to its root):
+    # exported through the real checkpoint path, like a downloaded model.
+    local: str | None = None
+    preprocess: dict = field(default_factory=dict)  # PreprocessConfig overrides for the manifest
 
     @property
     def is_random(self) -> bool:
-        return self.hf_id is None
+        return self.hf_id is None and self.local is None
+
+    @property
+    def local_path(self) -> str | None:
+        if self.local is None:
+            return None
+        return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), self.local)
 
 
 _TINY_VISION = dict(depth=4, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=64,
@@ -64,6 +75,12 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset("tiny", None, "tiny-assistant", _TINY_VISION, _TINY_TEXT),
     "tiny-assistant": Preset("tiny-assistant", None, None, _TINY_VISION,
                              {**_TINY_TEXT, "num_hidden_layers": 3}, qk_scale=8.0),
+    # Trained on the needle videos (training/needle.py, scripts/train_needle.py): tiny's dimensions,
+    # 112x112 frames (16 tokens per temporal group); the assistant is the primary cut to fewer layers.
+    "needle": Preset("needle", None, "needle-assistant", _TINY_VISION, _TINY_TEXT, local="weights/needle/primary",
+                     preprocess=dict(min_pixels=56 * 56, max_pixels=112 * 112)),
+    "needle-assistant": Preset("needle-assistant", None, None, _TINY_VISION, _TINY_TEXT, local="weights/needle/assistant",
+                               preprocess=dict(min_pixels=56 * 56, max_pixels=112 * 112)),
     "small": Preset("small", None, "small-assistant", _SMALL_VISION, _SMALL_TEXT),
     "small-assistant": Preset("small-assistant", None, None, {**_SMALL_VISION, "depth": 4, "fullatt_block_indexes": [1, 3]},
                               {**_SMALL_TEXT, "num_hidden_layers": 8}, qk_scale=4.0),

@@ -33,8 +33,19 @@ The quick brown fox jumps over the lazy dog. People walk in the park; a car driv
 """ * 4
 
 
-def build_tiny_tokenizer(vocab_size: int = 384):
-    """Deterministic byte-level BPE with Qwen2.5-VL's special tokens first (ids 0..6)."""
+def needle_corpus() -> str:
+    """The random presets' corpus extended with the needle tasks' questions and answers, each answer
+    word on lines of its own so that it becomes one token (``evaluation.needle``)."""
+    from evaluation.needle import ANSWER_WORDS, FAMILIES
+
+    questions = "\n".join(f.question for f in FAMILIES.values())
+    answers = "\n".join(("\n".join([w] * 40)) for w in ANSWER_WORDS)
+    return _CORPUS + (questions + "\n") * 4 + answers + "\n"
+
+
+def build_tiny_tokenizer(vocab_size: int = 384, corpus: str | None = None):
+    """Deterministic byte-level BPE with Qwen2.5-VL's special tokens first (ids 0..6), trained on
+    ``corpus`` (default: the random presets' embedded text)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -42,7 +53,7 @@ def build_tiny_tokenizer(vocab_size: int = 384):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([_CORPUS], trainer=trainer)
+    tok.train_from_iterator([corpus or _CORPUS], trainer=trainer)
     return tok
 
 

@@ -28,6 +28,7 @@ def hf_cache_dirs(hf_id: str) -> list[str]:
 def resolve_checkpoint(preset: Preset, checkpoint: str | None) -> str:
     """A local folder holding ``config.json`` and ``*.safetensors`` for ``preset``, or a clear exit."""
     looked = []
+    checkpoint = checkpoint or preset.local_path
     if checkpoint:
         looked.append(checkpoint)
         if os.path.isfile(os.path.join(checkpoint, "config.json")) and glob.glob(os.path.join(checkpoint, "*.safetensors")):

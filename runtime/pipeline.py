@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -49,6 +49,12 @@ class Options:
     vision_chunk: int | None = None  # temporal groups per vision call (bounds ViT memory); None: all
     dycoke_kv: bool = False  # DyCoke's decode-time KV pruning (needs the split LLM, runtime/llm_split.py)
     kv_prune_ratio: float = 0.8  # DyCoke's p: share of the visual KV rows layers >= L drop per step
+
+
+def reduced_assistant(opts: Options, num_frames: int, manifest_max_pixels: int) -> Options:
+    """The "reduced" assistant: half the frames and a quarter of the primary's pixels per frame."""
+    return replace(opts, assistant_num_frames=max(num_frames // 2, 1),
+                   assistant_max_pixels=(opts.max_pixels or manifest_max_pixels) // 4)
 
 
 @dataclass

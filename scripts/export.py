@@ -1,6 +1,7 @@
 """Export Qwen2.5-VL (primary + assistant) to an ONNX artifact folder.
 
   python scripts/export.py --model tiny --out artifacts/tiny
+  python scripts/export.py --model needle --out artifacts/needle   # the trained needle pair (weights/needle)
   python scripts/export.py --model qwen2.5-vl-7b --checkpoint /models/Qwen2.5-VL-7B-Instruct --out artifacts/7b
   python scripts/export.py --model qwen2.5-vl-7b-random --torch-only --dtype bfloat16 --out artifacts/7b-random
 """
@@ -15,12 +16,13 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="tiny", help="preset: tiny, small, qwen2.5-vl-3b/7b/32b/72b, "
+    ap.add_argument("--model", default="tiny", help="preset: needle (trained, committed), tiny, small, qwen2.5-vl-3b/7b/32b/72b, "
                                                     "qwen2.5-vl-3b/7b-random (real sizes, random weights)")
     ap.add_argument("--assistant", default="default", help="assistant preset for the keyframe prior, or 'none'")
     ap.add_argument("--checkpoint", help="local folder with config.json + *.safetensors for --model")
     ap.add_argument("--assistant-checkpoint", help="local folder for the assistant's weights")
-    ap.add_argument("--layers", default="last_third", help="assistant layers for the prior: none, last_third, k or a.bb")
+    ap.add_argument("--layers", default=None, help="assistant layers for the prior: none, last_third, k or a.bb "
+                                                   "(default: the assistant preset's choice, else last_third)")
     ap.add_argument("--seed", type=int, default=0, help="seed of random-weight presets")
     ap.add_argument("--out", required=True, help="artifact folder to write")
     ap.add_argument("--skip-validate", action="store_true", help="skip the ONNX-vs-torch check at other shapes")

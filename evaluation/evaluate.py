@@ -1,0 +1,273 @@
+"""Accuracy against retention on the needle videos, through an exported artifact folder on the
+torch-free runtime (ONNX Runtime by default).
+
+Per video the primary's vision graph runs once and the assistant's prior once per assistant
+setting; every (method, retention) then only compresses and runs the LLM. The answer is the first
+generated token, compared with the answer word's token id. The hit rate is the share of the kept
+visual tokens that lie in the temporal groups holding the answer.
+
+Methods are the pipeline's (``--method`` of infer.py); ``assistant`` is "full" (DyToK prior at the
+primary's frames and pixels), "reduced" (half the frames, a quarter of the pixels:
+``runtime.pipeline.reduced_assistant``) or "none" (uniform budgets). DyCoke's TTM takes no
+budgets, so its rows do not depend on the assistant.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, fields, replace
+
+import numpy as np
+
+from runtime import compression as C
+from runtime.errors import DyTokError
+from runtime.pipeline import METHODS, Options, Pipeline, reduced_assistant
+from runtime.positions import gather_positions, kept_sequence_indices, next_position
+from runtime.preprocess import preprocess_video
+
+from .needle import FAMILY_ORDER, NeedleVideo, make_video, split_seed
+
+RETENTIONS = (1.0, 0.5, 0.25, 0.1, 0.05)
+ASSISTANTS = ("full", "reduced", "none")
+BUDGET_METHODS = ("visionzip", "uniform", "dycoke", "dyntok")
+NO_ASSISTANT_METHODS = ("visionzip", "uniform")
+
+
+@dataclass(frozen=True)
+class Config:
+    method: str  # the pipeline's method (infer.py --method)
+    retention: float
+    assistant: str  # full | reduced | none
+
+    @property
+    def label(self) -> str:
+        if self.method == "none":
+            return "none (all tokens)"
+        prefix = {"full": "DyToK+", "reduced": "DyToK(reduced)+", "none": ""}[self.assistant]
+        name = {"visionzip": "VisionZip", "uniform": "uniform", "dycoke": "DyCoke", "dyntok": "DynTok"}[self.method]
+        return prefix + name + ("" if self.assistant != "none" else " (no assistant)")
+
+
+def grid(methods=METHODS, retentions=RETENTIONS, assistants=ASSISTANTS) -> list[Config]:
+    """The issue's grid, narrowed to the given methods, retentions and assistant settings:
+    budget methods x retention x {full, reduced}; VisionZip and uniform without the assistant;
+    ``none`` once (all tokens)."""
+    for m in methods:
+        if m not in METHODS:
+            raise DyTokError(f"method {m!r}: expected one of {', '.join(METHODS)}")
+    for a in assistants:
+        if a not in ASSISTANTS:
+            raise DyTokError(f"assistant {a!r}: expected one of {', '.join(ASSISTANTS)}")
+    for r in retentions:
+        if not 0 < r <= 1:
+            raise DyTokError(f"retention {r}: expected a value in (0, 1]")
+    out = []
+    for m in methods:
+        if m == "none":
+            out.append(Config("none", 1.0, "none"))
+            continue
+        for r in retentions:
+            for a in assistants:
+                if a != "none" or m in NO_ASSISTANT_METHODS:
+                    out.append(Config(m, float(r), a))
+    return out
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` strings -> ``Options`` overrides (values parsed as JSON, else kept as text)."""
+    names = {f.name: f for f in fields(Options)}
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in names:
+            raise DyTokError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(names)}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def test_videos(n: int, start: int | None = None, split: str = "test") -> list[NeedleVideo]:
+    """``n`` videos of ``split`` from seed index ``start`` (default 0); families rotate."""
+    return [make_video(split_seed(split, (start or 0) + i)) for i in range(n)]
+
+
+def _prior(pipe: Pipeline, question: str, frames, opts: Options, groups: int) -> np.ndarray:
+    weights, _ = pipe.frame_prior(question, frames, opts)
+    return pipe.map_weights(weights, groups)
+
+
+def score_video(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base: Options) -> list[dict]:
+    """One video through every config; the stages shared by configs run once.
+
+    Mirrors ``Pipeline.answer`` (budgets, compression, kept M-RoPE ids, prefill) with greedy
+    decoding of one token. Returns one dict per config: correct, hit (needle share of the kept
+    tokens), kept tokens, the frame weights' needle share."""
+    frames = video.sampled()
+    patches = preprocess_video(frames.frames, pipe.preprocess_config("primary", base.max_pixels, base.min_pixels))
+    ids, pos, start, n_vis = pipe.sequence("primary", video.question, patches, 2 / frames.sampled_fps)
+    groups = patches.grid_thw[0]
+    per_group = n_vis // groups
+    needle = np.zeros(groups, bool)
+    needle[list(video.needle_groups)] = True
+    vision = pipe.run_vision("primary", patches, base.vision_chunk)
+    answer_id = pipe.prompt.tokenizer.token_to_id(video.answer)
+    priors: dict[str, np.ndarray | None] = {"none": None}
+    for a in {c.assistant for c in configs if c.method != "none"} - {"none"}:
+        if not pipe.m.has_assistant:
+            raise DyTokError("the artifact folder has no assistant: use --assistants none")
+        opts = base if a == "full" else reduced_assistant(base, len(frames.frames), pipe.m.data["preprocess"]["max_pixels"])
+        priors[a] = _prior(pipe, video.question, frames, opts, groups)
+    table = pipe.tables["primary"]
+    answers: dict[bytes, int] = {}  # configs that keep the same tokens (e.g. all of them) share one LLM run
+    out = []
+    for cfg in configs:
+        opts = replace(base, method=cfg.method, retention=cfg.retention, max_new_tokens=1)
+        weights = priors[cfg.assistant] if cfg.method != "none" else None
+        budget = opts.budget if opts.budget is not None else C.budget_for_retention(per_group, opts.retention)
+        cap = opts.cap if opts.cap is not None else per_group
+        if cfg.method == "none":
+            budgets = C.uniform_budgets(groups, per_group)
+        elif weights is not None:
+            budgets = C.allocate_budgets(weights, budget, min(cap, per_group))
+        else:
+            budgets = C.uniform_budgets(groups, min(budget, cap))
+        kept, source, _ = pipe.compress(vision, groups, budgets, opts, patches.grid_thw[2] // 2)
+        order = np.argsort(source, kind="stable")
+        kept, source = kept[order], source[order]
+        keep = kept_sequence_indices(len(ids), start, n_vis, source)
+        embeds = np.asarray(table[ids[keep]], np.float32)
+        embeds[start:start + len(source)] = kept
+        key = hashlib.sha1(source.tobytes() + np.ascontiguousarray(kept, np.float32).tobytes()).digest()
+        if key not in answers:
+            answers[key] = pipe.generate(embeds, gather_positions(pos, keep), next_position(pos), opts, None, {})[0]
+        token = answers[key]
+        out.append({"correct": token == answer_id, "hit": float(needle[source // per_group].mean()),
+                    "kept": len(source), "total": n_vis, "token": int(token),
+                    "prior_share": float(weights[needle].sum()) if weights is not None else float(needle.mean())})
+    return out
+
+
+def evaluate(pipe: Pipeline, configs: list[Config], videos: list[NeedleVideo], base: Options = Options(),
+             progress: bool = True) -> list[dict]:
+    """Score ``configs`` on ``videos``. Returns one row per config: method, retention, assistant,
+    accuracy, hit_rate, n, per-family accuracy and hit rate, mean kept tokens, prior share."""
+    acc = defaultdict(list)
+    bar = videos
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(videos, desc="needle videos", unit="video")
+    for v in bar:
+        for cfg, r in zip(configs, score_video(pipe, v, configs, base)):
+            acc[cfg].append((v.family, r))
+    rows = []
+    for cfg in configs:
+        res = acc[cfg]
+        fam = {f: [r for g, r in res if g == f] for f in FAMILY_ORDER}
+        rows.append({
+            "method": cfg.method, "retention": cfg.retention, "assistant": cfg.assistant, "label": cfg.label,
+            "accuracy": float(np.mean([r["correct"] for _, r in res])), "hit_rate": float(np.mean([r["hit"] for _, r in res])),
+            "n": len(res),
+            "accuracy_by_family": {f: float(np.mean([r["correct"] for r in rs])) for f, rs in fam.items() if rs},
+            "hit_rate_by_family": {f: float(np.mean([r["hit"] for r in rs])) for f, rs in fam.items() if rs},
+            "n_by_family": {f: len(rs) for f, rs in fam.items() if rs},
+            "prior_share": float(np.mean([r["prior_share"] for _, r in res])),
+            "chance_share": float(np.mean([len(v.needle_groups) / v.num_groups for v in videos])),
+            "kept_tokens": float(np.mean([r["kept"] for _, r in res])),
+            "total_tokens": float(np.mean([r["total"] for _, r in res])),
+        })
+    return rows
+
+
+def merge(reports: list[dict]) -> dict:
+    """Reports of disjoint video ranges (e.g. run in parallel) -> one report; means weighted by n."""
+    out = dict(reports[0], videos=sum(r["videos"] for r in reports), wall_s=sum(r["wall_s"] for r in reports),
+               first_seed_index=min(r["first_seed_index"] for r in reports),
+               families={f: sum(r["families"].get(f, 0) for r in reports) for f in FAMILY_ORDER})
+    rows = []
+    for i, row in enumerate(reports[0]["rows"]):
+        parts = [r["rows"][i] for r in reports]
+        if any((p["method"], p["retention"], p["assistant"]) != (row["method"], row["retention"], row["assistant"]) for p in parts):
+            raise DyTokError("reports to merge must have the same grid")
+        n = sum(p["n"] for p in parts)
+        new = dict(row, n=n)
+        for key in ("accuracy", "hit_rate", "prior_share", "chance_share", "kept_tokens", "total_tokens"):
+            new[key] = sum(p[key] * p["n"] for p in parts) / n
+        for key in ("accuracy_by_family", "hit_rate_by_family"):
+            new[key] = {f: sum(p[key].get(f, 0) * p["n_by_family"].get(f, 0) for p in parts)
+                        / max(1, sum(p["n_by_family"].get(f, 0) for p in parts)) for f in FAMILY_ORDER}
+        new["n_by_family"] = {f: sum(p["n_by_family"].get(f, 0) for p in parts) for f in FAMILY_ORDER}
+        rows.append(new)
+    out["rows"] = rows
+    return out
+
+
+def plot(rows: list[dict], path: str, title: str = "") -> None:
+    """Accuracy and hit rate against retention, one curve per (method, assistant)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = defaultdict(list)
+    for r in rows:
+        curves[(r["label"], r["method"], r["assistant"])].append(r)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    styles = {"full": "-", "reduced": "--", "none": ":"}
+    colours = {"visionzip": "tab:blue", "uniform": "tab:orange", "dycoke": "tab:green", "dyntok": "tab:red"}
+    for (label, method, assistant), rs in sorted(curves.items()):
+        rs = sorted(rs, key=lambda r: r["retention"])
+        x = [r["retention"] for r in rs]
+        for ax, key in zip(axes, ("accuracy", "hit_rate")):
+            if method == "none":
+                ax.axhline(rs[0][key], color="k", lw=1, alpha=0.5, label=label)
+            else:
+                ax.plot(x, [r[key] for r in rs], styles[assistant], marker="o", label=label, color=colours[method])
+    for ax, name in zip(axes, ("accuracy", "hit rate (kept tokens on the answer's groups)")):
+        ax.set_xscale("log")
+        ax.set_xticks(RETENTIONS, [str(r) for r in RETENTIONS])
+        ax.set_xlabel("retention (share of visual tokens kept)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    chance = rows[0].get("chance_share")
+    if chance:
+        axes[1].axhline(chance, color="grey", lw=1, ls="-.", label="chance (needle groups / groups)")
+    axes[0].set_ylim(0, 1.02)
+    axes[0].legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path + ".partial.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_json(report: dict, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".partial"
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=1)
+    os.replace(tmp, path)
+
+
+def run(artifacts: str, n: int = 300, seed: int | None = None, split: str = "test", methods=METHODS,
+        retentions=RETENTIONS, assistants=ASSISTANTS, overrides: dict | None = None, threads: int | None = 1,
+        progress: bool = True) -> dict:
+    """Load ``artifacts``, score the grid on ``n`` videos of ``split``; the report as a dict."""
+    from runtime.pipeline import load_pipeline
+    pipe = load_pipeline(artifacts, threads=threads)
+    base = Options(**(overrides or {}))
+    configs = grid(methods, retentions, assistants)
+    vids = test_videos(n, seed, split)
+    t0 = time.perf_counter()
+    rows = evaluate(pipe, configs, vids, base, progress)
+    for r in rows:
+        r["options"] = dict(overrides or {})
+    return {"artifacts": os.path.abspath(artifacts), "preset": pipe.m.data.get("preset"), "split": split,
+            "first_seed_index": seed or 0, "videos": n,
+            "families": {f: sum(v.family == f for v in vids) for f in FAMILY_ORDER},
+            "options": asdict(base), "wall_s": round(time.perf_counter() - t0, 1), "rows": rows}

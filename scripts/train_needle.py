@@ -1,0 +1,55 @@
+"""Train the needle pair from scratch on CPU (one command, seeded) and write both checkpoint folders.
+
+  python scripts/train_needle.py --out weights/needle            # primary/ and assistant/
+  python scripts/train_needle.py --out out/needle --assistant-only  # re-derive the assistant
+
+1. The primary: a tiny Qwen2.5-VL trained with a curriculum by video length (training/needle.py).
+2. The assistant: the primary cut after the LLM layer whose last-token attention puts the most
+   mass on the needle groups of validation videos (per layer, measured here and printed).
+Prints the wall time. CI never trains: it uses the committed weights.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="weights/needle", help="folder for primary/ and assistant/")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--init-std", type=float, default=None, help="initializer_range (default: the config's 0.02)")
+    ap.add_argument("--lr-scale", type=float, default=1.0, help="multiplies every stage's learning rate")
+    ap.add_argument("--curriculum", default="default", help="default, first (its first stage only) or fast")
+    ap.add_argument("--init", help="start from this checkpoint folder (fresh optimizer)")
+    ap.add_argument("--first-seed", type=int, default=0, help="index of the first training video seed")
+    ap.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
+    ap.add_argument("--assistant-only", action="store_true", help="keep the trained primary; derive the assistant")
+    ap.add_argument("--val-videos", type=int, default=40, help="validation videos per family for the layer choice")
+    args = ap.parse_args()
+
+    from training.needle import CURRICULA, train
+
+    t0 = time.perf_counter()
+    primary = os.path.join(args.out, "primary")
+    if not args.assistant_only:
+        record = train(primary, seed=args.seed, init_std=args.init_std, threads=args.threads, lr_scale=args.lr_scale,
+                       stages=CURRICULA[args.curriculum], init_from=args.init, first_seed=args.first_seed,
+                       device=args.device,
+                       log=lambda s: print(s, flush=True))
+        print(json.dumps(record["stages"], indent=1))
+    from training.assistant import derive_assistant
+
+    choice = derive_assistant(primary, os.path.join(args.out, "assistant"), args.val_videos, threads=args.threads,
+                              log=lambda s: print(s, flush=True))
+    print(json.dumps(choice, indent=1))
+    print(f"wall time {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""The committed needle pair through the exported ONNX graphs on the torch-free runtime, and
+scripts/evaluate.py end to end."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from evaluation.evaluate import ASSISTANTS, RETENTIONS, Config, evaluate, grid, parse_options, test_videos
+from evaluation.needle import FAMILY_ORDER
+from runtime.errors import DyTokError
+from runtime.pipeline import Options, load_pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="session")
+def needle_artifacts(tmp_path_factory):
+    """The committed needle weights exported through the real checkpoint path, once per session."""
+    pytest.importorskip("torch")
+    from export.exporter import export_artifacts
+    return export_artifacts("needle", str(tmp_path_factory.mktemp("artifacts") / "needle"), log=lambda *_: None)
+
+
+def test_grid_and_options():
+    configs = grid()
+    assert Config("none", 1.0, "none") in configs
+    assert sum(c.method == "none" for c in configs) == 1
+    for m in ("visionzip", "uniform", "dycoke", "dyntok"):
+        for a in ("full", "reduced"):
+            assert {c.retention for c in configs if c.method == m and c.assistant == a} == set(RETENTIONS)
+    assert {c.method for c in configs if c.assistant == "none" and c.method != "none"} == {"visionzip", "uniform"}
+    assert len(configs) == 4 * 5 * 2 + 2 * 5 + 1
+    assert parse_options(["cap=8", "max_pixels=3136", "method=uniform"]) == {"cap": 8, "max_pixels": 3136, "method": "uniform"}
+    with pytest.raises(DyTokError, match="KEY=VALUE"):
+        parse_options(["nonsense=1"])
+    with pytest.raises(DyTokError, match="method"):
+        grid(methods=("fastest",))
+    with pytest.raises(DyTokError, match="assistant"):
+        grid(assistants=("half",))
+
+
+def test_trained_pair_answers_at_full_tokens(needle_artifacts):
+    """The first 12 test videos (4 per family) at all visual tokens, greedy, on ONNX Runtime."""
+    pipe = load_pipeline(needle_artifacts)
+    vids = test_videos(12)
+    right = []
+    for v in vids:
+        r = pipe.answer(v.sampled(), v.question, Options(method="none", max_new_tokens=3))
+        right.append(r.text.strip() == v.answer)
+    assert sum(right) >= 11, [(v.family, v.answer, ok) for v, ok in zip(vids, right)]
+
+
+def test_hit_rate_and_shared_runs(needle_artifacts):
+    """Hit rates from the kept tokens: all tokens -> the needle groups' share of the video; the
+    assistant's budgets move tokens onto the needle at 10%."""
+    pipe = load_pipeline(needle_artifacts)
+    vids = test_videos(6, start=100)
+    configs = [Config("none", 1.0, "none"), Config("visionzip", 1.0, "full"), Config("visionzip", 0.1, "full"),
+               Config("uniform", 0.1, "none")]
+    rows = evaluate(pipe, configs, vids, progress=False)
+    share = np.mean([len(v.needle_groups) / v.num_groups for v in vids])
+    assert rows[0]["hit_rate"] == pytest.approx(share) and rows[3]["hit_rate"] == pytest.approx(share, abs=1e-9)
+    assert rows[0]["accuracy"] == rows[1]["accuracy"]  # retention 1.0 keeps every token
+    assert rows[2]["hit_rate"] > rows[3]["hit_rate"]
+    assert all(r["n"] == 6 and set(r["accuracy_by_family"]) == set(FAMILY_ORDER) for r in rows)
+
+
+def test_evaluate_script_end_to_end(needle_artifacts, tmp_path):
+    out, png = tmp_path / "eval.json", tmp_path / "eval.png"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), "--artifacts", needle_artifacts,
+                           "--videos", "5", "--json", str(out), "--plot", str(png), "--set", "vision_chunk=4"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["split"] == "test" and report["videos"] == 5
+    rows = report["rows"]
+    assert len(rows) == len(grid())
+    for r in rows:
+        assert {"method", "retention", "assistant", "accuracy", "hit_rate", "n"} <= set(r)
+        assert r["n"] == 5 and 0 <= r["accuracy"] <= 1 and 0 < r["hit_rate"] <= 1
+        assert r["assistant"] in ASSISTANTS and r["options"] == {"vision_chunk": 4}
+    assert png.stat().st_size > 10_000
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), "--artifacts", needle_artifacts,
+                          "--videos", "2", "--json", str(out), "--set", "bogus=1"], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --set")

@@ -1,0 +1,85 @@
+"""The trainer's loss path (a couple of optimizer steps on a tiny batch, no full training), its
+determinism, and the assistant cut."""
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from evaluation.needle import make_video, split_seed  # noqa: E402
+from export.tokenizer import QWEN_VL_CHAT_TEMPLATE, build_tiny_tokenizer, needle_corpus, special_ids  # noqa: E402
+from training.needle import Batcher, CURRICULUM, Stage, build_model, loss_fn, save_checkpoint, stage_plan  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tok = build_tiny_tokenizer(corpus=needle_corpus())
+    special = special_ids(tok)
+    path = str(tmp_path_factory.mktemp("tok") / "tokenizer.json")
+    tok.save(path)
+    return tok, special, Batcher(path, QWEN_VL_CHAT_TEMPLATE, special)
+
+
+def _steps(setup, n=2):
+    tok, special, batcher = setup
+    torch.manual_seed(0)
+    model = build_model(tok, special, seed=0)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    vids = [make_video(split_seed("train", i), "star", 4) for i in range(3)]
+    batch = batcher(vids)
+    losses = []
+    for _ in range(n):
+        loss, _ = loss_fn(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return model, losses, batch
+
+
+def test_batch_matches_the_runtime_prompt(setup):
+    tok, special, batcher = setup
+    v = make_video(split_seed("train", 5), "order", 6)
+    batch = batcher([v])
+    ids = batch["input_ids"][0].numpy()
+    prompt, start = batcher.prompt.input_ids(v.question, 3 * 4 * 4 // 4 * 4)  # 3 groups x 16 tokens
+    assert np.array_equal(ids[:-1], prompt) and ids[-1] == tok.token_to_id(v.answer)
+    assert batch["labels"].tolist() == [[tok.token_to_id(v.answer), special["<|im_end|>"]]]
+    assert int((batch["mm_token_type_ids"] == 2).sum()) == 48 and tuple(batch["video_grid_thw"][0].tolist()) == (3, 8, 8)
+
+
+def test_two_steps_deterministic_and_learning(setup):
+    m1, l1, batch = _steps(setup)
+    m2, l2, _ = _steps(setup)
+    assert l1 == l2 and all(np.isfinite(l1))
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(p, q)
+    with torch.no_grad():
+        after, _ = loss_fn(m1, batch)
+    assert after.item() < l1[0]  # the optimizer steps lower the loss on their batch
+
+
+def test_curriculum_plan_deterministic():
+    st = Stage((16, 32), 5, reduced_every=2)
+    a, b = list(stage_plan(st, 0, 3, 100)), list(stage_plan(st, 0, 3, 100))
+    assert a == b and a[0][2][0] == 100
+    assert [p[3] for p in a] == [112 * 112, 56 * 56] * 2 + [112 * 112]
+    assert all(len(p[2]) == Stage.batch(p[0]) for p in a)
+    assert CURRICULUM[0].frames == (2,) and max(CURRICULUM[-1].frames) == 64
+
+
+def test_assistant_cut_keeps_the_first_layers(setup, tmp_path):
+    from training.assistant import load_model
+    tok, special, _ = setup
+    model = build_model(tok, special, seed=1)
+    save_checkpoint(model, tok, str(tmp_path / "primary"))
+    save_checkpoint(model, tok, str(tmp_path / "assistant"), num_layers=2)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.json", "preprocessor_config.json"):
+        assert os.path.isfile(tmp_path / "assistant" / name)
+    cut = load_model(str(tmp_path / "assistant"))
+    assert len(cut.model.language_model.layers) == 2 and cut.config.text_config.num_hidden_layers == 2
+    full = dict(model.named_parameters())
+    for name, p in cut.named_parameters():
+        assert torch.equal(p, full[name]), name

@@ -1,0 +1,93 @@
+"""The needle assistant: the trained primary cut after the LLM layer whose keyframe prior finds the
+needle best on validation videos.
+
+The prior (``export/graphs/llm.py: KeyframePrior``) reads, per selected layer, the head-mean
+softmax of the last prompt token's query over the visual keys. Here the same quantity comes from
+transformers' eager attention maps; per layer we measure the share of that mass on the temporal
+groups holding the answer (chance: needle groups / groups) and how often a needle group ranks
+first. Layers past the deepest selected one never influence the prior, so the assistant keeps
+only the layers up to it: a smaller Qwen2.5-VL checkpoint, exported like any other.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from evaluation.needle import FAMILY_ORDER, make_video, split_seed
+
+from .needle import FULL_PIXELS, Batcher
+
+
+def needle_shares(model, batcher: Batcher, vids, max_pixels: int = FULL_PIXELS) -> np.ndarray:
+    """Per video and LLM layer: share of the last prompt token's visual attention on the needle
+    groups -> [n_videos, num_layers], plus needle-ranked-first flags of the same shape."""
+    import torch
+
+    shares, firsts = [], []
+    with torch.no_grad():
+        for v in vids:
+            batch = batcher([v], max_pixels)
+            labels = batch.pop("labels")  # noqa: F841 (the prompt is the input minus the answer)
+            feeds = {k: (val[:, :-1] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else val)
+                     for k, val in batch.items()}
+            out = model(**feeds, output_attentions=True, logits_to_keep=1)
+            vis = (feeds["mm_token_type_ids"][0] == 2).nonzero().flatten()
+            groups = int(feeds["video_grid_thw"][0, 0])
+            row_s, row_f = [], []
+            for attn in out.attentions:  # [1, heads, q, k]
+                a = attn[0, :, -1, vis].float()
+                a = (a / a.sum(-1, keepdim=True)).mean(0).numpy()  # softmax over visual keys, head mean
+                per_group = a.reshape(groups, -1).sum(1)
+                row_s.append(per_group[list(v.needle_groups)].sum() / per_group.sum())
+                row_f.append(float(int(per_group.argmax()) in v.needle_groups))
+            shares.append(row_s)
+            firsts.append(row_f)
+    return np.array(shares), np.array(firsts)
+
+
+def load_model(folder: str, attn: str = "eager"):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+    return Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        folder, local_files_only=True, use_safetensors=True, attn_implementation=attn).eval()
+
+
+def batcher_for(folder: str) -> Batcher:
+    from tokenizers import Tokenizer
+
+    from export.tokenizer import checkpoint_chat_template, special_ids
+    path = os.path.join(folder, "tokenizer.json")
+    return Batcher(path, checkpoint_chat_template(folder), special_ids(Tokenizer.from_file(path)))
+
+
+def val_videos(n_per_family: int, frames=(16, 32, 48, 64)):
+    return [make_video(split_seed("val", 500_000 + FAMILY_ORDER.index(f) * 10_000 + i), f, frames[i % len(frames)])
+            for f in FAMILY_ORDER for i in range(n_per_family)]
+
+
+def derive_assistant(primary: str, out: str, n_per_family: int = 40, threads: int = 1, log=print) -> dict:
+    """Measure every layer's prior on validation, cut the primary after the best layer, save to ``out``."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from .needle import save_checkpoint
+
+    torch.set_num_threads(threads)
+    model = load_model(primary)
+    batcher = batcher_for(primary)
+    vids = val_videos(n_per_family)
+    shares, firsts = needle_shares(model, batcher, vids)
+    chance = float(np.mean([len(v.needle_groups) / v.num_groups for v in vids]))
+    per_layer = {str(i): {"needle_share": round(float(shares[:, i].mean()), 4),
+                          "ranked_first": round(float(firsts[:, i].mean()), 4),
+                          **{f: round(float(shares[[v.family == f for v in vids], i].mean()), 4) for f in FAMILY_ORDER}}
+                 for i in range(shares.shape[1])}
+    log(f"prior per layer on {len(vids)} validation videos (chance {chance:.3f}): {json.dumps(per_layer)}")
+    best = int(np.argmax(shares.mean(0)))
+    choice = {"prior_layers": [best], "num_layers": best + 1, "chance": round(chance, 4), "per_layer": per_layer,
+              "val_videos": len(vids)}
+    save_checkpoint(model, Tokenizer.from_file(os.path.join(primary, "tokenizer.json")), out,
+                    {"derived_from": "primary", **choice}, num_layers=best + 1, prior_layers=[best])
+    log(f"assistant: primary cut after layer {best} ({best + 1} layers) -> {out}")
+    return choice

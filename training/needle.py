@@ -1,0 +1,312 @@
+"""Train a tiny Qwen2.5-VL from scratch on the needle videos (``evaluation.needle``), on CPU.
+
+The model is transformers' own ``Qwen2_5_VLForConditionalGeneration`` (the class the export
+loads), built from the ``needle`` preset's dimensions with the needle tokenizer (the random
+presets' byte-level BPE, its corpus extended so every answer word is one token). Prompts come from
+the runtime's own ``PromptBuilder`` and pixels from ``runtime.preprocess``, so training sees
+exactly what the exported pipeline feeds.
+
+Loss: cross-entropy on the answer token (at the last prompt position) plus a small weight on
+``<|im_end|>`` after it (so greedy decoding stops), ``logits_to_keep=2``. AdamW, warm-up, clip 1.0.
+A curriculum by video length (2 -> 4 -> 8 -> 16 -> 32 frames, then 16-64): training straight on
+long videos sits at chance (``/work/shared/notes/training-facts.md``). Each batch holds one family
+and one frame count, so prompts have one length and need no padding.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from evaluation.needle import FAMILIES, FAMILY_ORDER, SIZE, make_video, split_seed
+from runtime.preprocess import PreprocessConfig, preprocess_video
+from runtime.prompt import PromptBuilder
+
+FULL_PIXELS = SIZE * SIZE  # 112x112: 16 merged tokens per temporal group
+REDUCED_PIXELS = FULL_PIXELS // 4  # 56x56: 4 tokens per group (the "reduced" assistant's input)
+
+
+def preprocess_config(max_pixels: int = FULL_PIXELS) -> PreprocessConfig:
+    return PreprocessConfig(min_pixels=REDUCED_PIXELS, max_pixels=max_pixels)
+
+
+@dataclass
+class Stage:
+    frames: tuple[int, ...]  # frame counts drawn per step
+    max_steps: int
+    target: float = 0.97  # min per-family validation accuracy that ends the stage early
+    lr: float = 1e-3
+    reduced_every: int = 0  # every k-th step at the reduced resolution (0: never)
+    cosine: bool = False  # decay the learning rate over the stage
+    distractors: float = 1.0  # share of distractor objects kept (a difficulty curriculum)
+
+    @staticmethod
+    def batch(frames: int) -> int:
+        """Videos per step: about 256 frames, 8 to 32 videos."""
+        return min(32, max(8, 256 // frames))
+
+
+CURRICULUM = (
+    Stage((2,), 400, 0.9, distractors=0.0),
+    Stage((2,), 1500, 0.9),
+    Stage((4,), 600, 0.9),
+    Stage((8,), 500, 0.9),
+    Stage((16,), 500, 0.95, reduced_every=4),
+    Stage(tuple(range(16, 65, 2)), 500, 0.99, lr=5e-4, reduced_every=4, cosine=True),
+)
+
+
+# After CURRICULUM[0] (single groups without distractors): shorter stages, for the committed pair.
+FAST = (
+    Stage((2,), 200, 0.9),
+    Stage((4,), 200, 0.9),
+    Stage((8,), 200, 0.9),
+    Stage((16,), 300, 0.95, reduced_every=4),
+    Stage(tuple(range(16, 65, 2)), 400, 0.99, lr=5e-4, reduced_every=4, cosine=True),
+)
+CURRICULA = {"default": CURRICULUM, "first": CURRICULUM[:1], "fast": FAST}
+FAMILY_CYCLE = ("star", "count", "order", "count")  # counting is the slowest to learn: twice the steps
+
+
+def stage_plan(stage: Stage, seed: int, stage_index: int, first_seed: int):
+    """The stage's batches, deterministic: (frames, family, train seeds, max_pixels) per step."""
+    rng = np.random.default_rng([seed, stage_index])
+    nxt = first_seed
+    for step in range(stage.max_steps):
+        t = int(rng.choice(stage.frames))
+        fams = _family_cycle(t)
+        b = Stage.batch(t)
+        pixels = REDUCED_PIXELS if stage.reduced_every and step % stage.reduced_every == stage.reduced_every - 1 else FULL_PIXELS
+        yield t, fams[step % len(fams)], list(range(nxt, nxt + b)), pixels
+        nxt += b
+
+
+class _StageData:
+    """Iterable over a stage's model inputs (built in a DataLoader worker, overlapping compute)."""
+
+    def __init__(self, batcher, stage, seed, stage_index, first_seed):
+        self.args = (batcher, stage, seed, stage_index, first_seed)
+
+    def __iter__(self):
+        batcher, stage, seed, si, first = self.args
+        for t, fam, seeds, pixels in stage_plan(stage, seed, si, first):
+            batch = batcher([make_video(split_seed("train", s), fam, t, distractors=stage.distractors) for s in seeds], pixels)
+            yield {**batch, "meta": (t, fam)}
+
+
+class Batcher:
+    """Needle videos -> model inputs (one family, one frame count per batch)."""
+
+    def __init__(self, tokenizer_path: str, template: str, special: dict[str, int]):
+        from tokenizers import Tokenizer
+        self.tokenizer = Tokenizer.from_file(tokenizer_path)
+        self.prompt = PromptBuilder(tokenizer_path, template, {"video": special["<|video_pad|>"],
+                                                               "eos": [special["<|im_end|>"]]})
+        self.video_id = special["<|video_pad|>"]
+        self.im_end = special["<|im_end|>"]
+        self.answer_ids = {w: self.tokenizer.token_to_id(w) for f in FAMILIES.values() for w in f.answers}
+        assert all(v is not None for v in self.answer_ids.values()), self.answer_ids
+
+    def __call__(self, vids, max_pixels: int = FULL_PIXELS) -> dict:
+        import torch
+        cfg = preprocess_config(max_pixels)
+        pix, grids, ids = [], [], []
+        for v in vids:
+            p = preprocess_video(v.frames, cfg)
+            n_vis = int(np.prod(p.grid_thw)) // 4
+            seq, _ = self.prompt.input_ids(v.question, n_vis)
+            pix.append(p.pixel_values)
+            grids.append(p.grid_thw)
+            ids.append(np.concatenate([seq, [self.answer_ids[v.answer]]]))
+        lengths = {len(s) for s in ids}
+        assert len(lengths) == 1, "one family and one frame count per batch"
+        input_ids = torch.from_numpy(np.stack(ids))
+        return {
+            "input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
+            "mm_token_type_ids": (input_ids == self.video_id).long() * 2,
+            "pixel_values_videos": torch.from_numpy(np.concatenate(pix)),
+            "video_grid_thw": torch.tensor(grids, dtype=torch.long),
+            "second_per_grid_ts": torch.tensor([2 / v.fps for v in vids], dtype=torch.float32),
+            "labels": torch.tensor([[self.answer_ids[v.answer], self.im_end] for v in vids]),
+        }
+
+
+def loss_fn(model, batch: dict, eos_weight: float = 0.1):
+    """(loss, answer accuracy): CE on the answer token + ``eos_weight`` x CE on <|im_end|>."""
+    import torch.nn.functional as F
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    labels = batch["labels"]
+    feeds = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**feeds, logits_to_keep=2).logits.float()  # [B, 2, V]
+    loss = F.cross_entropy(logits[:, 0], labels[:, 0]) + eos_weight * F.cross_entropy(logits[:, 1], labels[:, 1])
+    acc = (logits[:, 0].argmax(-1) == labels[:, 0]).float().mean()
+    return loss, float(acc)
+
+
+def build_model(tokenizer, special: dict[str, int], seed: int, init_std: float | None = None):
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from export.presets import get_preset, random_config
+
+    torch.manual_seed(seed)
+    config = random_config(get_preset("needle"), tokenizer.get_vocab_size(), special)
+    if init_std is not None:
+        config.initializer_range = init_std
+        config.text_config.initializer_range = init_std
+        config.vision_config.initializer_range = init_std
+    return Qwen2_5_VLForConditionalGeneration._from_config(config, attn_implementation="sdpa")
+
+
+def _family_cycle(frames: int) -> list[str]:
+    return [f for f in FAMILY_CYCLE if frames >= 2 * FAMILIES[f].min_groups]
+
+
+def evaluate_torch(model, batcher: Batcher, split: str, n_per_family: int, frames, start: int = 0,
+                   max_pixels: int = FULL_PIXELS, batch: int = 16, distractors: float = 1.0) -> dict[str, float]:
+    """Per-family answer accuracy of the torch model on ``split`` (frame counts cycle through ``frames``)."""
+    import torch
+    out = {}
+    model.eval()
+    with torch.no_grad():
+        for fam in FAMILY_ORDER:
+            fr = [t for t in frames if t >= 2 * FAMILIES[fam].min_groups]
+            if not fr:
+                continue
+            correct = 0
+            for i in range(0, n_per_family, batch):
+                t = fr[(i // batch) % len(fr)]
+                k = min(batch, n_per_family - i)
+                vids = [make_video(split_seed(split, start + FAMILY_ORDER.index(fam) * 100_000 + i + j), fam, t,
+                                   distractors=distractors)
+                        for j in range(k)]
+                _, acc = loss_fn(model, batcher(vids, max_pixels))
+                correct += acc * k
+            out[fam] = correct / n_per_family
+    model.train()
+    return out
+
+
+def train(out_dir: str, seed: int = 0, stages=CURRICULUM, val_per_family: int = 48, log=print,
+          eval_every: int = 50, init_std: float | None = None, threads: int = 1, workers: int = 1,
+          lr_scale: float = 1.0, init_from: str | None = None, first_seed: int = 0, device: str = "cpu") -> dict:
+    """``threads=1``: on a shared 2-core machine one torch thread ran 7-10x faster than two
+    (spin-waiting under contention); a ``workers`` process builds the next batches meanwhile."""
+    """Train the primary; write its checkpoint folder to ``out_dir``. Returns the training record."""
+    import torch
+
+    from export.tokenizer import QWEN_VL_CHAT_TEMPLATE, build_tiny_tokenizer, needle_corpus, special_ids
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    t_start = time.perf_counter()
+    tokenizer = build_tiny_tokenizer(corpus=needle_corpus())
+    special = special_ids(tokenizer)
+    work = tempfile.mkdtemp(prefix="needle-train-")
+    tok_path = os.path.join(work, "tokenizer.json")
+    tokenizer.save(tok_path)
+    batcher = Batcher(tok_path, QWEN_VL_CHAT_TEMPLATE, special)
+    if init_from:  # continue from a checkpoint folder (fresh optimizer)
+        from transformers import Qwen2_5_VLForConditionalGeneration
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(init_from, local_files_only=True, use_safetensors=True,
+                                                                   attn_implementation="sdpa")
+    else:
+        model = build_model(tokenizer, special, seed, init_std)
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=stages[0].lr, weight_decay=0.01)
+    record = {"seed": seed, "lr_scale": lr_scale, "init_std": init_std, "init_from": init_from, "first_seed": first_seed,
+              "stages": [], "params": sum(p.numel() for p in model.parameters())}
+    log(f"model: {record['params']:,} parameters")
+    from torch.utils.data import DataLoader, IterableDataset
+
+    train_seed = first_seed
+    for si, st in enumerate(stages):
+        t0 = time.perf_counter()
+        best = None
+        data = type("D", (IterableDataset,), {"__iter__": lambda self, d=_StageData(batcher, st, seed, si, train_seed): iter(d)})()
+        loader = DataLoader(data, batch_size=None, num_workers=workers, prefetch_factor=2 if workers else None,
+                            persistent_workers=False)
+        train_seed += sum(len(p[2]) for p in stage_plan(st, seed, si, 0))
+        step = -1
+        for step, batch in enumerate(loader):
+            t, fam = batch.pop("meta")
+            warm = min(1.0, (step + 1) / 50) if si == 0 else 1.0
+            decay = max(0.5 * (1 + math.cos(math.pi * step / st.max_steps)), 0.05) if st.cosine else 1.0
+            for g in opt.param_groups:
+                g["lr"] = st.lr * lr_scale * warm * decay
+            loss, acc = loss_fn(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if step % 10 == 0:
+                log(f"stage {si} T={t} step {step} {fam} loss {loss.item():.3f} acc {acc:.2f} "
+                    f"({time.perf_counter() - t0:.0f} s in stage, {time.perf_counter() - t_start:.0f} s total)")
+            if (step + 1) % eval_every == 0 or step == st.max_steps - 1:
+                vframes = st.frames if len(st.frames) == 1 else (16, 32, 48, 64)
+                val = evaluate_torch(model, batcher, "val", val_per_family, vframes, distractors=st.distractors)
+                log(f"stage {si} step {step + 1} val {json.dumps({k: round(v, 3) for k, v in val.items()})}")
+                best = val
+                if min(val.values()) >= st.target:
+                    break
+        del loader
+        record["stages"].append({"frames": [min(st.frames), max(st.frames)], "steps": step + 1, "wall_s": round(time.perf_counter() - t0, 1),
+                                 "val": best})
+        save_checkpoint(model, tokenizer, out_dir, record)
+        log(f"stage {si} done: {step + 1} steps, {time.perf_counter() - t0:.0f} s; saved {out_dir}")
+    record["wall_s"] = round(time.perf_counter() - t_start, 1)
+    save_checkpoint(model.cpu(), tokenizer, out_dir, record)
+    shutil.rmtree(work, ignore_errors=True)
+    return record
+
+
+def save_checkpoint(model, tokenizer, out_dir: str, record: dict | None = None, num_layers: int | None = None,
+                    prior_layers: list[int] | None = None) -> str:
+    """A Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json, chat
+    template, preprocessor config), written under a temp name and renamed. ``num_layers``: keep
+    only the first LLM layers (a smaller assistant cut from the model)."""
+    import copy
+
+    from export.tokenizer import QWEN_VL_CHAT_TEMPLATE
+
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".partial-", dir=parent)
+    try:
+        m = model
+        if num_layers is not None:
+            m = copy.deepcopy(model)
+            m.model.language_model.layers = m.model.language_model.layers[:num_layers]
+            m.config.text_config.num_hidden_layers = num_layers
+            m.config.text_config.layer_types = m.config.text_config.layer_types[:num_layers]
+        m.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save(os.path.join(tmp, "tokenizer.json"))
+        with open(os.path.join(tmp, "chat_template.json"), "w") as f:
+            json.dump({"chat_template": QWEN_VL_CHAT_TEMPLATE}, f, indent=1)
+        cfg = preprocess_config()
+        with open(os.path.join(tmp, "preprocessor_config.json"), "w") as f:
+            json.dump({"image_processor_type": "Qwen2VLImageProcessor", "min_pixels": cfg.min_pixels,
+                       "max_pixels": cfg.max_pixels, "patch_size": cfg.patch_size,
+                       "temporal_patch_size": cfg.temporal_patch_size, "merge_size": cfg.merge_size,
+                       "image_mean": list(cfg.image_mean), "image_std": list(cfg.image_std)}, f, indent=1)
+        if prior_layers is not None:  # the export's default prior layers for this checkpoint as an assistant
+            with open(os.path.join(tmp, "dytok.json"), "w") as f:
+                json.dump({"prior_layers": prior_layers}, f)
+        if record is not None:
+            with open(os.path.join(tmp, "training.json"), "w") as f:
+                json.dump(record, f, indent=1)
+        os.chmod(tmp, 0o755)
+        if os.path.exists(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
