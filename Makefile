@@ -5,12 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[export,calibration,dev]"
+	$(PY) -m pip install -q -e ".[export,calibration,dev,serve,ray]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -18,6 +18,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# OpenAI-compatible server on the default model (exported on first use), media folder out/
+serve: $(STAMP)
+	mkdir -p out
+	$(PY) scripts/serve.py --export-missing --media-dir out
 
 bench: $(STAMP)
 	$(PY) scripts/bench_core.py

@@ -1,4 +1,9 @@
-"""TensorRT INT8 entropy calibrator over a recorded calibration set (TensorRT + cuda-python).
+"""TensorRT INT8 entropy calibrator over a recorded calibration set (TensorRT 10.x + cuda-python).
+
+Implicit quantization is TensorRT 10.x only (TensorRT 11 removed the calibrator API) and is used
+only by ``build_engines.py --weak-typing --precision int8 --calibration DIR``; the default int8
+path is the explicit Q/DQ graph of ``calibrate.py quantize --mode int8``. The builder receives
+this object from the script (``calibrator_factory``): runtime/ never imports calibration/.
 
 TensorRT calibrates a dynamic-shape network at one shape (the calibration profile), so only
 the samples of the most common shape are used; ``shapes`` tells the builder that profile.
@@ -11,7 +16,7 @@ import os
 import numpy as np
 
 from runtime.engines.cuda_mem import DeviceArray, check, cudart
-from runtime.engines.trt_build import write_atomic
+from runtime.fileio import write_atomic
 
 from .dataset import CalibrationSet, common_shape_files
 

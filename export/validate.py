@@ -57,3 +57,57 @@ def validate_graph(module, path: str, spec: specs.GraphSpec, role: str) -> None:
             failures.append(str(report))
     if failures:
         raise ParityError(f"{role}: ONNX graph disagrees with the torch module:\n" + "\n".join(failures))
+
+
+HALF_COSINE = 0.999  # least cosine vs fp32 that an fp16/bf16 graph must reach on the validation feeds
+REFERENCE_MAX_BYTES = 256 << 20  # graphs ONNX Runtime CPU cannot run are emulated in NumPy up to this size
+
+
+def manifest_spec(manifest, role: str) -> specs.GraphSpec:
+    """A graph's spec rebuilt from the manifest's I/O table (for graphs validated after export)."""
+    entry = manifest.graph(role)
+    tensors = lambda side: tuple(specs.Tensor(t["name"], t["dtype"], tuple(t["shape"])) for t in entry[side])  # noqa: E731
+    return specs.GraphSpec(role, tensors("inputs"), tensors("outputs"))
+
+
+def half_precision_report(manifest, role: str, fp32_path: str, half_path: str) -> dict:
+    """Run the fp32 graph of ``role`` (ONNX Runtime CPU) and its fp16/bf16 conversion on the
+    validation feeds (shapes other than the export's) and report, per output, the least cosine over
+    the feeds and whether every value is finite.
+
+    The half graph runs on ONNX's NumPy reference evaluator, which rounds every op's output to its
+    declared type (ml_dtypes for bf16), so fp16 overflows where TensorRT's would. ONNX Runtime's CPU
+    provider is no such check: it runs nodes without fp16 kernels in fp32 and drops the casts between
+    them (a plain-fp16 graph that gives zeros in NumPy scored cosine 1.0 there), and it has few bf16
+    kernels. Graphs above ``REFERENCE_MAX_BYTES`` are too slow for NumPy and are reported as not
+    measured (check them on the GPU), never as a pass."""
+    import os
+
+    import onnxruntime as ort
+
+    from export.half import cosine
+
+    size = sum(os.path.getsize(p) for p in (half_path, half_path + ".data") if os.path.isfile(p))
+    if size > REFERENCE_MAX_BYTES:
+        return {"measured": False, "ok": None, "summary": f"cosine not measured: {size / 2**20:.0f} MB is too large for "
+                                                          f"the NumPy reference; compare on the GPU"}
+    from onnx.reference import ReferenceEvaluator
+
+    spec = manifest_spec(manifest, role)
+    names = [t.name for t in spec.outputs]
+    ref = ort.InferenceSession(fp32_path, providers=["CPUExecutionProvider"])
+    half = ReferenceEvaluator(half_path)
+    cos, finite = {n: 1.0 for n in names}, {n: True for n in names}
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is what is being measured
+        for feeds in validation_feeds(spec, role):
+            want = dict(zip(names, ref.run(names, feeds)))
+            got = {n: np.asarray(v, np.float32) for n, v in zip(names, half.run(names, feeds))}
+            for n in names:
+                if want[n].size:
+                    cos[n] = min(cos[n], cosine(got[n], want[n]))
+                finite[n] = finite[n] and bool(np.isfinite(got[n]).all())
+    worst = min(cos, key=cos.get)
+    ok = all(finite.values()) and cos[worst] >= HALF_COSINE
+    return {"measured": True, "engine": "onnx-reference", "cosine": cos, "finite": finite, "ok": ok,
+            "summary": f"least cosine vs fp32 {cos[worst]:.6f} ({worst}; NumPy reference), "
+                       f"{'all finite' if all(finite.values()) else 'NON-FINITE values'}"}

@@ -1,16 +1,24 @@
-"""Device memory plan for a model, precision and video length, computed from the config.
+"""Device memory plan for a deployment (primary model + assistant), computed from the configs.
 
-weights: parameter counts of the ViT (patch embedding, blocks, merger) and the LLM (embeddings,
-  attention with biased q/k/v and GQA, SwiGLU MLP, norms, untied head), at the precision's bytes
-  per parameter. int4/int8/fp8 quantize the linear layers only: embeddings and norms stay fp16;
-  int4 leaves the ViT in fp16 (weight-only int4 targets the LLM's matmuls) and adds one fp16
-  scale per 128-weight block.
-kv: 2 (K, V) x layers x kv_heads x head_dim x context x bytes, twice: the TensorRT backend
-  keeps two preallocated sets at the profile maximum (present of step n is past of step n+1).
-activations: the larger of the ViT peak (per chunk of temporal groups: hidden states, qkv, the
+Bytes follow what our graphs hold (README: TensorRT engines), per precision (``DTYPES``):
+- fp32: the export. fp16 / bf16: ``convert_precision.py`` graphs; every weight in half precision
+  except, in fp16, the MLP down projections, which stay fp32 after the fp32 SwiGLU product.
+- int8 / fp8: ``calibrate.py quantize`` Q/DQ graphs made from the fp32 export: the matmul weights
+  (LM head included) take 1 byte, norms and activations stay fp32. int4 (ONNX Runtime
+  ``MatMulNBits``, LLM only) adds one fp16 scale per 128-weight block; its ViT stays fp32.
+- KV cache: every graph keeps fp32 inputs and outputs, so the cache is fp32 (4 bytes) whatever
+  the weights: 2 (K, V) x layers x kv_heads x head_dim x context x 4, twice, because the TensorRT
+  backend keeps two preallocated sets at the profile maximum (present of step n is past of n+1).
+- embeddings: the ``*_embeddings.npy`` tables are memory-mapped on the host and only the rows of
+  the prompt's tokens are read, so they are listed but not counted.
+activations, per engine: the ViT peak (per chunk of temporal groups: hidden states, qkv, the
   SwiGLU intermediate, and fp32 attention scores of the full-attention blocks, heads x L^2 per
   group) and the LLM prefill peak (hidden, SwiGLU intermediate, fp32 scores heads x S^2 for one
-  layer). Unfused upper bounds: TensorRT's fused attention needs less.
+  layer). Each TensorRT execution context keeps its own scratch at its profile maximum, so the
+  engines' peaks ADD UP. Unfused upper bounds: TensorRT's fused attention needs less.
+assistant: its ViT and its prior graph (the LLM cut after the deepest prior layer: no head, no
+  final norm, no KV cache), over ALL its visual tokens (it sees the video before compression), at
+  its own frame count and pixel cap.
 """
 from __future__ import annotations
 
@@ -41,7 +49,17 @@ DEVICES = {
     "thor-128gb": dict(memory_gb=128, reserve_gb=6.0, compute_capability="11.0", shared=True),
     "h200": dict(memory_gb=141, reserve_gb=2.0, compute_capability="9.0", shared=False),
 }
-BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}  # matmul weights
+# Per precision: matmul weights, the ViT's weights, norms, activations, KV cache (bytes), and
+# whether the MLP down projections stay fp32 (fp16 islands).
+DTYPES = {
+    "fp32": dict(linear=4.0, vision=4.0, norms=4.0, act=4.0, kv=4.0, fp32_down=False),
+    "fp16": dict(linear=2.0, vision=2.0, norms=2.0, act=2.0, kv=4.0, fp32_down=True),
+    "bf16": dict(linear=2.0, vision=2.0, norms=2.0, act=2.0, kv=4.0, fp32_down=False),
+    "int8": dict(linear=1.0, vision=1.0, norms=4.0, act=4.0, kv=4.0, fp32_down=False),
+    "fp8": dict(linear=1.0, vision=1.0, norms=4.0, act=4.0, kv=4.0, fp32_down=False),
+    "int4": dict(linear=0.5 + 2.0 / 128, vision=4.0, norms=4.0, act=4.0, kv=4.0, fp32_down=False),
+}
 
 
 def vit_params(m: dict) -> int:
@@ -67,19 +85,45 @@ def llm_other_params(m: dict) -> int:
     return m["vocab_size"] * h + head + m["num_layers"] * 2 * h + h
 
 
-def weight_bytes(m: dict, precision: str, block: int = 128) -> dict[str, float]:
-    if precision not in BYTES:
-        raise ValueError(f"precision {precision!r}: expected one of {sorted(BYTES)}")
-    low = BYTES[precision]
-    other = 4.0 if precision == "fp32" else 2.0  # embeddings and norms: fp16 unless fp32
-    linear = llm_linear_params(m) * (low + (2.0 / block if precision == "int4" else 0.0))
-    vit = vit_params(m) * (2.0 if precision == "int4" else low)
-    return {"vision": vit, "llm_linear": linear, "llm_other": llm_other_params(m) * other}
+def vit_down_params(m: dict) -> int:
+    e, i = m["vision_hidden_size"], m["vision_intermediate_size"]
+    return m["vision_depth"] * (i * e + e)
+
+
+def llm_down_params(m: dict, layers: int | None = None) -> int:
+    return (m["num_layers"] if layers is None else layers) * m["intermediate_size"] * m["hidden_size"]
+
+
+def _dtypes(precision: str) -> dict:
+    if precision not in DTYPES:
+        raise ValueError(f"precision {precision!r}: expected one of {sorted(DTYPES)}")
+    return DTYPES[precision]
+
+
+def weight_bytes(m: dict, precision: str, layers: int | None = None, head: bool = True) -> dict[str, float]:
+    """Weights in the engines: ``layers`` LLM layers (all by default), with or without the LM head
+    (the assistant's prior graph has none, nor a final norm)."""
+    d = _dtypes(precision)
+    n = m["num_layers"] if layers is None else layers
+    h = m["hidden_size"]
+    linear = llm_linear_params(m) // m["num_layers"] * n
+    head_params = m["vocab_size"] * h if head else 0  # the untied head, or the tied table used as the head
+    vit = vit_params(m) * d["vision"]
+    llm = (linear + head_params) * d["linear"]
+    if d["fp32_down"]:
+        vit += vit_down_params(m) * (4.0 - d["vision"])
+        llm += llm_down_params(m, n) * (4.0 - d["linear"])
+    norms = (n * 2 * h + (h if head else 0)) * d["norms"]
+    return {"vision": vit, "llm_linear": llm, "llm_norms": norms}
+
+
+def embedding_bytes(m: dict) -> float:
+    """The fp32 token-embedding table (``*_embeddings.npy``, memory-mapped; not counted in totals)."""
+    return m["vocab_size"] * m["hidden_size"] * 4.0
 
 
 def kv_bytes_per_token(m: dict, precision: str) -> float:
-    kv_dtype = 4.0 if precision == "fp32" else 2.0  # the cache stays fp16 under weight quantization
-    return 2 * m["num_layers"] * m["num_kv_heads"] * m["head_dim"] * kv_dtype
+    return 2 * m["num_layers"] * m["num_kv_heads"] * m["head_dim"] * _dtypes(precision)["kv"]
 
 
 @dataclass(frozen=True)
@@ -106,30 +150,72 @@ def context_length(m: dict, w: Workload) -> int:
     return math.ceil(visual_tokens(m, w)[2] * w.retention) + w.text_tokens + w.new_tokens
 
 
-def activation_bytes(m: dict, w: Workload, precision: str) -> dict[str, float]:
-    act = 4.0 if precision == "fp32" else 2.0
+def vit_activation_bytes(m: dict, w: Workload, precision: str) -> float:
+    act = _dtypes(precision)["act"]
     groups, per_group, _ = visual_tokens(m, w)
     chunk = min(w.vision_chunk or groups, groups)
     n = chunk * per_group
     e, heads = m["vision_hidden_size"], m["vision_heads"]
-    vit = n * (2 * e + 3 * e + 2 * m["vision_intermediate_size"]) * act + chunk * heads * per_group ** 2 * 4.0
-    s, h = context_length(m, w) - w.new_tokens, m["hidden_size"]
-    llm = s * (2 * h + 2 * m["intermediate_size"]) * act + m["num_heads"] * s * s * 4.0
-    return {"vision": vit, "llm_prefill": llm}
+    return n * (2 * e + 3 * e + 2 * m["vision_intermediate_size"]) * act + chunk * heads * per_group ** 2 * 4.0
 
 
-def plan(m: dict, precision: str, w: Workload, device: str | None = None, reserve_gb: float | None = None) -> dict:
-    weights = weight_bytes(m, precision)
-    ctx = context_length(m, w)
-    kv = 2 * kv_bytes_per_token(m, precision) * ctx
-    acts = activation_bytes(m, w, precision)
-    total = sum(weights.values()) + kv + max(acts.values())
-    out = {"weights": weights, "kv_cache": kv, "context": ctx, "visual_tokens": visual_tokens(m, w)[2],
-           "activations": acts, "total": total}
+def prefill_activation_bytes(m: dict, s: int, precision: str) -> float:
+    """One LLM layer at prompt length ``s``: hidden, SwiGLU intermediate and fp32 scores."""
+    h = m["hidden_size"]
+    return s * (2 * h + 2 * m["intermediate_size"]) * _dtypes(precision)["act"] + m["num_heads"] * s * s * 4.0
+
+
+def activation_bytes(m: dict, w: Workload, precision: str) -> dict[str, float]:
+    return {"vision": vit_activation_bytes(m, w, precision),
+            "llm_prefill": prefill_activation_bytes(m, context_length(m, w) - w.new_tokens, precision)}
+
+
+def _verdict(out: dict, device: str | None, reserve_gb: float | None) -> dict:
     if device:
         if device not in DEVICES:
             raise ValueError(f"device {device!r}: expected one of {sorted(DEVICES)}")
         d = DEVICES[device]
         usable = (d["memory_gb"] - (d["reserve_gb"] if reserve_gb is None else reserve_gb)) * GB
-        out.update(device=device, usable=usable, fits=total <= usable)
+        out.update(device=device, usable=usable, fits=out["total"] <= usable)
     return out
+
+
+def plan(m: dict, precision: str, w: Workload, device: str | None = None, reserve_gb: float | None = None) -> dict:
+    """The primary model alone: weights, two KV sets at the profile maximum, and both engines' peaks."""
+    weights = weight_bytes(m, precision)
+    ctx = context_length(m, w)
+    kv = 2 * kv_bytes_per_token(m, precision) * ctx
+    acts = activation_bytes(m, w, precision)
+    total = sum(weights.values()) + kv + sum(acts.values())
+    out = {"precision": precision, "weights": weights, "kv_cache": kv, "context": ctx,
+           "visual_tokens": visual_tokens(m, w)[2], "activations": acts, "embeddings_mapped": embedding_bytes(m),
+           "total": total}
+    return _verdict(out, device, reserve_gb)
+
+
+def assistant_plan(m: dict, precision: str, w: Workload, prior_depth: int | None = None, device: str | None = None,
+                   reserve_gb: float | None = None) -> dict:
+    """The assistant: its ViT and its prior graph over all its visual tokens (retention 1, no decode,
+    no KV cache). ``prior_depth``: LLM layers up to the deepest prior layer (default: all, as for
+    the default ``last_third`` prior layers)."""
+    depth = m["num_layers"] if prior_depth is None else prior_depth
+    if not 1 <= depth <= m["num_layers"]:
+        raise ValueError(f"prior depth {depth}: expected 1..{m['num_layers']}")
+    weights = weight_bytes(m, precision, layers=depth, head=False)
+    s = visual_tokens(m, w)[2] + w.text_tokens
+    acts = {"vision": vit_activation_bytes(m, w, precision), "prior": prefill_activation_bytes(m, s, precision)}
+    out = {"precision": precision, "weights": weights, "kv_cache": 0.0, "context": s, "visual_tokens": visual_tokens(m, w)[2],
+           "activations": acts, "embeddings_mapped": embedding_bytes(m), "prior_depth": depth,
+           "total": sum(weights.values()) + sum(acts.values())}
+    return _verdict(out, device, reserve_gb)
+
+
+def plan_deployment(primary: dict, precision: str, w: Workload, assistant: dict | None = None,
+                    assistant_precision: str | None = None, assistant_workload: Workload | None = None,
+                    prior_depth: int | None = None, device: str | None = None, reserve_gb: float | None = None) -> dict:
+    """Everything one deployment keeps resident: the primary's engines and, unless ``assistant`` is
+    None, the assistant's, each at its own precision, frames and pixels. The verdict is on the sum."""
+    parts = {"primary": plan(primary, precision, w)}
+    if assistant is not None:
+        parts["assistant"] = assistant_plan(assistant, assistant_precision or precision, assistant_workload or w, prior_depth)
+    return _verdict({"parts": parts, "total": sum(p["total"] for p in parts.values())}, device, reserve_gb)

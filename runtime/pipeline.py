@@ -19,7 +19,7 @@ from .errors import BudgetError, PromptError
 from .manifest import Manifest, load_manifest
 from .positions import gather_positions, kept_sequence_indices, mrope_positions, next_position
 from .preprocess import PreprocessConfig, VideoPatches, preprocess_video
-from .prompt import PromptBuilder
+from .prompt import PromptBuilder, StreamDecoder
 from .specs_kv import kv_input_names
 from .video import SampledFrames, sample_video
 from .vision_inputs import VisionGeometry, vision_feeds
@@ -176,6 +176,7 @@ class Pipeline:
                  "attention_mask": np.ones((1, len(embeds)), np.int64), **{n: np.zeros(kv_shape, np.float32) for n in names}}
         rng = np.random.default_rng(opts.seed)
         out_ids: list[int] = []
+        pieces = StreamDecoder(self.prompt)  # streamed pieces add up to the decoded answer
         t0 = time.perf_counter()
         for step in range(opts.max_new_tokens):
             out = llm.run(feeds)
@@ -184,9 +185,10 @@ class Pipeline:
                 t0 = time.perf_counter()
             token = _pick(out["logits"][0], opts, rng)
             out_ids.append(token)
+            stop = token in self.prompt.eos_ids and not opts.ignore_eos
             if on_token:
-                on_token(self.prompt.decode([token]))
-            if token in self.prompt.eos_ids and not opts.ignore_eos:
+                on_token(pieces.push(token, final=stop or step == opts.max_new_tokens - 1))
+            if stop:
                 break
             past_len = feeds["attention_mask"].shape[1]
             feeds = {"inputs_embeds": _embed(self.tables["primary"], np.array([token]))[None],

@@ -32,3 +32,23 @@ class PromptBuilder:
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+class StreamDecoder:
+    """Token ids -> one text piece per token; the pieces add up to ``decode(all ids)``.
+
+    Decoding one token at a time breaks characters split across byte-level tokens (each half
+    decodes to U+FFFD); this re-decodes the prefix and holds back a trailing U+FFFD until a later
+    token completes it, or the last token (``final``) flushes it.
+    """
+
+    def __init__(self, builder: PromptBuilder):
+        self.builder, self.ids, self.text = builder, [], ""
+
+    def push(self, token: int, final: bool = False) -> str:
+        self.ids.append(token)
+        text = self.builder.decode(self.ids)
+        if text.endswith("\ufffd") and not final:
+            return ""
+        piece, self.text = text[len(self.text):], text
+        return piece

@@ -104,5 +104,8 @@ def test_tensorrt_runtime_rows_are_skipped_with_the_reason(tiny_artifacts, video
                              max_pixels=32 * 784, min_pixels=16 * 784, configs=configs, runtime_backend="tensorrt",
                              log=lambda *_: None)
     rows = {r["name"]: r for r in report["configs"]}
-    assert "TensorRT is not installed" in rows["runtime full"]["skipped"] and rows["eager full"]["e2e_s"] > 0
-    assert "| runtime full | skipped: TensorRT is not installed" in B.markdown_table(report)
+    # with only TensorRT's lean runtime installed (the trt-lean extra), the backend loads and asks for engines
+    import importlib.util
+    why = "no TensorRT engine for" if importlib.util.find_spec("tensorrt_lean_bindings") else "TensorRT is not installed"
+    assert why in rows["runtime full"]["skipped"] and rows["eager full"]["e2e_s"] > 0
+    assert f"| runtime full | skipped: {why}" in B.markdown_table(report)

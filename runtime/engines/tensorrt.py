@@ -10,6 +10,12 @@ place). Outputs listed in ``keep_on_device`` come back as ``DeviceArray``: the L
 is written into buffers preallocated at the profile maximum and fed back as the next past
 without leaving the GPU. Two buffer sets alternate, so a device output stays valid until the
 call after next.
+
+Only TensorRT's runtime API is used here (``Runtime``, ``ICudaEngine``, ``IExecutionContext``), so
+the backend runs on the full TensorRT or, where only that is installed, on the lean runtime
+(``tensorrt_lean``; the 11.x pip wheels name it ``tensorrt_lean_bindings``). The lean runtime runs
+version-compatible engines only (``build_engines.py --version-compatible``, recorded in the
+manifest). ``tests/engines/test_trt_api.py`` checks every call below against the real bindings.
 """
 from __future__ import annotations
 
@@ -24,18 +30,56 @@ from .cuda_mem import DeviceArray, GpuInfo, check, cudart, gpu_info
 from .profiles import check_shapes_fit
 
 REBUILD = "rebuild with: python scripts/build_engines.py --artifacts {folder}"
+NOT_INSTALLED = "TensorRT is not installed: install it from NVIDIA's index or JetPack (README: 'Jetson'); CI never installs it"
+# Module names of TensorRT's Python runtime, full first: (module, kind).
+TRT_MODULES = (("tensorrt", "full"), ("tensorrt_lean", "lean"), ("tensorrt_lean_bindings", "lean"))
 
 
-def check_engine_record(record: dict | None, role: str, graph: dict, trt_version: str, gpu: GpuInfo, folder: str) -> None:
-    """Refuse an engine built from another graph, with another TensorRT or for another GPU."""
+def import_tensorrt():
+    """(module, "full" | "lean"): the full TensorRT if installed, else its lean runtime."""
+    import importlib
+
+    for name, kind in TRT_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        # a full package without a builder is the runtime alone
+        return module, kind if kind == "lean" or hasattr(module, "Builder") else "lean"
+    raise EngineError(NOT_INSTALLED)
+
+
+def _version(v: str) -> tuple[int, ...]:
+    from .trt_build import trt_version
+    return trt_version(v)
+
+
+def check_engine_record(record: dict | None, role: str, graph: dict, trt_version: str, gpu: GpuInfo | None, folder: str,
+                        runtime_kind: str = "full") -> None:
+    """Refuse an engine built from another graph, with another TensorRT or for another GPU.
+
+    A version-compatible engine runs on its TensorRT version or a later one (TensorRT's rule), and
+    it is the only kind the lean runtime runs; any other engine needs the exact version. ``gpu``
+    None skips the GPU check (done before CUDA is touched)."""
     hint = REBUILD.format(folder=folder)
     if not record:
         raise EngineError(f"no TensorRT engine for {role!r} in {folder}; {hint}")
     if record.get("onnx_sha256") != graph["sha256"]:
         raise EngineError(f"TensorRT engine for {role!r} was built from another export of the graph; {hint}")
-    if record.get("tensorrt") != trt_version:
-        raise EngineError(f"TensorRT engine for {role!r} was built with TensorRT {record.get('tensorrt')}, "
+    compatible = bool(record.get("version_compatible"))
+    if runtime_kind == "lean" and not compatible:
+        raise EngineError(f"TensorRT engine for {role!r} is not version-compatible, and the lean runtime runs only "
+                          f"version-compatible engines; {hint} --version-compatible")
+    built = str(record.get("tensorrt"))
+    if compatible:
+        if _version(trt_version) < _version(built):
+            raise EngineError(f"TensorRT engine for {role!r} was built with TensorRT {built}, newer than this "
+                              f"{trt_version}: version-compatible engines run on their version or later; {hint}")
+    elif built != trt_version:
+        raise EngineError(f"TensorRT engine for {role!r} was built with TensorRT {built}, "
                           f"this is {trt_version}; {hint}")
+    if gpu is None:
+        return
     if record.get("compute_capability") != gpu.compute_capability or record.get("gpu") != gpu.name:
         raise EngineError(f"TensorRT engine for {role!r} was built for {record.get('gpu')} (sm {record.get('compute_capability')}), "
                           f"this GPU is {gpu.name} (sm {gpu.compute_capability}); {hint}")
@@ -43,26 +87,26 @@ def check_engine_record(record: dict | None, role: str, graph: dict, trt_version
 
 class TensorRTEngine(Engine):
     def __init__(self, manifest: Manifest, role: str, keep_on_device: tuple[str, ...] = (), device: int = 0):
-        try:
-            import tensorrt as trt
-        except ImportError:
-            raise EngineError("TensorRT is not installed: install it from NVIDIA's index or JetPack "
-                              "(README: 'Jetson'); CI never installs it") from None
+        trt, kind = import_tensorrt()
         record = manifest.data.get("engines", {}).get("tensorrt", {}).get(role)
-        check_engine_record(record, role, manifest.graph(role), trt.__version__, gpu_info(device), manifest.folder)
+        check_engine_record(record, role, manifest.graph(role), trt.__version__, None, manifest.folder, kind)  # before CUDA
+        check_engine_record(record, role, manifest.graph(role), trt.__version__, gpu_info(device), manifest.folder, kind)
         path = manifest.path(record["file"])
         if not os.path.isfile(path) or sha256_file(path) != record["sha256"]:
             raise EngineError(f"TensorRT engine {path} is missing or modified; {REBUILD.format(folder=manifest.folder)}")
         check(cudart().cudaSetDevice(device))
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
+        if record.get("version_compatible"):
+            # the plan embeds a lean runtime (host code); trusted: its sha256 matched the manifest above
+            self.runtime.engine_host_code_allowed = True
         with open(path, "rb") as f:
             self.engine = self.runtime.deserialize_cuda_engine(f.read())
         if self.engine is None:
             raise EngineError(f"TensorRT could not deserialize {path}; {REBUILD.format(folder=manifest.folder)}")
         self.context = self.engine.create_execution_context()
         self.stream = check(cudart().cudaStreamCreate())
-        self.name = f"tensorrt[{record['precision']}]"
+        self.name = f"tensorrt[{record['precision']}]" if kind == "full" else f"tensorrt-lean[{record['precision']}]"
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         is_input = lambda n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT  # noqa: E731
         self._inputs = [n for n in names if is_input(n)]

@@ -78,7 +78,7 @@ def test_sampling_is_seeded_and_streams(pipe, clip):
     pieces = []
     a = pipe.answer(clip, QUESTION, opts, on_token=pieces.append)
     b = pipe.answer(clip, QUESTION, opts)
-    assert a.token_ids == b.token_ids and len(pieces) == len(a.token_ids)
+    assert a.token_ids == b.token_ids and len(pieces) == len(a.token_ids) and "".join(pieces) == a.text
 
 
 def test_assistant_off_and_reduced_assistant(pipe, clip):

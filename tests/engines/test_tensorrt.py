@@ -6,7 +6,7 @@ import pytest
 
 from runtime.engines.cuda_mem import GpuInfo
 from runtime.engines.tensorrt import check_engine_record
-from runtime.engines.trt_build import check_precision
+from runtime.engines.trt_build import build_settings, check_precision
 from runtime.errors import EngineError
 
 GRAPH = {"sha256": "abc"}
@@ -32,6 +32,47 @@ def test_mismatched_engine_says_to_rebuild(change, message):
 def test_missing_engine_says_to_build():
     with pytest.raises(EngineError, match="no TensorRT engine for 'primary_vision'"):
         check_engine_record(None, "primary_vision", GRAPH, "10.3.0", ORIN, "art")
+
+
+def test_version_compatible_engines_run_on_later_tensorrt_and_the_lean_runtime():
+    vc = {**RECORD, "version_compatible": True}
+    check_engine_record(vc, "primary_llm", GRAPH, "10.3.0", ORIN, "art", "lean")
+    check_engine_record(vc, "primary_llm", GRAPH, "11.4.0.106", ORIN, "art", "lean")  # 10.x -> 11.x: TensorRT's rule
+    with pytest.raises(EngineError, match="newer than this 10.1.0"):
+        check_engine_record(vc, "primary_llm", GRAPH, "10.1.0", ORIN, "art")
+    with pytest.raises(EngineError, match="lean runtime runs only version-compatible engines") as e:
+        check_engine_record(RECORD, "primary_llm", GRAPH, "10.3.0", ORIN, "art", "lean")
+    assert e.value.args[0].endswith("--version-compatible")
+    with pytest.raises(EngineError, match="built with TensorRT 10.3.0, this is 10.3.1"):
+        check_engine_record(RECORD, "primary_llm", GRAPH, "10.3.1", ORIN, "art")  # not version-compatible: exact
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.4.0.106"])
+def test_builds_are_strongly_typed_with_the_precision_of_the_graph(version):
+    for graph in ("fp32", "fp16", "bf16", "int8", "fp8"):
+        s = build_settings(version, graph)
+        assert s.strongly_typed and s.builder_flags == () and not s.calibrate and s.precision == graph
+        assert build_settings(version, graph, graph).precision == graph
+    assert build_settings(version, "bf16", version_compatible=True).builder_flags == ("VERSION_COMPATIBLE",)
+    with pytest.raises(EngineError, match="convert them first: python scripts/convert_precision.py --precision fp16"):
+        build_settings(version, "fp32", "fp16")
+    with pytest.raises(EngineError, match="calibrate.py quantize --mode int8"):
+        build_settings(version, "fp32", "int8")
+    with pytest.raises(EngineError, match="MatMulNBits"):
+        build_settings(version, "int4")
+
+
+def test_weak_typing_only_on_tensorrt_10_and_only_on_request():
+    s = build_settings("10.3.0", "fp32", "fp16", weak_typing=True)
+    assert not s.strongly_typed and s.builder_flags == ("FP16",) and "overflow" in s.warnings[0]
+    s = build_settings("10.3.0", "fp32", "int8", weak_typing=True, version_compatible=True)
+    assert s.calibrate and s.builder_flags == ("INT8", "FP16", "VERSION_COMPATIBLE") and s.precision == "int8"
+    with pytest.raises(EngineError, match="TensorRT 11.4.0 has no weak typing"):
+        build_settings("11.4.0", "fp32", "fp16", weak_typing=True)
+    with pytest.raises(EngineError, match="applies builder flags to an fp32 graph"):
+        build_settings("10.3.0", "bf16", "fp16", weak_typing=True)
+    with pytest.raises(EngineError, match="fp8"):
+        build_settings("10.3.0", "fp32", "fp8", weak_typing=True)
 
 
 def test_precision_needs_a_capable_gpu():
@@ -94,9 +135,12 @@ def test_scripts_without_tensorrt_lint_and_fail_in_one_line(tiny_artifacts, vide
     assert lint.returncode == 0 and "0 TensorRT 10.1 parser problems in 4 graphs" in lint.stdout
     shown = run("scripts/build_engines.py", "--artifacts", tiny_artifacts, "--show-profiles", "--max-frames", "8")
     assert shown.returncode == 0 and "primary_llm [decode]" in shown.stdout
-    for cmd in (["scripts/build_engines.py", "--artifacts", tiny_artifacts],
-                ["scripts/infer.py", "--artifacts", tiny_artifacts, "--video", video_path, "--question", "hi",
-                 "--backend", "tensorrt"]):
-        r = run(*cmd)
-        assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-            "error: TensorRT is not installed: install it from NVIDIA's index or JetPack (README: 'Jetson'); CI never installs it"]
+    not_installed = "error: TensorRT is not installed: install it from NVIDIA's index or JetPack (README: 'Jetson'); CI never installs it"
+    r = run("scripts/build_engines.py", "--artifacts", tiny_artifacts)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [not_installed]
+    r = run("scripts/infer.py", "--artifacts", tiny_artifacts, "--video", video_path, "--question", "hi", "--backend", "tensorrt")
+    lean = importlib.util.find_spec("tensorrt_lean_bindings") or importlib.util.find_spec("tensorrt_lean")
+    # with only the lean runtime (the trt-lean extra) the backend loads and asks for engines
+    want = (f"error: no TensorRT engine for 'primary_vision' in {tiny_artifacts}; rebuild with: python "
+            f"scripts/build_engines.py --artifacts {tiny_artifacts}") if lean else not_installed
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [want]

@@ -1,16 +1,18 @@
-"""Memory plan against figures computed by hand from Qwen2.5-VL-7B's config.json."""
+"""Memory plan against figures computed by hand from Qwen2.5-VL-7B's and -3B's config.json."""
 import subprocess
 import sys
 
 import pytest
 
-from runtime.memory_plan import REAL_MODELS, Workload, kv_bytes_per_token, llm_linear_params, llm_other_params, plan, vit_params
+from runtime.memory_plan import (REAL_MODELS, Workload, assistant_plan, kv_bytes_per_token, llm_linear_params,
+                                 llm_other_params, plan, plan_deployment, vit_params)
 
-M7 = REAL_MODELS["qwen2.5-vl-7b"]
+M7, M3 = REAL_MODELS["qwen2.5-vl-7b"], REAL_MODELS["qwen2.5-vl-3b"]
+H7, I7, L7, V7 = 3584, 18944, 28, 152064
 
 
 def test_7b_parameter_counts_by_hand():
-    h, kv, inter, layers, vocab = 3584, 4 * 128, 18944, 28, 152064
+    h, kv, inter, layers, vocab = H7, 4 * 128, I7, L7, V7
     per_layer = (h * h + h) + 2 * (h * kv + kv) + h * h + 3 * h * inter  # 12,848,640 + 3,671,040 + 12,845,056 + 203,685,888
     assert per_layer == 233_050_624
     assert llm_linear_params(M7) == 28 * 233_050_624 == 6_525_417_472
@@ -22,31 +24,60 @@ def test_7b_parameter_counts_by_hand():
     assert 0.66e9 < vit_params(M7) < 0.69e9  # the ~670M-parameter ViT
 
 
-def test_7b_kv_cache_by_hand():
-    assert kv_bytes_per_token(M7, "fp16") == 2 * 28 * 4 * 128 * 2 == 57_344
-    assert kv_bytes_per_token(M7, "int4") == 57_344  # weight-only quantization keeps an fp16 cache
+def test_kv_cache_is_fp32_because_graph_io_is():
+    assert kv_bytes_per_token(M7, "bf16") == 2 * 28 * 4 * 128 * 4 == 114_688
+    assert kv_bytes_per_token(M7, "int4") == kv_bytes_per_token(M7, "fp32")
 
 
-def test_7b_int4_32_frames_on_orin_nx():
-    p = plan(M7, "int4", Workload(frames=32), "orin-nx-16gb")
+def test_7b_int8_32_frames_by_hand():
+    p = plan(M7, "int8", Workload(frames=32), "orin-nx-16gb")
     # 16 groups x (602112 px / 196 = 3072 patches) / 4 = 12288 tokens; 25% + 128 text + 256 new
     assert p["visual_tokens"] == 12_288 and p["context"] == 3072 + 384 == 3456
-    assert p["kv_cache"] == 2 * 57_344 * 3456
-    assert p["weights"]["llm_linear"] == pytest.approx(6_525_417_472 * (0.5 + 2 / 128))
-    assert p["weights"]["llm_other"] == 1_090_199_040 * 2 and p["weights"]["vision"] == vit_params(M7) * 2
-    # LLM prefill: S=3200 tokens x (2*3584 + 2*18944) x 2 B + 28 heads x S^2 x 4 B
-    assert p["activations"]["llm_prefill"] == 3200 * (2 * 3584 + 2 * 18944) * 2 + 28 * 3200 ** 2 * 4
+    assert p["kv_cache"] == 2 * 114_688 * 3456
+    assert p["weights"]["llm_linear"] == 6_525_417_472 + V7 * H7  # int8 matmuls incl. the untied head, 1 byte
+    assert p["weights"]["vision"] == vit_params(M7)  # 1 byte
+    assert p["weights"]["llm_norms"] == (28 * 2 * H7 + H7) * 4  # fp32 beside Q/DQ
+    # prefill, fp32 activations beside Q/DQ: S=3200 x (2*3584 + 2*18944) x 4 B + 28 heads x S^2 x 4 B
+    assert p["activations"]["llm_prefill"] == 3200 * (2 * H7 + 2 * I7) * 4 + 28 * 3200 ** 2 * 4
+    assert p["total"] == pytest.approx(sum(p["weights"].values()) + p["kv_cache"] + sum(p["activations"].values()))
     assert p["fits"] and p["usable"] == 13e9
 
 
-def test_7b_fp16_64_frames_does_not_fit_orin_nano():
-    p = plan(M7, "fp16", Workload(frames=64), "orin-nano-8gb")
-    assert not p["fits"] and p["weights"]["llm_linear"] == 6_525_417_472 * 2
+def test_fp16_keeps_the_down_projections_fp32_and_bf16_does_not():
+    bf, fp = plan(M7, "bf16", Workload()), plan(M7, "fp16", Workload())
+    assert bf["weights"]["llm_linear"] == (6_525_417_472 + V7 * H7) * 2
+    assert fp["weights"]["llm_linear"] - bf["weights"]["llm_linear"] == 28 * I7 * H7 * 2  # 4 B instead of 2
+    assert fp["weights"]["vision"] - bf["weights"]["vision"] == 32 * (3420 * 1280 + 1280) * 2
 
 
-def test_script_prints_the_plan_and_exit_code_says_if_it_fits():
-    cmd = [sys.executable, "scripts/plan_memory.py", "--model", "qwen2.5-vl-7b", "--precision", "int4", "--frames", "32"]
-    ok = subprocess.run(cmd + ["--device", "orin-nx-16gb"], capture_output=True, text=True)
-    assert ok.returncode == 0 and "fits" in ok.stdout and "--max-context 3456" in ok.stdout
-    no = subprocess.run(cmd + ["--device", "orin-nano-8gb", "--frames", "256"], capture_output=True, text=True)
-    assert no.returncode == 1 and "does NOT fit" in no.stdout
+def test_assistant_prior_sees_every_visual_token_and_has_no_head_or_cache():
+    w = Workload(frames=16, max_pixels=150_528, retention=1.0, new_tokens=0)
+    a = assistant_plan(M3, "int8", w)
+    assert a["visual_tokens"] == 8 * (150_528 // 196) // 4 == 1536 and a["context"] == 1536 + 128
+    assert a["kv_cache"] == 0 and a["weights"]["llm_linear"] == llm_linear_params(M3)  # no head
+    assert a["activations"]["prior"] == 1664 * (2 * 2048 + 2 * 11008) * 4 + 16 * 1664 ** 2 * 4
+    shallow = assistant_plan(M3, "int8", w, prior_depth=12)
+    assert shallow["weights"]["llm_linear"] == llm_linear_params(M3) // 36 * 12
+
+
+def test_deployment_is_judged_on_the_sum():
+    w, aw = Workload(frames=32), Workload(frames=16, max_pixels=150_528, retention=1.0, new_tokens=0)
+    alone = plan(M7, "int8", w, "orin-nx-16gb")
+    both = plan_deployment(M7, "int8", w, M3, "int8", aw, device="orin-nx-16gb")
+    assert alone["fits"] and not both["fits"]  # the 7B alone fits an Orin NX; with its 3B assistant it does not
+    assert both["total"] == pytest.approx(alone["total"] + assistant_plan(M3, "int8", aw)["total"])
+    assert plan_deployment(M7, "int8", w, None, device="orin-nx-16gb")["total"] == alone["total"]
+
+
+def test_script_plans_primary_and_assistant_and_exit_code_says_if_the_sum_fits():
+    cmd = [sys.executable, "scripts/plan_memory.py", "--model", "qwen2.5-vl-7b", "--precision", "int8", "--frames", "32",
+           "--device", "orin-nx-16gb"]
+    run = lambda *a: subprocess.run(cmd + list(a), capture_output=True, text=True)  # noqa: E731
+    alone = run("--assistant", "none")
+    assert alone.returncode == 0 and "fits" in alone.stdout and "--max-context 3456" in alone.stdout
+    both = run("--assistant-frames", "16", "--assistant-max-pixels", "150528")
+    assert both.returncode == 1 and "qwen2.5-vl-3b, int8, 16 frames" in both.stdout and "does NOT fit" in both.stdout
+    small = run("--frames", "16", "--max-pixels", "200704", "--assistant-frames", "8", "--assistant-max-pixels", "50176")
+    assert small.returncode == 0 and "fits" in small.stdout
+    bad = run("--assistant", "qwen9")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --assistant 'qwen9'")
