@@ -9,7 +9,10 @@ visual tokens that lie in the temporal groups holding the answer.
 Methods are the pipeline's (``--method`` of infer.py); ``assistant`` is "full" (DyToK prior at the
 primary's frames and pixels), "reduced" (half the frames, a quarter of the pixels:
 ``runtime.pipeline.reduced_assistant``) or "none" (uniform budgets). DyCoke's TTM takes no
-budgets, so its rows do not depend on the assistant.
+budgets, so its rows do not depend on the assistant. FastV prunes inside the LLM, on the split
+graphs of a folder exported with ``--fastv-layer`` (``runtime/llm_split.py``); its hit rate counts
+the visual tokens layers >= K see. EVS without the assistant is vLLM's global rule, with it
+DyToK+EVS.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 
 from runtime import compression as C
+from runtime import llm_split
 from runtime.errors import DyTokError
 from runtime.pipeline import METHODS, Options, Pipeline, reduced_assistant
 from runtime.positions import gather_positions, kept_sequence_indices, next_position
@@ -33,7 +37,7 @@ from .needle import FAMILY_ORDER, NeedleVideo, make_video, split_seed
 RETENTIONS = (1.0, 0.5, 0.25, 0.1, 0.05)
 ASSISTANTS = ("full", "reduced", "none")
 BUDGET_METHODS = ("visionzip", "uniform", "dycoke", "dyntok")
-NO_ASSISTANT_METHODS = ("visionzip", "uniform")
+NO_ASSISTANT_METHODS = ("visionzip", "uniform", "fastv", "evs")
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,8 @@ class Config:
         if self.method == "none":
             return "none (all tokens)"
         prefix = {"full": "DyToK+", "reduced": "DyToK(reduced)+", "none": ""}[self.assistant]
-        name = {"visionzip": "VisionZip", "uniform": "uniform", "dycoke": "DyCoke", "dyntok": "DynTok"}[self.method]
+        name = {"visionzip": "VisionZip", "uniform": "uniform", "dycoke": "DyCoke", "dyntok": "DynTok", "fastv": "FastV",
+                "evs": "EVS"}[self.method]
         return prefix + name + ("" if self.assistant != "none" else " (no assistant)")
 
 
@@ -136,12 +141,20 @@ def score_video(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base:
             budgets = C.allocate_budgets(weights, budget, min(cap, per_group))
         else:
             budgets = C.uniform_budgets(groups, min(budget, cap))
-        kept, source, _ = pipe.compress(vision, groups, budgets, opts, patches.grid_thw[2] // 2)
+        kept, source, _ = pipe.compress(vision, groups, budgets, opts, patches.grid_thw[2] // 2, weights is not None)
         order = np.argsort(source, kind="stable")
         kept, source = kept[order], source[order]
         keep = kept_sequence_indices(len(ids), start, n_vis, source)
         embeds = np.asarray(table[ids[keep]], np.float32)
         embeds[start:start + len(source)] = kept
+        split = llm_split.plan(opts, start, len(source), budgets, weights is not None)  # FastV: pruned inside the LLM
+        if split:
+            token = split.generate(pipe, embeds, gather_positions(pos, keep), next_position(pos), opts, None, {})[0]
+            source = split.kept_visual if split.kept_visual is not None else source
+            out.append({"correct": token == answer_id, "hit": float(needle[source // per_group].mean()),
+                        "kept": len(source), "total": n_vis, "token": int(token),
+                        "prior_share": float(weights[needle].sum()) if weights is not None else float(needle.mean())})
+            continue
         key = hashlib.sha1(source.tobytes() + np.ascontiguousarray(kept, np.float32).tobytes()).digest()
         if key not in answers:
             answers[key] = pipe.generate(embeds, gather_positions(pos, keep), next_position(pos), opts, None, {})[0]

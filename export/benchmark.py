@@ -31,6 +31,7 @@ class Config:
     retention: float
     assistant: bool
     assistant_reduced: bool = False  # half the frames, a quarter of the pixels for the prior
+    dycoke_kv: bool = False  # DyCoke's decode-time KV pruning (split LLM graphs, plain attention)
 
 
 def default_configs() -> list[Config]:
@@ -46,6 +47,19 @@ def default_configs() -> list[Config]:
         Config("runtime DyToK+DynTok 25%", "runtime", "dyntok", 0.25, True),
         Config("runtime DyToK+VisionZip 25%, assistant reduced", "runtime", "visionzip", 0.25, True, True),
         Config("runtime VisionZip 25%, no assistant", "runtime", "visionzip", 0.25, False),
+        *compression_in_llm_configs(),
+    ]
+
+
+def compression_in_llm_configs() -> list[Config]:
+    """FastV, DyCoke's KV step and EVS (issue #13): need a folder exported with --fastv-layer K
+    (FastV, DyCoke KV) and plain attention (DyCoke KV); otherwise their rows say why they skipped."""
+    return [
+        Config("runtime DyToK+FastV 25%", "runtime", "fastv", 0.25, True),
+        Config("runtime FastV 25%, no assistant", "runtime", "fastv", 0.25, False),
+        Config("runtime DyToK+EVS 25%", "runtime", "evs", 0.25, True),
+        Config("runtime EVS 25%, no assistant", "runtime", "evs", 0.25, False),
+        Config("runtime DyToK+DyCoke 25% + DyCoke KV", "runtime", "dycoke", 0.25, True, dycoke_kv=True),
     ]
 
 
@@ -164,7 +178,12 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
         opts = replace(base, method=cfg.method, retention=cfg.retention, assistant=cfg.assistant,
                        assistant_num_frames=frames // 2 if cfg.assistant_reduced else None,
                        assistant_max_pixels=(max_pixels or manifest.data["preprocess"]["max_pixels"]) // 4
-                       if cfg.assistant_reduced else None)
+                       if cfg.assistant_reduced else None, dycoke_kv=cfg.dycoke_kv)
+        why = _split_unavailable(manifest, opts) if cfg.backend == "runtime" else None
+        if why:
+            results.append({**asdict(cfg), "skipped": why})
+            log(f"  {cfg.name}: skipped ({why})")
+            continue
         samples = []
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -191,6 +210,9 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
             a_grid = plan_grid(a_frames.shape[1], a_frames.shape[2], len(a_frames), a_cfg)
             a_len = len(ids) - total + a_grid[0] * a_grid[1] * a_grid[2] // 4
         flops = stage_flops(manifest, cfg.backend, grid, kept, len(ids), total, opts, a_grid, a_len)
+        if cfg.method == "fastv":  # layers below K prefill every visual token
+            pm, k = manifest.model("primary"), manifest.graph("primary_llm_lo")["split_layer"]
+            flops["prefill"] += k / pm["num_layers"] * (F.llm_flops(pm, len(ids)) - F.llm_flops(pm, len(ids) - total + kept))
         row = {**asdict(cfg), "engine": engine, "visual_tokens": kept, "visual_tokens_total": total, "ttft_s": med["ttft"],
                "e2e_s": med["end_to_end"], "decode_tokens_per_s": med["decode_tokens_per_s"],
                "stages_s": {s: med[s] for s in STAGES}, "flops": flops, "samples": samples,
@@ -211,6 +233,16 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
             "runtime_backend": runtime_backend, "attn": attn,
             "llm_attention": manifest.graph("primary_llm").get("attention", "plain") if runtime_backend != "torch" else "torch",
             "best_throughput_flops_per_s": best, "model_config": manifest.data["models"], "configs": results}
+
+
+def _split_unavailable(manifest, opts) -> str | None:
+    from runtime import llm_split
+    from runtime.errors import DyTokError
+    try:
+        llm_split.check(manifest, opts)
+    except DyTokError as e:
+        return str(e)
+    return None
 
 
 def machine_info() -> dict:

@@ -129,7 +129,7 @@ def _graph_entry(folder: str, name: str, spec: specs.GraphSpec, key: str) -> dic
 def export_artifacts(model_name: str, out: str, assistant_name: str | None = "default", checkpoint: str | None = None,
                      assistant_checkpoint: str | None = None, prior_layers=None, seed: int = 0,
                      validate: bool = True, torch_only: bool = False, dtype: str = "float32",
-                     llm_attention: str = "plain", log=print) -> str:
+                     llm_attention: str = "plain", log=print, fastv_layer=None) -> str:
     """Export ``model_name`` (and its assistant) to ``out``. Returns ``out``.
 
     ``torch_only``: write everything but the ONNX graphs (their I/O tables stay), for the PyTorch
@@ -137,7 +137,8 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
     ONNX graphs are always exported in fp32. ``llm_attention``: "plain" (standard ONNX ops, for
     every runtime including TensorRT) or "gqa" (ONNX Runtime's fused GroupQueryAttention in the
     primary LLM and assistant prior graphs; same inputs and outputs, faster on ONNX Runtime, not
-    TensorRT)."""
+    TensorRT). ``fastv_layer`` (int or "default"): also export the LLM split at that layer
+    (``primary_llm_lo``/``_hi``, for FastV and DyCoke's KV step; ``export/split_llm.py``)."""
     from runtime.compression.dytok import select_layers
 
     from .graphs.gqa import onnx_translation
@@ -233,6 +234,9 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
         translation = onnx_translation() if llm_attention == "gqa" else None
         emit("primary_llm", LanguageModel(model, llm_attention).eval(), lspec, _example_llm(consts),
              {**key_parts, "attention": llm_attention}, translation, {"attention": llm_attention})
+        if fastv_layer is not None:
+            from .split_llm import emit_split
+            emit_split(emit, model, consts, key_parts, fastv_layer, llm_attention, translation)
         del model
         if assistant is not None:
             amodel, aconsts, akey = export_model("assistant", assistant, assistant_checkpoint, prior_layers)

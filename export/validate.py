@@ -23,7 +23,8 @@ def validation_feeds(spec: specs.GraphSpec, role: str) -> list[dict]:
         dim = shape["pixel_values"][1]
         return [{"pixel_values": rng.normal(size=(int(np.prod(g)), dim)).astype(np.float32), **vision_feeds(g)}
                 for g in [(1, 4, 4), (3, 10, 6)]]
-    hidden = shape["inputs_embeds"][2]
+    first = spec.inputs[0].name  # inputs_embeds, or hidden_states for an upper LLM segment
+    hidden = shape[first][2]
     if role == "assistant_prior":
         feeds = []
         for n, v, past in [(5, 2, 0), (23, 16, 0), (6, 9, 11)]:  # one-shot, and a later chunk over a past
@@ -39,7 +40,7 @@ def validation_feeds(spec: specs.GraphSpec, role: str) -> list[dict]:
         return feeds
     feeds = []
     for seq, past in [(9, 0), (1, 9)]:
-        f = {"inputs_embeds": rng.normal(size=(1, seq, hidden)).astype(np.float32),
+        f = {first: rng.normal(size=(1, seq, hidden)).astype(np.float32),
              "position_ids": np.tile(np.arange(past, past + seq), (3, 1, 1)),
              "attention_mask": np.ones((1, past + seq), np.int64)}
         for t in spec.inputs[3:]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import compression as C
+from . import llm_split
 from .admission import admit
 from .engines.base import Engine, check_io
 from .errors import BudgetError, PromptError
@@ -25,7 +26,7 @@ from .specs_kv import kv_input_names
 from .video import SampledFrames, sample_video
 from .vision_inputs import VisionGeometry, vision_feeds
 
-METHODS = ("visionzip", "uniform", "dycoke", "dyntok", "none")
+METHODS = ("visionzip", "uniform", "dycoke", "dyntok", "none", "fastv", "evs")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class Options:
     prefill_chunk: int | None = DEFAULT_CHUNK  # prompt tokens per LLM/prior prefill call; None or 0: one call
     memory_budget: int | None = None  # bytes the process may peak at; None: RSS now + available memory
     fit: str = "off"  # "auto": lower frames/pixels until the run fits the context and the memory budget
+    dycoke_kv: bool = False  # DyCoke's decode-time KV pruning (needs the split LLM, runtime/llm_split.py)
+    kv_prune_ratio: float = 0.8  # DyCoke's p: share of the visual KV rows layers >= L drop per step
 
 
 def reduced_assistant(opts: Options, num_frames: int, manifest_max_pixels: int) -> Options:
@@ -141,11 +144,15 @@ class Pipeline:
         mapped = weights[np.abs(dst[:, None] - src[None, :]).argmin(axis=1)]
         return (mapped / mapped.sum()).astype(np.float32)
 
-    def compress(self, vision: dict, groups: int, budgets: np.ndarray, opts: Options, grid_w: int):
+    def compress(self, vision: dict, groups: int, budgets: np.ndarray, opts: Options, grid_w: int, prior: bool = True):
         tokens, importance, metric = vision["tokens"], vision["importance"], vision["metric"]
         n = len(tokens)
-        if opts.method == "none":
+        if opts.method in ("none", "fastv"):  # FastV prunes inside the LLM, at layer K
             return tokens, np.arange(n), np.ones(n, bool)
+        if opts.method == "evs":  # with the prior: DyToK+EVS per-group budgets; else EVS's global top-K
+            rate = 1 - (opts.retention if opts.budget is None else opts.budget / (n // groups))
+            idx = C.evs_groups(tokens, budgets) if prior else np.flatnonzero(C.evs_mask(tokens, groups, rate))
+            return tokens[idx], idx, np.ones(len(idx), bool)
         if opts.method == "visionzip":
             kept = C.visionzip_groups(tokens, importance, metric, budgets)
             return kept.tokens, kept.source, kept.dominant
@@ -200,6 +207,7 @@ class Pipeline:
     def answer(self, video: str | SampledFrames, question: str, opts: Options = Options(),
                on_token: Callable[[str], None] | None = None) -> Result:
         timings: dict[str, float] = {}
+        llm_split.check(self.m, opts)
         t_all = t0 = time.perf_counter()
         frames = video if isinstance(video, SampledFrames) else sample_video(
             video, num_frames=opts.num_frames, fps=opts.fps, max_frames=opts.max_frames)
@@ -239,7 +247,8 @@ class Pipeline:
             budgets = C.allocate_budgets(weights, budget, cap)
         else:
             budgets = C.uniform_budgets(groups, min(budget, cap))
-        kept_tokens, source, dominant = self.compress(vision, groups, budgets, opts, patches.grid_thw[2] // 2)
+        kept_tokens, source, dominant = self.compress(vision, groups, budgets, opts, patches.grid_thw[2] // 2,
+                                                      weights is not None)
         order = np.argsort(source, kind="stable")  # original order, so positions stay monotone per axis
         kept_tokens, source, dominant = kept_tokens[order], source[order], dominant[order]
         keep = kept_sequence_indices(len(ids), start, n_vis, source)
@@ -251,7 +260,13 @@ class Pipeline:
                               f"{model['context_length']}; lower --retention or the frame count")
         timings["compress"] = time.perf_counter() - t0
 
-        token_ids = self.generate(embeds, positions, next_position(pos), opts, on_token, timings)
+        split = llm_split.plan(opts, start, len(source), budgets, weights is not None)  # None: the one-graph LLM
+        if split:
+            token_ids = split.generate(self, embeds, positions, next_position(pos), opts, on_token, timings)
+            if split.kept_visual is not None:  # FastV: the visual tokens layers >= K saw
+                source, dominant = split.kept_visual, np.ones(len(split.kept_visual), bool)
+        else:
+            token_ids = self.generate(embeds, positions, next_position(pos), opts, on_token, timings)
         timings["end_to_end"] = time.perf_counter() - t_all
         return Result(self.prompt.decode(token_ids), token_ids, timings, weights, budgets, source, dominant,
                       (len(source), n_vis), frames, patches.grid_thw)

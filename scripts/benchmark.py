@@ -35,6 +35,8 @@ def main() -> int:
                          "onnxruntime-gpu, else onnxruntime; tensorrt: engines from build_engines.py)")
     ap.add_argument("--attn", choices=["eager", "sdpa"], help="transformers attention of the eager rows "
                                                               "(default: sdpa on cuda, eager on cpu)")
+    ap.add_argument("--only", action="append", metavar="TEXT",
+                    help="run only the rows whose name contains TEXT (repeatable), e.g. --only FastV --only 'runtime full'")
     ap.add_argument("--json")
     ap.add_argument("--plot")
     ap.add_argument("--project", choices=["7b"])
@@ -51,14 +53,17 @@ def main() -> int:
             real_size = args.model.endswith("-random")  # billions of parameters: no fp32 ONNX export
             # ONNX Runtime's fused GroupQueryAttention: the fastest LLM graph for the runtime rows
             export_artifacts(args.model, folder, checkpoint=args.checkpoint, validate=False, torch_only=real_size,
-                             dtype="bfloat16" if real_size else "float32", llm_attention="gqa")
+                             dtype="bfloat16" if real_size else "float32", llm_attention="gqa",
+                             fastv_layer="default")  # the split LLM graphs for the FastV rows
         video = args.video
         if not video:
             os.makedirs("out", exist_ok=True)
             video = write_test_video(os.path.join("out", "bench.mp4"), num_frames=96, size=(448, 336), fps=24.0)
         report = B.run_benchmark(folder, video, args.question, args.frames, args.runs, args.warmup, args.max_new_tokens,
                                  args.max_pixels, args.min_pixels, args.threads, args.device,
-                                 runtime_backend=args.runtime_backend, attn=args.attn, log=lambda s: print(s, file=sys.stderr))
+                                 runtime_backend=args.runtime_backend, attn=args.attn, log=lambda s: print(s, file=sys.stderr),
+                                 configs=[c for c in B.default_configs() if any(t in c.name for t in args.only)]
+                                 if args.only else None)
     except DyTokError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

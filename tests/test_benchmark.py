@@ -10,8 +10,9 @@ from export import benchmark as B  # noqa: E402
 from runtime import flops as F  # noqa: E402
 
 
-def test_benchmark_report_on_tiny(tiny_artifacts, video_path, tmp_path):
-    report = B.run_benchmark(tiny_artifacts, video_path, "What moves?", frames=8, runs=1, warmup=0, max_new_tokens=3,
+def test_benchmark_report_on_tiny(tiny_split, video_path, tmp_path):
+    """Every default row runs, those needing the split LLM (FastV, DyCoke KV) included."""
+    report = B.run_benchmark(tiny_split, video_path, "What moves?", frames=8, runs=1, warmup=0, max_new_tokens=3,
                              max_pixels=64 * 784, min_pixels=16 * 784, log=lambda *_: None)
     names = [c["name"] for c in report["configs"]]
     assert names == [c.name for c in B.default_configs()]
@@ -53,6 +54,16 @@ def test_missing_backends_are_reported_not_crashed(tiny_artifacts, video_path):
     with pytest.raises(EngineError) as err:
         B.run_benchmark(tiny_artifacts, video_path, "q", frames=4, runs=1, warmup=0, device="cuda", log=lambda *_: None)
     assert "CUDAExecutionProvider" in str(err.value) and "no CUDA device" in str(err.value)
+
+
+def test_rows_needing_the_split_llm_are_skipped_with_the_reason(tiny_artifacts, video_path):
+    configs = B.compression_in_llm_configs()
+    report = B.run_benchmark(tiny_artifacts, video_path, "q", frames=4, runs=1, warmup=0, max_new_tokens=2,
+                             max_pixels=32 * 784, min_pixels=16 * 784, configs=configs, log=lambda *_: None)
+    rows = {r["name"]: r for r in report["configs"]}
+    assert "--fastv-layer" in rows["runtime DyToK+FastV 25%"]["skipped"]
+    assert "--fastv-layer" in rows["runtime DyToK+DyCoke 25% + DyCoke KV"]["skipped"]
+    assert "skipped" not in rows["runtime EVS 25%, no assistant"]
 
 
 def test_skipped_rows_render():

@@ -204,3 +204,62 @@ class KeyframePrior(_Decoder):
             x = x + a.o_proj(out)
             x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
         return (torch.stack(rows), *presents)
+
+class LanguageModelSegment(_Decoder):
+    """Decoder layers ``[start, stop)`` with their own KV cache: the primary LLM split at layer K for
+    FastV (layers >= K run on the kept tokens) and DyCoke's decode-time KV step (layers >= L attend
+    only to the kept rows, through ``attention_mask``: 0 drops a key, as in the one-graph LLM).
+
+    The first segment (start 0) takes ``inputs_embeds``; a later one takes ``hidden_states``. The
+    last segment (stop = depth) returns last-position logits; an earlier one returns the hidden
+    states and ``attention`` (total_len,): the head-mean softmax of the LAST query row of layer
+    stop-1 over every key (past + new, masked keys excluded), i.e. the model's real attention row
+    that FastV ranks at prefill and DyCoke reads at each decode step. Then the present KV of its
+    layers. ``attention`` as for ``LanguageModel``."""
+
+    def __init__(self, lm: nn.Module, start: int, stop: int, attention: str = "plain"):
+        super().__init__(lm.model.language_model)
+        depth = len(self.text.layers)
+        if not 0 <= start < stop <= depth:
+            raise ValueError(f"segment [{start}, {stop}) outside the {depth} decoder layers")
+        self.start, self.stop, self.last = start, stop, stop == depth
+        self.lm_head = lm.lm_head if self.last else None
+        self.gqa = _is_gqa(attention)
+
+    def last_row_attention(self, q_last, k, bias_last):
+        """q_last (B, H, 1, d) rotated, k (B, KV, T, d) rotated, bias (B, 1, 1, T) -> (T,) head mean."""
+        scores = torch.matmul(q_last, expand_kv(k, self.heads).transpose(-1, -2)) * self.head_dim ** -0.5 + bias_last
+        return torch.softmax(scores.float(), dim=-1).mean(dim=1)[0, 0]
+
+    def forward(self, x, position_ids, attention_mask, *past):
+        n_new = x.shape[1]
+        n_past = past[0].shape[2]
+        cos, sin = mrope_cos_sin(position_ids, self.inv_freq, self.sections, x.dtype)
+        bias = None if self.gqa else causal_bias(n_new, n_past, attention_mask, x.dtype)
+        half = self.half_cos_sin(cos, sin) if self.gqa else None
+        presents, row = [], None
+        for j, layer in enumerate(self.text.layers[self.start:self.stop]):
+            h = rms_norm(layer.input_layernorm, x)
+            a = layer.self_attn
+            want_row = not self.last and self.start + j == self.stop - 1
+            if self.gqa:
+                out, k, v = group_query_attention(a.q_proj(h), a.k_proj(h), a.v_proj(h), past[2 * j], past[2 * j + 1],
+                                                  *half, attention_mask, self.heads, self.kv_heads)
+                if want_row:  # the fused op returns rotated keys; rotate the last query the same way
+                    b = h.shape[0]
+                    q_last = a.q_proj(h[:, -1:]).view(b, 1, self.heads, self.head_dim).transpose(1, 2)
+                    row = self.last_row_attention(apply_rope(q_last, cos[:, :, -1:], sin[:, :, -1:]), k,
+                                                  causal_bias(1, n_past + n_new - 1, attention_mask, x.dtype))
+            else:
+                q, k, v = self.qkv(layer, h, cos, sin)
+                k = torch.cat([past[2 * j], k], dim=2)
+                v = torch.cat([past[2 * j + 1], v], dim=2)
+                if want_row:
+                    row = self.last_row_attention(q[:, :, -1:], k, bias[:, :, -1:])
+                out = grouped_attention(q, k, v, bias)
+            presents += [k, v]
+            x = x + a.o_proj(out)
+            x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
+        if self.last:
+            return (self.lm_head(rms_norm(self.text.norm, x[:, -1:]))[:, 0], *presents)
+        return (x, row, *presents)

@@ -153,8 +153,10 @@ def derive_profiles(manifest: Manifest, limits: ProfileLimits = ProfileLimits())
     primary = manifest.model("primary")
     context = min(limits.max_context or primary["context_length"], primary["context_length"])
     opt_prompt = int(vision["primary"]["n_tokens"][1] * limits.opt_retention) + limits.text_tokens
-    out["primary_llm"] = {name: shapes_for(manifest.graph("primary_llm")["inputs"], dims)
-                          for name, dims in llm_ranges(context, opt_prompt).items()}
+    for role in ("primary_llm", "primary_llm_lo", "primary_llm_hi"):  # the split segments: same dims, own KV
+        if role in manifest.data["graphs"]:
+            out[role] = {name: shapes_for(manifest.graph(role)["inputs"], dims)
+                         for name, dims in llm_ranges(context, opt_prompt).items()}
     if "assistant_prior" in manifest.data["graphs"]:
         assistant = manifest.model("assistant")
         ctx = min(limits.max_context or assistant["context_length"], assistant["context_length"])
