@@ -126,7 +126,7 @@ def test_fastv_and_evs_rows(needle_artifacts, tmp_path):
     folder = str(tmp_path / "needle-split")
     shutil.copytree(needle_artifacts, folder, copy_function=link_or_copy)
     export_artifacts("needle", folder, fastv_layer="default", log=lambda *_: None)
-    rows = evaluate(load_pipeline(folder), configs, test_videos(3), progress=False)
+    rows = evaluate(load_pipeline(folder), configs, split_videos(3), progress=False)
     assert len(rows) == 4 and all(r["n"] == 3 for r in rows)
     for r in rows:
         assert 0 < r["kept_tokens"] < r["total_tokens"]  # FastV: the tokens layers >= K see
