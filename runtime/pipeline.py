@@ -17,7 +17,7 @@ from .engines.base import Engine
 from .errors import BudgetError, PromptError
 from .manifest import Manifest, load_manifest
 from .positions import gather_positions, kept_sequence_indices, mrope_positions, next_position
-from .preprocess import PreprocessConfig, VideoPatches, preprocess_video
+from .preprocess import PreprocessConfig, VideoPatches, plan_grid, preprocess_video
 from .prompt import PromptBuilder
 from .specs_kv import kv_input_names
 from .video import SampledFrames, sample_video
@@ -46,6 +46,7 @@ class Options:
     seed: int = 0
     ignore_eos: bool = False  # benchmarks: always decode max_new_tokens
     vision_chunk: int | None = None  # temporal groups per vision call (bounds ViT memory); None: all
+    encoder_slack: float | None = None  # budget-aware encoder resolution (runtime/encoder_plan.py); None: off
 
 
 @dataclass
@@ -194,7 +195,11 @@ class Pipeline:
         timings["decode_video"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        patches = preprocess_video(frames.frames, self.preprocess_config("primary", opts.max_pixels, opts.min_pixels))
+        cfg = self.preprocess_config("primary", opts.max_pixels, opts.min_pixels)
+        if opts.encoder_slack is not None and opts.method != "none":  # groups are preprocessed at their own grids later
+            patches = VideoPatches(None, plan_grid(*frames.frames.shape[1:3], len(frames.frames), cfg), (0, 0))
+        else:
+            patches = preprocess_video(frames.frames, cfg)
         ids, pos, start, n_vis = self.sequence("primary", question, patches, 2 / frames.sampled_fps)
         model = self.m.model("primary")
         if len(ids) - n_vis + opts.max_new_tokens > model["context_length"]:
@@ -210,6 +215,14 @@ class Pipeline:
             weights, _ = self.frame_prior(question, frames, opts)
             weights = self.map_weights(weights, groups)
         timings["assistant"] = time.perf_counter() - t0
+
+        if opts.encoder_slack is not None and opts.method != "none":  # each group at the smallest grid its budget needs
+            from .encoder_plan import answer_budget_aware
+            token_ids, budgets, source, dominant, n_vis, _ = answer_budget_aware(self, frames, question, opts, weights,
+                                                                                 timings, on_token)
+            timings["end_to_end"] = time.perf_counter() - t_all
+            return Result(self.prompt.decode(token_ids), token_ids, timings, weights, budgets, source, dominant,
+                          (len(source), n_vis), frames, patches.grid_thw)
 
         t0 = time.perf_counter()
         vision = self.run_vision("primary", patches, opts.vision_chunk)
