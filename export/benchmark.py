@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from runtime import flops as F
+from runtime.encoder_plan import plan_group_grids
 from runtime.errors import ManifestError
 from runtime.manifest import load_manifest
 from runtime.memory_plan import REAL_MODELS
@@ -31,11 +32,16 @@ class Config:
     retention: float
     assistant: bool
     assistant_reduced: bool = False  # half the frames, a quarter of the pixels for the prior
+    attn: str | None = None  # eager rows: transformers attention for this row (None: the run's, sdpa by default)
+    variant: str = "fp32"  # runtime rows: which artifact folder (fp32, or a quantized one from `variants`)
+    encoder_slack: float | None = None  # budget-aware encoder resolution (runtime/encoder_plan.py)
+    assistant_scale: tuple[int, int] | None = None  # (frames divisor, pixels divisor) of the prior; overrides _reduced
 
 
 def default_configs() -> list[Config]:
     return [
         Config("eager full", "eager", "none", 1.0, False),
+        Config("eager full, eager attention", "eager", "none", 1.0, False, attn="eager"),
         Config("eager DyToK+VisionZip 25%", "eager", "visionzip", 0.25, True),
         Config("runtime full", "runtime", "none", 1.0, False),
         Config("runtime DyToK+VisionZip 50%", "runtime", "visionzip", 0.5, True),
@@ -47,6 +53,93 @@ def default_configs() -> list[Config]:
         Config("runtime DyToK+VisionZip 25%, assistant reduced", "runtime", "visionzip", 0.25, True, True),
         Config("runtime VisionZip 25%, no assistant", "runtime", "visionzip", 0.25, False),
     ]
+
+
+def variant_configs(variant: str, slack: float = 1.0, prior: tuple[int, int] = (2, 4)) -> list[Config]:
+    """Rows for one quantized CPU folder: full tokens, and DyToK+VisionZip with the cheap prior
+    (``prior`` = frames, pixels divisors) and budget-aware encoder resolution at ``slack``."""
+    tag = f"prior 1/{prior[0]} frames 1/{prior[1]} px"
+    return [
+        Config(f"runtime full [{variant}]", "runtime", "none", 1.0, False, variant=variant),
+        Config(f"runtime DyToK+VisionZip 25%, {tag} [{variant}]", "runtime", "visionzip", 0.25, True,
+               variant=variant, assistant_scale=prior),
+        Config(f"runtime DyToK+VisionZip 25%, {tag}, encoder slack {slack:g} [{variant}]", "runtime", "visionzip", 0.25,
+               True, variant=variant, encoder_slack=slack, assistant_scale=prior),
+        Config(f"runtime DyToK+VisionZip 10%, {tag}, encoder slack {slack:g} [{variant}]", "runtime", "visionzip", 0.1,
+               True, variant=variant, encoder_slack=slack, assistant_scale=prior),
+        Config(f"runtime VisionZip 25%, no assistant, encoder slack {slack:g} [{variant}]", "runtime", "visionzip", 0.25,
+               False, variant=variant, encoder_slack=slack),
+    ]
+
+
+# the CPU speed forms of calibration/ort_quant.py and the graphs each quantizes for the benchmark
+VARIANT_ROLES = {"dynamic-int8": ("primary_vision", "primary_llm", "assistant_vision", "assistant_prior"),
+                 "int4": ("primary_vision", "primary_llm", "assistant_vision", "assistant_prior")}
+
+
+def quantized_folder(folder: str, mode: str, log=print) -> str:
+    """``<folder>-<mode>``: the artifact folder quantized by ``mode`` (made if missing or stale)."""
+    from calibration.ort_quant import quantize_artifacts
+
+    if mode not in VARIANT_ROLES:
+        raise ManifestError(f"variant {mode!r}: expected one of {sorted(VARIANT_ROLES)}")
+    out = f"{folder.rstrip('/')}-{mode}"
+    try:
+        q = load_manifest(out, verify_hashes=False)
+        if q.data.get("quantization", {}).get("from") == os.path.abspath(folder):
+            return out
+    except (ManifestError, OSError):
+        pass
+    log(f"quantizing {folder} -> {out} ({mode})")
+    quantize_artifacts(folder, out, mode, roles=VARIANT_ROLES[mode], log=log)
+    return out
+
+
+def prior_scale(cfg: Config) -> tuple[int, int]:
+    """(frames divisor, pixels divisor) of the assistant's prior for a row."""
+    return cfg.assistant_scale or ((2, 4) if cfg.assistant_reduced else (1, 1))
+
+
+def accuracy_key(method: str, retention: float, assistant, variant: str = "fp32", encoder_slack=None) -> tuple:
+    """What joins a speed row with an accuracy row: method, retention, prior setting
+    ("none" or "frames/F pixels/P"), weights variant and encoder slack."""
+    return (method, round(float(retention), 4), str(assistant), variant or "fp32",
+            None if encoder_slack is None else round(float(encoder_slack), 4))
+
+
+def row_accuracy_key(row: dict) -> tuple:
+    if not row["assistant"] or row["method"] == "none":
+        prior = "none"
+    else:
+        f, p = row.get("assistant_scale") or ((2, 4) if row.get("assistant_reduced") else (1, 1))
+        prior = f"frames/{f} pixels/{p}"
+    return accuracy_key(row["method"], 1.0 if row["method"] == "none" else row["retention"], prior,
+                        row.get("variant", "fp32"), row.get("encoder_slack"))
+
+
+def join_accuracy(report: dict, accuracy_rows: list[dict]) -> int:
+    """Add ``accuracy`` (and its n, interval) to every speed row whose configuration has an
+    accuracy row; returns how many joined. Accuracy rows carry method, retention, assistant
+    ("none", "frames/F pixels/P", or true/false for full/none), variant, encoder_slack."""
+    table = {}
+    for a in accuracy_rows:
+        assistant = a.get("assistant", "none")
+        if assistant is True:
+            assistant = "frames/1 pixels/1"
+        elif assistant is False or a.get("method") == "none":
+            assistant = "none"
+        retention = 1.0 if a.get("method") == "none" else a["retention"]
+        table[accuracy_key(a["method"], retention, assistant, a.get("variant", "fp32"), a.get("encoder_slack"))] = a
+    joined = 0
+    for row in report["configs"]:
+        if "skipped" in row or row["backend"] != "runtime" and row["method"] != "none":
+            continue
+        hit = table.get(row_accuracy_key(row)) if row["backend"] == "runtime" else \
+            table.get(accuracy_key("none", 1.0, "none"))  # eager full tokens: the fp32 full-token accuracy
+        if hit:
+            row["accuracy"] = {k: hit[k] for k in ("accuracy", "n", "ci_low", "ci_high", "split") if k in hit}
+            joined += 1
+    return joined
 
 
 class TransformersFull:
@@ -107,12 +200,14 @@ def stage_flops(manifest, timings_kind: str, grid, kept: int, prompt_len: int, n
 def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, runs: int = 3, warmup: int = 1,
                   max_new_tokens: int = 16, max_pixels: int | None = None, min_pixels: int | None = None,
                   threads: int | None = None, device: str = "cpu", configs: list[Config] | None = None,
-                  runtime_backend: str = "auto", attn: str | None = None, log=print) -> dict:
+                  runtime_backend: str = "auto", attn: str | None = None, variants: dict[str, str] | None = None,
+                  log=print) -> dict:
     """``runtime_backend``: "onnxruntime", "tensorrt" (native engines from build_engines.py), "torch"
     (the pipeline on PyTorch engines, on ``device``) or "auto" (torch for --torch-only folders,
     else ONNX Runtime; on cuda, torch when ONNX Runtime has no CUDA provider). ``attn``:
-    transformers' attention for the eager rows (default: sdpa on cuda, eager on cpu, as in the
-    parity tests). Weights' dtype: the folder's (fp32 for ONNX)."""
+    transformers' attention for the eager rows (default: sdpa, transformers' own default, on CPU
+    and GPU; a row's ``attn`` overrides it). ``variants``: name -> artifact folder (quantized
+    copies) for rows with that ``variant``, on ONNX Runtime. Weights' dtype: the folder's."""
     import torch
 
     from .torch_engine import load_models, torch_pipeline
@@ -123,7 +218,7 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
         raise EngineError(f"runtime backend {runtime_backend!r}: expected one of {', '.join(RUNTIME_BACKENDS)}")
     if threads:
         torch.set_num_threads(threads)
-    attn = attn or ("sdpa" if device == "cuda" else "eager")
+    attn = attn or "sdpa"
     manifest = load_manifest(artifacts)
     skipped: dict[str, str] = {}  # backend -> why its rows did not run
     runtime = eager = hf_full = None
@@ -149,6 +244,12 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
                                     backend=runtime_backend)
         except (EngineError, ManifestError) as e:
             skipped["runtime"] = str(e)
+    pipes = {"fp32": runtime}
+    for name, folder in (variants or {}).items():
+        try:
+            pipes[name] = load_pipeline(folder, ("cuda",) if device == "cuda" else ("cpu",), threads)
+        except (EngineError, ManifestError) as e:
+            skipped[f"variant {name}"] = str(e)
     host = runtime or eager
     if host is None:
         raise EngineError(f"no backend can run: {skipped}")
@@ -157,28 +258,38 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
                    ignore_eos=True)
     results = []
     for cfg in configs or default_configs():
-        if cfg.backend in skipped:
-            results.append({**asdict(cfg), "skipped": skipped[cfg.backend]})
-            log(f"  {cfg.name}: skipped ({skipped[cfg.backend]})")
+        why = skipped.get(cfg.backend) or (skipped.get(f"variant {cfg.variant}") if cfg.backend == "runtime" else None)
+        if cfg.backend == "runtime" and not why and cfg.variant not in pipes:
+            why = f"no folder for variant {cfg.variant!r} (scripts/benchmark.py --variants)"
+        if why:
+            results.append({**asdict(cfg), "skipped": why})
+            log(f"  {cfg.name}: skipped ({why})")
             continue
+        f_div, p_div = prior_scale(cfg)
         opts = replace(base, method=cfg.method, retention=cfg.retention, assistant=cfg.assistant,
-                       assistant_num_frames=frames // 2 if cfg.assistant_reduced else None,
-                       assistant_max_pixels=(max_pixels or manifest.data["preprocess"]["max_pixels"]) // 4
-                       if cfg.assistant_reduced else None)
+                       assistant_num_frames=frames // f_div if f_div > 1 else None,
+                       assistant_max_pixels=(max_pixels or manifest.data["preprocess"]["max_pixels"]) // p_div
+                       if p_div > 1 else None, encoder_slack=cfg.encoder_slack)
+        row_attn = cfg.attn or attn
+        if cfg.backend == "eager" and row_attn != attn:
+            hf_full.model.set_attn_implementation(row_attn)
         samples = []
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         for i in range(warmup + runs):
             if cfg.backend == "eager" and cfg.method == "none":
                 t, visual, grid = hf_full.answer(clip, question, opts)
-                engine = f"transformers[{device}, {str(hf_full.model.dtype).removeprefix('torch.')}, {attn}]"
+                engine = f"transformers[{device}, {str(hf_full.model.dtype).removeprefix('torch.')}, {row_attn}]"
             else:
-                pipe = eager if cfg.backend == "eager" else runtime
+                pipe = eager if cfg.backend == "eager" else pipes[cfg.variant]
                 r = pipe.answer(clip, question, opts)
                 t, visual, grid = dict(r.timings), r.visual_tokens, r.grid_thw
+                budgets = r.budgets
                 engine = pipe.engines["primary_llm"].name
             if i >= warmup:
                 samples.append(t)
+        if cfg.backend == "eager" and row_attn != attn:
+            hf_full.model.set_attn_implementation(attn)
         med = {s: float(np.median([x[s] for x in samples])) for s in (*STAGES, "end_to_end")}
         med["ttft"] = sum(med[s] for s in STAGES if s != "decode")
         med["decode_tokens_per_s"] = float(np.median([x["decode_tokens"] / x["decode"] for x in samples]))
@@ -186,11 +297,15 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
         ids, _ = host.prompt.input_ids(question, total)
         a_grid, a_len = None, 0
         if cfg.assistant and cfg.method != "none":
-            a_frames = clip.frames[: frames // 2] if cfg.assistant_reduced else clip.frames
+            a_frames = clip.frames[: frames // f_div]
             a_cfg = host.preprocess_config("assistant", opts.assistant_max_pixels, min_pixels)
             a_grid = plan_grid(a_frames.shape[1], a_frames.shape[2], len(a_frames), a_cfg)
             a_len = len(ids) - total + a_grid[0] * a_grid[1] * a_grid[2] // 4
         flops = stage_flops(manifest, cfg.backend, grid, kept, len(ids), total, opts, a_grid, a_len)
+        if cfg.encoder_slack is not None and cfg.method != "none":  # each group at its own grid
+            full = (grid[1] // 2, grid[2] // 2)
+            flops["vision"] = sum(F.vision_flops(manifest.model("primary"), (1, 2 * a, 2 * b))
+                                  for a, b in plan_group_grids(full, budgets, cfg.encoder_slack).tolist())
         row = {**asdict(cfg), "engine": engine, "visual_tokens": kept, "visual_tokens_total": total, "ttft_s": med["ttft"],
                "e2e_s": med["end_to_end"], "decode_tokens_per_s": med["decode_tokens_per_s"],
                "stages_s": {s: med[s] for s in STAGES}, "flops": flops, "samples": samples,
@@ -201,7 +316,7 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
         log(f"  {cfg.name}: e2e {med['end_to_end']:.3f}s, ttft {med['ttft']:.3f}s, {kept}/{total} visual tokens")
     measured = [row for row in results if "skipped" not in row]
     best = max(f / row["stages_s"][s] for row in measured for s, f in row["flops"].items()
-               if s in ("vision", "prefill", "assistant") and row["stages_s"][s] > 0)
+               if s in ("vision", "prefill", "assistant") and row["stages_s"][s] > 0 and row.get("variant", "fp32") == "fp32")
     for row in measured:
         floor = sum(row["flops"].values()) / best
         row["floor_s"] = floor
@@ -231,8 +346,10 @@ def markdown_table(report: dict) -> str:
     measured = [r for r in rows if "skipped" not in r]
     base = next((r for r in measured if r["backend"] == "eager" and r["method"] == "none"), measured[0])
     gpu = any("peak_gpu_mb" in r for r in measured)
-    head = ["configuration", "engine", "visual tokens", "TTFT s", "end-to-end s", "speed-up vs eager full", "decode tok/s",
-            "assistant s", "vision s", "prefill s", "time / FLOPs floor"] + (["peak GPU MB"] if gpu else [])
+    acc = any("accuracy" in r for r in measured)
+    head = ["configuration", "engine", "visual tokens", "TTFT s", "end-to-end s", "speed-up vs eager full", "TTFT speed-up",
+            "decode tok/s", "assistant s", "vision s", "prefill s", "time / FLOPs floor"] + (["peak GPU MB"] if gpu else []) \
+        + (["needle accuracy % [95% CI] (n)"] if acc else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if "skipped" in r:
@@ -240,10 +357,15 @@ def markdown_table(report: dict) -> str:
             continue
         s = r["stages_s"]
         cells = [r["name"], r.get("engine", ""), f"{r['visual_tokens']}/{r['visual_tokens_total']}", f"{r['ttft_s']:.3f}",
-                 f"{r['e2e_s']:.3f}", f"{base['e2e_s'] / r['e2e_s']:.2f}x", f"{r['decode_tokens_per_s']:.1f}",
+                 f"{r['e2e_s']:.3f}", f"{base['e2e_s'] / r['e2e_s']:.2f}x", f"{base['ttft_s'] / r['ttft_s']:.2f}x",
+                 f"{r['decode_tokens_per_s']:.1f}",
                  f"{s['assistant']:.3f}", f"{s['vision']:.3f}", f"{s['prefill']:.3f}", f"{r['over_floor']:.2f}"]
         if gpu:
             cells.append(f"{r.get('peak_gpu_mb', 0):.0f}")
+        if acc:
+            a = r.get("accuracy")
+            cells.append("" if not a else f"{100 * a['accuracy']:.1f}" + (
+                f" [{100 * a['ci_low']:.1f}, {100 * a['ci_high']:.1f}]" if "ci_low" in a else "") + (f" ({a['n']})" if "n" in a else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
