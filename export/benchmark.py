@@ -201,7 +201,7 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
                   max_new_tokens: int = 16, max_pixels: int | None = None, min_pixels: int | None = None,
                   threads: int | None = None, device: str = "cpu", configs: list[Config] | None = None,
                   runtime_backend: str = "auto", attn: str | None = None, variants: dict[str, str] | None = None,
-                  log=print) -> dict:
+                  interleave: bool = True, log=print) -> dict:
     """``runtime_backend``: "onnxruntime", "tensorrt" (native engines from build_engines.py), "torch"
     (the pipeline on PyTorch engines, on ``device``) or "auto" (torch for --torch-only folders,
     else ONNX Runtime; on cuda, torch when ONNX Runtime has no CUDA provider). ``attn``:
@@ -256,43 +256,56 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
     clip = sample_video(video, num_frames=frames)
     base = Options(num_frames=frames, max_pixels=max_pixels, min_pixels=min_pixels, max_new_tokens=max_new_tokens,
                    ignore_eos=True)
-    results = []
-    for cfg in configs or default_configs():
+    configs = configs or default_configs()
+    results: list[dict | None] = [None] * len(configs)
+    plans = {}  # config index -> (opts, row attention)
+    for k, cfg in enumerate(configs):
         why = skipped.get(cfg.backend) or (skipped.get(f"variant {cfg.variant}") if cfg.backend == "runtime" else None)
         if cfg.backend == "runtime" and not why and cfg.variant not in pipes:
             why = f"no folder for variant {cfg.variant!r} (scripts/benchmark.py --variants)"
         if why:
-            results.append({**asdict(cfg), "skipped": why})
+            results[k] = {**asdict(cfg), "skipped": why}
             log(f"  {cfg.name}: skipped ({why})")
             continue
         f_div, p_div = prior_scale(cfg)
-        opts = replace(base, method=cfg.method, retention=cfg.retention, assistant=cfg.assistant,
-                       assistant_num_frames=frames // f_div if f_div > 1 else None,
-                       assistant_max_pixels=(max_pixels or manifest.data["preprocess"]["max_pixels"]) // p_div
-                       if p_div > 1 else None, encoder_slack=cfg.encoder_slack)
-        row_attn = cfg.attn or attn
-        if cfg.backend == "eager" and row_attn != attn:
-            hf_full.model.set_attn_implementation(row_attn)
-        samples = []
+        plans[k] = (replace(base, method=cfg.method, retention=cfg.retention, assistant=cfg.assistant,
+                            assistant_num_frames=frames // f_div if f_div > 1 else None,
+                            assistant_max_pixels=(max_pixels or manifest.data["preprocess"]["max_pixels"]) // p_div
+                            if p_div > 1 else None, encoder_slack=cfg.encoder_slack), cfg.attn or attn)
+    # interleaved: every round runs each configuration once, so a load change on a shared machine
+    # hits all rows alike; else each configuration's runs back to back
+    order = [(i, k) for i in range(warmup + runs) for k in plans] if interleave else \
+        [(i, k) for k in plans for i in range(warmup + runs)]
+    samples: dict[int, list] = {k: [] for k in plans}
+    last, peak = {}, {k: 0 for k in plans}
+    for i, k in order:
+        cfg, (opts, row_attn) = configs[k], plans[k]
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        for i in range(warmup + runs):
-            if cfg.backend == "eager" and cfg.method == "none":
+        if cfg.backend == "eager" and cfg.method == "none":
+            if row_attn != attn:
+                hf_full.model.set_attn_implementation(row_attn)
+            try:
                 t, visual, grid = hf_full.answer(clip, question, opts)
-                engine = f"transformers[{device}, {str(hf_full.model.dtype).removeprefix('torch.')}, {row_attn}]"
-            else:
-                pipe = eager if cfg.backend == "eager" else pipes[cfg.variant]
-                r = pipe.answer(clip, question, opts)
-                t, visual, grid = dict(r.timings), r.visual_tokens, r.grid_thw
-                budgets = r.budgets
-                engine = pipe.engines["primary_llm"].name
-            if i >= warmup:
-                samples.append(t)
-        if cfg.backend == "eager" and row_attn != attn:
-            hf_full.model.set_attn_implementation(attn)
-        med = {s: float(np.median([x[s] for x in samples])) for s in (*STAGES, "end_to_end")}
+            finally:
+                if row_attn != attn:
+                    hf_full.model.set_attn_implementation(attn)
+            last[k] = (visual, grid, None, f"transformers[{device}, {str(hf_full.model.dtype).removeprefix('torch.')}, {row_attn}]")
+        else:
+            pipe = eager if cfg.backend == "eager" else pipes[cfg.variant]
+            r = pipe.answer(clip, question, opts)
+            t = dict(r.timings)
+            last[k] = (r.visual_tokens, r.grid_thw, r.budgets, pipe.engines["primary_llm"].name)
+        if device == "cuda":
+            peak[k] = max(peak[k], torch.cuda.max_memory_allocated() / 2 ** 20)
+        if i >= warmup:
+            samples[k].append(t)
+    for k, (opts, _) in plans.items():
+        cfg, (visual, grid, budgets, engine) = configs[k], last[k]
+        f_div, _ = prior_scale(cfg)
+        med = {s: float(np.median([x[s] for x in samples[k]])) for s in (*STAGES, "end_to_end")}
         med["ttft"] = sum(med[s] for s in STAGES if s != "decode")
-        med["decode_tokens_per_s"] = float(np.median([x["decode_tokens"] / x["decode"] for x in samples]))
+        med["decode_tokens_per_s"] = float(np.median([x["decode_tokens"] / x["decode"] for x in samples[k]]))
         kept, total = visual
         ids, _ = host.prompt.input_ids(question, total)
         a_grid, a_len = None, 0
@@ -308,11 +321,11 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
                                   for a, b in plan_group_grids(full, budgets, cfg.encoder_slack).tolist())
         row = {**asdict(cfg), "engine": engine, "visual_tokens": kept, "visual_tokens_total": total, "ttft_s": med["ttft"],
                "e2e_s": med["end_to_end"], "decode_tokens_per_s": med["decode_tokens_per_s"],
-               "stages_s": {s: med[s] for s in STAGES}, "flops": flops, "samples": samples,
+               "stages_s": {s: med[s] for s in STAGES}, "flops": flops, "samples": samples[k],
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if device == "cuda":
-            row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
-        results.append(row)
+            row["peak_gpu_mb"] = peak[k]
+        results[k] = row
         log(f"  {cfg.name}: e2e {med['end_to_end']:.3f}s, ttft {med['ttft']:.3f}s, {kept}/{total} visual tokens")
     measured = [row for row in results if "skipped" not in row]
     best = max(f / row["stages_s"][s] for row in measured for s, f in row["flops"].items()
@@ -323,7 +336,7 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
         row["over_floor"] = row["e2e_s"] / floor
     return {"machine": machine_info(), "model": manifest.data["preset"], "assistant": manifest.data.get("assistant_preset"),
             "frames": frames, "runs": runs, "warmup": warmup, "max_new_tokens": max_new_tokens, "device": device,
-            "runtime_backend": runtime_backend, "attn": attn,
+            "runtime_backend": runtime_backend, "attn": attn, "interleaved": interleave,
             "llm_attention": manifest.graph("primary_llm").get("attention", "plain") if runtime_backend != "torch" else "torch",
             "best_throughput_flops_per_s": best, "model_config": manifest.data["models"], "configs": results}
 

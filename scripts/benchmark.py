@@ -42,6 +42,8 @@ def main() -> int:
     ap.add_argument("--prior", default="2,4", help="frames,pixels divisors of the cheap prior in the --variants rows")
     ap.add_argument("--accuracy", help="JSON rows from scripts/evaluate.py (method, retention, assistant, variant, "
                                        "encoder_slack, accuracy): printed beside each matching speed row")
+    ap.add_argument("--sequential", action="store_true", help="each configuration's runs back to back (default: "
+                                                               "interleaved rounds, fairer on a shared machine)")
     ap.add_argument("--json")
     ap.add_argument("--plot")
     ap.add_argument("--project", choices=["7b"])
@@ -73,6 +75,7 @@ def main() -> int:
         report = B.run_benchmark(folder, video, args.question, args.frames, args.runs, args.warmup, args.max_new_tokens,
                                  args.max_pixels, args.min_pixels, args.threads, args.device, configs=configs,
                                  runtime_backend=args.runtime_backend, attn=args.attn, variants=variants,
+                                 interleave=not args.sequential,
                                  log=lambda s: print(s, file=sys.stderr))
         if args.accuracy:
             import json
