@@ -3,6 +3,7 @@ process: per-stage medians after warm-up, peak memory, FLOPs floor, projections.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import resource
@@ -12,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from runtime import flops as F
-from runtime.encoder_plan import plan_group_grids
+from runtime.encoder_plan import group_grid, plan_group_grids
 from runtime.errors import ManifestError
 from runtime.manifest import load_manifest
 from runtime.memory_plan import REAL_MODELS
@@ -410,10 +411,15 @@ def plot(report: dict, path: str) -> None:
 REAL = {"7b": REAL_MODELS["qwen2.5-vl-7b"], "3b": dict(REAL_MODELS["qwen2.5-vl-3b"], prior_layers=list(range(24, 36)))}
 
 
-def project_7b(report: dict, frames: int = 32, side: int = 448, text_tokens: int = 40, new_tokens: int = 64) -> str:
+def project_7b(report: dict, frames: int = 32, side: int = 448, text_tokens: int = 40, new_tokens: int = 64,
+               variant: str = "fp32") -> str:
     """FLOPs-based PROJECTION for Qwen2.5-VL-7B with a 3B assistant, using the best measured
-    throughput per stage kind of the runtime rows. Not a measurement."""
-    rows = [r for r in report["configs"] if r["backend"] == "runtime" and "skipped" not in r]
+    throughput per stage kind of the runtime rows of ``variant``. Not a measurement. The
+    encoder-slack scenario assumes uniform budgets (every group at the same reduced grid)."""
+    rows = [r for r in report["configs"] if r["backend"] == "runtime" and "skipped" not in r
+            and r.get("variant", "fp32") == variant]
+    if not rows:
+        return f"PROJECTION: no measured runtime rows of variant {variant!r}"
     rate = {}
     for kind in ("vision", "prefill", "decode", "assistant"):
         vals = [r["flops"][kind] / r["stages_s"][kind] for r in rows if kind in r["flops"] and r["stages_s"][kind] > 0]
@@ -424,8 +430,11 @@ def project_7b(report: dict, frames: int = 32, side: int = 448, text_tokens: int
     pm, am = REAL["7b"], REAL["3b"]
     scenarios = [("full tokens", 1.0, None), ("DyToK 25%, assistant full resolution", 0.25, (grid, total)),
                  ("DyToK 25%, assistant 1/4 pixels, half frames", 0.25, ((grid[0] // 2, g // 2, g // 2), total // 8)),
-                 ("VisionZip 25%, no assistant", 0.25, None)]
-    lines = [f"PROJECTION (FLOPs / measured runtime throughput; not measured): Qwen2.5-VL-7B + 3B assistant, "
+                 ("VisionZip 25%, no assistant", 0.25, None),
+                 ("DyToK 25%, assistant 1/4 pixels, half frames, encoder slack 1", 0.25,
+                  ((grid[0] // 2, g // 2, g // 2), total // 8))]
+    small = group_grid((g // 2, g // 2), math.ceil(total // grid[0] * 0.25))
+    lines = [f"PROJECTION [{variant}] (FLOPs / measured runtime throughput; not measured): Qwen2.5-VL-7B + 3B assistant, "
              f"{frames} frames at {side}x{side} ({total} visual tokens), {new_tokens} new tokens",
              "| scenario | assistant s | vision s | prefill s | decode s | total s |", "|---|---|---|---|---|---|"]
     for name, r, assist in scenarios:
@@ -435,6 +444,8 @@ def project_7b(report: dict, frames: int = 32, side: int = 448, text_tokens: int
             a_grid, a_vis = assist
             a = (F.vision_flops(am, a_grid) + F.prior_flops(am, a_vis + text_tokens)) / rate["assistant"]
         v = F.vision_flops(pm, grid) / rate["vision"]
+        if "encoder slack" in name:
+            v = grid[0] * F.vision_flops(pm, (1, 2 * small[0], 2 * small[1])) / rate["vision"]
         p = F.llm_flops(pm, kept + text_tokens) / rate["prefill"]
         d = F.decode_flops(pm, kept + text_tokens, new_tokens) / rate["decode"]
         lines.append(f"| {name} | {a:.1f} | {v:.1f} | {p:.1f} | {d:.1f} | {a + v + p + d:.1f} |")

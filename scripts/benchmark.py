@@ -44,6 +44,7 @@ def main() -> int:
                                        "encoder_slack, accuracy): printed beside each matching speed row")
     ap.add_argument("--sequential", action="store_true", help="each configuration's runs back to back (default: "
                                                                "interleaved rounds, fairer on a shared machine)")
+    ap.add_argument("--only", help="regular expression: run only the configurations whose name matches")
     ap.add_argument("--json")
     ap.add_argument("--plot")
     ap.add_argument("--project", choices=["7b"])
@@ -72,6 +73,9 @@ def main() -> int:
             configs += B.variant_configs(mode, args.encoder_slack, prior)
         if args.variants:  # fp32 with the same cheap prior and encoder resolution, for the lossless comparison
             configs += B.variant_configs("fp32", args.encoder_slack, prior)[1:]
+        if args.only:
+            import re
+            configs = [c for c in configs if re.search(args.only, c.name)]
         report = B.run_benchmark(folder, video, args.question, args.frames, args.runs, args.warmup, args.max_new_tokens,
                                  args.max_pixels, args.min_pixels, args.threads, args.device, configs=configs,
                                  runtime_backend=args.runtime_backend, attn=args.attn, variants=variants,
@@ -95,7 +99,9 @@ def main() -> int:
     print(B.markdown_table(report))
     if args.project:
         print()
-        print(B.project_7b(report))
+        for variant in dict.fromkeys(r.get("variant", "fp32") for r in report["configs"] if r["backend"] == "runtime"):
+            print(B.project_7b(report, variant=variant))
+            print()
     if args.json:
         B.write_json(report, args.json)
     if args.plot:
