@@ -121,10 +121,12 @@ def row_accuracy_key(row: dict) -> tuple:
 def join_accuracy(report: dict, accuracy_rows: list[dict]) -> int:
     """Add ``accuracy`` (and its n, interval) to every speed row whose configuration has an
     accuracy row; returns how many joined. Accuracy rows carry method, retention, assistant
-    ("none", "frames/F pixels/P", or true/false for full/none), variant, encoder_slack."""
+    ("none", "full", "reduced" as scripts/evaluate.py writes them, "frames/F pixels/P", or
+    true/false), and optionally variant and encoder_slack."""
     table = {}
     for a in accuracy_rows:
         assistant = a.get("assistant", "none")
+        assistant = {"full": True, "reduced": "frames/2 pixels/4"}.get(assistant, assistant)  # scripts/evaluate.py's names
         if assistant is True:
             assistant = "frames/1 pixels/1"
         elif assistant is False or a.get("method") == "none":

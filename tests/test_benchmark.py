@@ -114,6 +114,7 @@ def test_variant_rows_and_accuracy_join(tiny_artifacts, video_path, tmp_path):
     slack = rows[3]
     assert slack["visual_tokens"] < slack["visual_tokens_total"] and slack["flops"]["vision"] < rows[2]["flops"]["vision"]
     acc = [{"method": "none", "retention": 1.0, "assistant": "none", "accuracy": 0.9, "n": 300},
+           {"method": "visionzip", "retention": 0.25, "assistant": "reduced", "accuracy": 0.7, "n": 300},
            {"method": "visionzip", "retention": 0.25, "assistant": "frames/2 pixels/4", "variant": "dynamic-int8",
             "encoder_slack": 1.0, "accuracy": 0.8, "n": 300, "ci_low": 0.75, "ci_high": 0.85}]
     assert B.join_accuracy(report, acc) == 2
