@@ -112,6 +112,21 @@ def gemm_to_matmul(model) -> int:
     return count
 
 
+def load_graph(src: str):
+    """``onnx.load`` with external data. onnx refuses a data file with several hard links (other
+    quantized folders link the graphs they leave alone), so such a graph is read from a copy."""
+    import onnx
+
+    data = [os.path.join(os.path.dirname(src), f) for f in os.listdir(os.path.dirname(src) or ".")
+            if f.startswith(os.path.basename(src)) and f != os.path.basename(src)]
+    if all(os.stat(f).st_nlink == 1 for f in data) and os.stat(src).st_nlink == 1:
+        return onnx.load(src)
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in [src, *data]:
+            shutil.copyfile(f, os.path.join(tmp, os.path.basename(f)))
+        return onnx.load(os.path.join(tmp, os.path.basename(src)))
+
+
 def quantize_dynamic_graph(src: str, dst: str) -> None:
     """Dynamic int8 (per-channel signed weights) on the weight MatMuls; works in a temp folder,
     because ``quantize_dynamic`` writes helper files beside its input."""
@@ -121,7 +136,7 @@ def quantize_dynamic_graph(src: str, dst: str) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger().setLevel(logging.WARNING)
-    model = onnx.load(src)
+    model = load_graph(src)
     gemm_to_matmul(model)
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(dst))) as work:
         mid = os.path.join(work, "in.onnx")
@@ -140,7 +155,7 @@ def quantize_int4_graph(src: str, dst: str, block_size: int = 128) -> None:
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # a line per node
 
     config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4)
-    model = onnx.load(src)
+    model = load_graph(src)
     gemm_to_matmul(model)  # vision graphs: their linear layers are Gemms
     quantizer = MatMulNBitsQuantizer(model, block_size=block_size, is_symmetric=True, accuracy_level=4,
                                      algo_config=config)
