@@ -20,7 +20,7 @@ from .errors import BudgetError, PromptError
 from .manifest import Manifest, load_manifest
 from .positions import gather_positions, kept_sequence_indices, mrope_positions, next_position
 from .prefill import DEFAULT_CHUNK, prior_attention, run_chunked
-from .preprocess import PreprocessConfig, VideoPatches, preprocess_video
+from .preprocess import PreprocessConfig, VideoPatches, plan_grid, preprocess_video
 from .prompt import PromptBuilder, StreamDecoder
 from .specs_kv import kv_input_names
 from .video import SampledFrames, sample_video
@@ -54,6 +54,7 @@ class Options:
     fit: str = "off"  # "auto": lower frames/pixels until the run fits the context and the memory budget
     dycoke_kv: bool = False  # DyCoke's decode-time KV pruning (needs the split LLM, runtime/llm_split.py)
     kv_prune_ratio: float = 0.8  # DyCoke's p: share of the visual KV rows layers >= L drop per step
+    encoder_slack: float | None = None  # budget-aware encoder resolution (runtime/encoder_plan.py); None: off
 
 
 def reduced_assistant(opts: Options, num_frames: int, manifest_max_pixels: int) -> Options:
@@ -215,7 +216,11 @@ class Pipeline:
         frames, opts = admit(self, frames, question, opts)  # context and memory, before any engine runs
 
         t0 = time.perf_counter()
-        patches = preprocess_video(frames.frames, self.preprocess_config("primary", opts.max_pixels, opts.min_pixels))
+        cfg = self.preprocess_config("primary", opts.max_pixels, opts.min_pixels)
+        if opts.encoder_slack is not None and opts.method != "none":  # groups are preprocessed at their own grids later
+            patches = VideoPatches(None, plan_grid(*frames.frames.shape[1:3], len(frames.frames), cfg), (0, 0))
+        else:
+            patches = preprocess_video(frames.frames, cfg)
         ids, pos, start, n_vis = self.sequence("primary", question, patches, 2 / frames.sampled_fps)
         model = self.m.model("primary")
         if len(ids) - n_vis + opts.max_new_tokens > model["context_length"]:
@@ -231,6 +236,14 @@ class Pipeline:
             weights, _ = self.frame_prior(question, frames, opts)
             weights = self.map_weights(weights, groups)
         timings["assistant"] = time.perf_counter() - t0
+
+        if opts.encoder_slack is not None and opts.method != "none":  # each group at the smallest grid its budget needs
+            from .encoder_plan import answer_budget_aware
+            token_ids, budgets, source, dominant, n_vis, _ = answer_budget_aware(self, frames, question, opts, weights,
+                                                                                 timings, on_token)
+            timings["end_to_end"] = time.perf_counter() - t_all
+            return Result(self.prompt.decode(token_ids), token_ids, timings, weights, budgets, source, dominant,
+                          (len(source), n_vis), frames, patches.grid_thw)
 
         t0 = time.perf_counter()
         vision = self.run_vision("primary", patches, opts.vision_chunk)
