@@ -130,3 +130,18 @@ def test_fastv_and_evs_rows(needle_artifacts, tmp_path):
     assert len(rows) == 4 and all(r["n"] == 3 for r in rows)
     for r in rows:
         assert 0 < r["kept_tokens"] < r["total_tokens"]  # FastV: the tokens layers >= K see
+
+
+def test_encoder_slack_rows_go_through_the_pipeline(needle_artifacts):
+    """With encoder_slack the evaluator runs Pipeline.answer per config; a slack that keeps every
+    group at full size gives the shared-stage scorer's tokens, kept counts and hit rates."""
+    from evaluation.evaluate import score_video, score_video_answer
+
+    pipe = load_pipeline(needle_artifacts)
+    configs = grid(methods=("visionzip", "none"), retentions=(0.25,), assistants=("full", "none"))
+    for v in split_videos(2):
+        shared = score_video(pipe, v, configs, Options())
+        direct = score_video_answer(pipe, v, configs, Options(encoder_slack=1e6))
+        for a, b in zip(shared, direct):
+            assert (a["token"], a["kept"], a["total"]) == (b["token"], b["kept"], b["total"])
+            assert abs(a["hit"] - b["hit"]) < 1e-9
