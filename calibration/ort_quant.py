@@ -19,7 +19,6 @@ hard-linked, the manifest's hashes updated and a ``quantization`` record added.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -27,7 +26,7 @@ import tempfile
 import numpy as np
 
 from runtime.errors import ManifestError
-from runtime.manifest import MANIFEST_NAME, Manifest, link_or_copy, load_manifest, sha256_file
+from runtime.manifest import Manifest, load_manifest, write_derived_folder
 
 from .dataset import CalibrationSet, common_shape_files
 
@@ -177,46 +176,21 @@ def quantize_artifacts(artifacts: str, out: str, mode: str, calibration: str | N
     if mode not in NO_CALIBRATION and calibration is None:
         raise ManifestError(f"{mode} needs a calibration set (scripts/calibrate.py collect)")
     calib = CalibrationSet(calibration) if mode not in NO_CALIBRATION else None
-    parent = os.path.dirname(os.path.abspath(out)) or "."
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}-", dir=parent)
-    try:
-        data = json.loads(json.dumps(manifest.data))
-        data.pop("engines", None)  # engines belong to the graphs they were built from
-        names = {data["tokenizer"]["file"], *(m["embeddings"]["file"] for m in data["models"].values())}
-        for role, entry in data["graphs"].items():
-            if role not in roles:
-                names.update(f for f in (entry["file"], entry.get("data_file")) if f)
-        for name in names:
-            link_or_copy(manifest.path(name), os.path.join(tmp, name))
-        for role in roles:
-            entry = data["graphs"][role]
-            src, dst = manifest.onnx_path(role), os.path.join(tmp, entry["file"])
-            log(f"quantizing {role} ({mode})")
-            if mode == "int4":
-                quantize_int4_graph(src, dst, block_size)
-            elif mode == "dynamic-int8":
-                quantize_dynamic_graph(src, dst)
-            else:
-                reader = FeedsReader(calib, role, [i["name"] for i in entry["inputs"]], one_shape=mode == "fp8")
-                quantize_static_graph(src, dst, reader, fp8=mode == "fp8")
-            entry["sha256"] = sha256_file(dst)
-            data_file = entry["file"] + ".data"
-            entry.pop("data_file", None), entry.pop("data_sha256", None)
-            if os.path.isfile(os.path.join(tmp, data_file)):
-                entry.update(data_file=data_file, data_sha256=sha256_file(os.path.join(tmp, data_file)))
-            entry["source_key"] = f"{entry.get('source_key', '')}+{mode}"
-        data["quantization"] = {"mode": mode, "roles": list(roles), "block_size": block_size if mode == "int4" else None,
-                                "calibration": os.path.abspath(calibration) if calibration else None,
-                                "from": os.path.abspath(artifacts)}
-        json.dump(data, open(os.path.join(tmp, MANIFEST_NAME), "w"), indent=1)
-        load_manifest(tmp)  # the new folder must validate before it replaces anything
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return load_manifest(out)
+
+    def convert(role: str, src: str, dst: str) -> None:
+        log(f"quantizing {role} ({mode})")
+        if mode == "int4":
+            quantize_int4_graph(src, dst, block_size)
+        elif mode == "dynamic-int8":
+            quantize_dynamic_graph(src, dst)
+        else:
+            inputs = [i["name"] for i in manifest.graph(role)["inputs"]]
+            quantize_static_graph(src, dst, FeedsReader(calib, role, inputs, one_shape=mode == "fp8"), fp8=mode == "fp8")
+
+    return write_derived_folder(manifest, out, roles, convert, mode, (
+        "quantization", {"mode": mode, "roles": list(roles), "block_size": block_size if mode == "int4" else None,
+                         "calibration": os.path.abspath(calibration) if calibration else None,
+                         "from": os.path.abspath(artifacts)}))
 
 
 def graph_bytes(manifest: Manifest, role: str) -> int:

@@ -74,6 +74,47 @@ class Manifest:
     def tokens(self) -> dict:
         return self.data["tokens"]
 
+def write_derived_folder(manifest: Manifest, out: str, roles, convert, suffix: str, record: tuple[str, dict]) -> Manifest:
+    """``out``: a copy of ``manifest``'s folder in which ``convert(role, src, dst)`` rewrites the
+    graph of each of ``roles`` (quantization, half precision). The other files are hard-linked,
+    engine records dropped (engines belong to the graphs they were built from), each rewritten
+    graph's hashes updated and ``+suffix`` added to its source key, and ``record`` = (manifest key,
+    value) added. Written under a temp name, validated, then renamed over ``out``."""
+    import tempfile
+
+    parent = os.path.dirname(os.path.abspath(out)) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}-", dir=parent)
+    try:
+        data = json.loads(json.dumps(manifest.data))
+        data.pop("engines", None)
+        names = {data["tokenizer"]["file"], *(m["embeddings"]["file"] for m in data["models"].values())}
+        for role, entry in data["graphs"].items():
+            if role not in roles:
+                names.update(f for f in (entry["file"], entry.get("data_file")) if f)
+        for name in names:
+            link_or_copy(manifest.path(name), os.path.join(tmp, name))
+        for role in roles:
+            entry = data["graphs"][role]
+            dst = os.path.join(tmp, entry["file"])
+            convert(role, manifest.onnx_path(role), dst)
+            entry["sha256"] = sha256_file(dst)
+            entry.pop("data_file", None), entry.pop("data_sha256", None)
+            if os.path.isfile(dst + ".data"):
+                entry.update(data_file=entry["file"] + ".data", data_sha256=sha256_file(dst + ".data"))
+            entry["source_key"] = f"{entry.get('source_key', '')}+{suffix}"
+        data[record[0]] = record[1]
+        with open(os.path.join(tmp, MANIFEST_NAME), "w") as f:
+            json.dump(data, f, indent=1)
+        load_manifest(tmp)  # the new folder must validate before it replaces anything
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_manifest(out)
+
+
 
 def _check_file(folder: str, entry: dict, what: str, verify: bool, file_key: str = "file", hash_key: str = "sha256"):
     path = os.path.join(folder, entry[file_key])
