@@ -7,13 +7,18 @@
   weight matmuls; activations stay fp32. ORT CPU/CUDA only (a contrib op, not for TensorRT).
 - ``fp8``: static QDQ in float8 e4m3 (opset 19+), for TensorRT on Ada/Hopper; ORT's CPU has no
   fp8 MatMul, so it is built here and measured on the GPU.
+- ``dynamic-int8``: the CPU speed form. Per-channel signed int8 weights, activations quantized
+  per call (``quantize_dynamic`` -> ``MatMulInteger`` / ``DynamicQuantizeMatMul``), no
+  calibration. Weight ``Gemm`` nodes become ``MatMul`` + ``Add`` first (ORT's dynamic quantizer
+  mis-shapes ``transB`` Gemms). Not for TensorRT.
+
+``int4`` applies to vision graphs too (their Gemms are rewritten to MatMul first).
 
 The output folder is a complete artifact folder: graphs replaced, tokenizer and embeddings
 hard-linked, the manifest's hashes updated and a ``quantization`` record added.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -21,12 +26,14 @@ import tempfile
 import numpy as np
 
 from runtime.errors import ManifestError
-from runtime.manifest import MANIFEST_NAME, Manifest, link_or_copy, load_manifest, sha256_file
+from runtime.manifest import Manifest, load_manifest, write_derived_folder
 
 from .dataset import CalibrationSet, common_shape_files
 
-MODES = ("int8", "int4", "fp8")
-DEFAULT_ROLES = {"int8": ("primary_vision", "primary_llm"), "int4": ("primary_llm",), "fp8": ("primary_vision", "primary_llm")}
+MODES = ("int8", "int4", "fp8", "dynamic-int8")
+DEFAULT_ROLES = {"int8": ("primary_vision", "primary_llm"), "int4": ("primary_llm",), "fp8": ("primary_vision", "primary_llm"),
+                 "dynamic-int8": ("primary_vision", "primary_llm", "assistant_vision", "assistant_prior")}
+NO_CALIBRATION = ("int4", "dynamic-int8")
 
 
 class FeedsReader:
@@ -65,6 +72,79 @@ def quantize_static_graph(src: str, dst: str, reader: FeedsReader, fp8: bool = F
                                    "MatMulConstBOnly": True})  # activation x activation matmuls (attention) stay fp32
 
 
+def gemm_to_matmul(model) -> int:
+    """Rewrite every ``Gemm`` whose B is an initializer (alpha = beta = 1, no transA) as
+    ``MatMul`` (+ ``Add`` of C), transposing B for ``transB``; clears stale ``value_info``.
+    In place; returns the number rewritten. Exact up to float summation order."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    nodes, count = [], 0
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (node.op_type != "Gemm" or node.input[1] not in inits or attrs.get("transA", 0)
+                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+            nodes.append(node)
+            continue
+        b = numpy_helper.to_array(inits[node.input[1]])
+        if attrs.get("transB", 0):
+            b = np.ascontiguousarray(b.T)
+        weight = numpy_helper.from_array(b, node.input[1] + "_mm")
+        graph.initializer.append(weight)
+        has_c = len(node.input) > 2 and node.input[2]
+        mm_out = node.output[0] + "_mm" if has_c else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], weight.name], [mm_out], name=(node.name or "gemm") + "_mm"))
+        if has_c:
+            nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]], name=(node.name or "gemm") + "_bias"))
+        count += 1
+    if count:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        used = {n for node in graph.node for n in node.input}
+        keep = [i for i in graph.initializer if i.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+        del graph.value_info[:]
+        onnx.checker.check_model(model) if model.ByteSize() < 2 ** 31 else None
+    return count
+
+
+def load_graph(src: str):
+    """``onnx.load`` with external data. onnx refuses a data file with several hard links (other
+    quantized folders link the graphs they leave alone), so such a graph is read from a copy."""
+    import onnx
+
+    data = [os.path.join(os.path.dirname(src), f) for f in os.listdir(os.path.dirname(src) or ".")
+            if f.startswith(os.path.basename(src)) and f != os.path.basename(src)]
+    if all(os.stat(f).st_nlink == 1 for f in data) and os.stat(src).st_nlink == 1:
+        return onnx.load(src)
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in [src, *data]:
+            shutil.copyfile(f, os.path.join(tmp, os.path.basename(f)))
+        return onnx.load(os.path.join(tmp, os.path.basename(src)))
+
+
+def quantize_dynamic_graph(src: str, dst: str) -> None:
+    """Dynamic int8 (per-channel signed weights) on the weight MatMuls; works in a temp folder,
+    because ``quantize_dynamic`` writes helper files beside its input."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(logging.WARNING)
+    model = load_graph(src)
+    gemm_to_matmul(model)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(dst))) as work:
+        mid = os.path.join(work, "in.onnx")
+        onnx.save(model, mid, save_as_external_data=True, location="in.onnx.data")
+        del model
+        quantize_dynamic(mid, dst, op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
+                         use_external_data_format=True, extra_options={"MatMulConstBOnly": True})
+
+
 def quantize_int4_graph(src: str, dst: str, block_size: int = 128) -> None:
     import logging
 
@@ -74,7 +154,9 @@ def quantize_int4_graph(src: str, dst: str, block_size: int = 128) -> None:
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # a line per node
 
     config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4)
-    quantizer = MatMulNBitsQuantizer(onnx.load(src), block_size=block_size, is_symmetric=True, accuracy_level=4,
+    model = load_graph(src)
+    gemm_to_matmul(model)  # vision graphs: their linear layers are Gemms
+    quantizer = MatMulNBitsQuantizer(model, block_size=block_size, is_symmetric=True, accuracy_level=4,
                                      algo_config=config)
     quantizer.process()
     quantizer.model.save_model_to_file(dst, use_external_data_format=True)
@@ -91,47 +173,24 @@ def quantize_artifacts(artifacts: str, out: str, mode: str, calibration: str | N
     missing = [r for r in roles if r not in manifest.data["graphs"]]
     if missing:
         raise ManifestError(f"{artifacts}: no graphs {missing} to quantize")
-    if mode != "int4" and calibration is None:
+    if mode not in NO_CALIBRATION and calibration is None:
         raise ManifestError(f"{mode} needs a calibration set (scripts/calibrate.py collect)")
-    calib = CalibrationSet(calibration) if mode != "int4" else None
-    parent = os.path.dirname(os.path.abspath(out)) or "."
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}-", dir=parent)
-    try:
-        data = json.loads(json.dumps(manifest.data))
-        data.pop("engines", None)  # engines belong to the graphs they were built from
-        names = {data["tokenizer"]["file"], *(m["embeddings"]["file"] for m in data["models"].values())}
-        for role, entry in data["graphs"].items():
-            if role not in roles:
-                names.update(f for f in (entry["file"], entry.get("data_file")) if f)
-        for name in names:
-            link_or_copy(manifest.path(name), os.path.join(tmp, name))
-        for role in roles:
-            entry = data["graphs"][role]
-            src, dst = manifest.onnx_path(role), os.path.join(tmp, entry["file"])
-            log(f"quantizing {role} ({mode})")
-            if mode == "int4":
-                quantize_int4_graph(src, dst, block_size)
-            else:
-                reader = FeedsReader(calib, role, [i["name"] for i in entry["inputs"]], one_shape=mode == "fp8")
-                quantize_static_graph(src, dst, reader, fp8=mode == "fp8")
-            entry["sha256"] = sha256_file(dst)
-            data_file = entry["file"] + ".data"
-            entry.pop("data_file", None), entry.pop("data_sha256", None)
-            if os.path.isfile(os.path.join(tmp, data_file)):
-                entry.update(data_file=data_file, data_sha256=sha256_file(os.path.join(tmp, data_file)))
-            entry["source_key"] = f"{entry.get('source_key', '')}+{mode}"
-        data["quantization"] = {"mode": mode, "roles": list(roles), "block_size": block_size if mode == "int4" else None,
-                                "calibration": os.path.abspath(calibration) if calibration else None,
-                                "from": os.path.abspath(artifacts)}
-        json.dump(data, open(os.path.join(tmp, MANIFEST_NAME), "w"), indent=1)
-        load_manifest(tmp)  # the new folder must validate before it replaces anything
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return load_manifest(out)
+    calib = CalibrationSet(calibration) if mode not in NO_CALIBRATION else None
+
+    def convert(role: str, src: str, dst: str) -> None:
+        log(f"quantizing {role} ({mode})")
+        if mode == "int4":
+            quantize_int4_graph(src, dst, block_size)
+        elif mode == "dynamic-int8":
+            quantize_dynamic_graph(src, dst)
+        else:
+            inputs = [i["name"] for i in manifest.graph(role)["inputs"]]
+            quantize_static_graph(src, dst, FeedsReader(calib, role, inputs, one_shape=mode == "fp8"), fp8=mode == "fp8")
+
+    return write_derived_folder(manifest, out, roles, convert, mode, (
+        "quantization", {"mode": mode, "roles": list(roles), "block_size": block_size if mode == "int4" else None,
+                         "calibration": os.path.abspath(calibration) if calibration else None,
+                         "from": os.path.abspath(artifacts)}))
 
 
 def graph_bytes(manifest: Manifest, role: str) -> int:

@@ -9,7 +9,10 @@ visual tokens that lie in the temporal groups holding the answer.
 Methods are the pipeline's (``--method`` of infer.py); ``assistant`` is "full" (DyToK prior at the
 primary's frames and pixels), "reduced" (half the frames, a quarter of the pixels:
 ``runtime.pipeline.reduced_assistant``) or "none" (uniform budgets). DyCoke's TTM takes no
-budgets, so its rows do not depend on the assistant.
+budgets, so its rows do not depend on the assistant. FastV prunes inside the LLM, on the split
+graphs of a folder exported with ``--fastv-layer`` (``runtime/llm_split.py``); its hit rate counts
+the visual tokens layers >= K see. EVS without the assistant is vLLM's global rule, with it
+DyToK+EVS.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 
 from runtime import compression as C
+from runtime import llm_split
 from runtime.errors import DyTokError
 from runtime.pipeline import METHODS, Options, Pipeline, reduced_assistant
 from runtime.positions import gather_positions, kept_sequence_indices, next_position
@@ -33,7 +37,7 @@ from .needle import FAMILY_ORDER, NeedleVideo, make_video, split_seed
 RETENTIONS = (1.0, 0.5, 0.25, 0.1, 0.05)
 ASSISTANTS = ("full", "reduced", "none")
 BUDGET_METHODS = ("visionzip", "uniform", "dycoke", "dyntok")
-NO_ASSISTANT_METHODS = ("visionzip", "uniform")
+NO_ASSISTANT_METHODS = ("visionzip", "uniform", "fastv", "evs")
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,8 @@ class Config:
         if self.method == "none":
             return "none (all tokens)"
         prefix = {"full": "DyToK+", "reduced": "DyToK(reduced)+", "none": ""}[self.assistant]
-        name = {"visionzip": "VisionZip", "uniform": "uniform", "dycoke": "DyCoke", "dyntok": "DynTok"}[self.method]
+        name = {"visionzip": "VisionZip", "uniform": "uniform", "dycoke": "DyCoke", "dyntok": "DynTok", "fastv": "FastV",
+                "evs": "EVS"}[self.method]
         return prefix + name + ("" if self.assistant != "none" else " (no assistant)")
 
 
@@ -136,12 +141,20 @@ def score_video(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base:
             budgets = C.allocate_budgets(weights, budget, min(cap, per_group))
         else:
             budgets = C.uniform_budgets(groups, min(budget, cap))
-        kept, source, _ = pipe.compress(vision, groups, budgets, opts, patches.grid_thw[2] // 2)
+        kept, source, _ = pipe.compress(vision, groups, budgets, opts, patches.grid_thw[2] // 2, weights is not None)
         order = np.argsort(source, kind="stable")
         kept, source = kept[order], source[order]
         keep = kept_sequence_indices(len(ids), start, n_vis, source)
         embeds = np.asarray(table[ids[keep]], np.float32)
         embeds[start:start + len(source)] = kept
+        split = llm_split.plan(opts, start, len(source), budgets, weights is not None)  # FastV: pruned inside the LLM
+        if split:
+            token = split.generate(pipe, embeds, gather_positions(pos, keep), next_position(pos), opts, None, {})[0]
+            source = split.kept_visual if split.kept_visual is not None else source
+            out.append({"correct": token == answer_id, "hit": float(needle[source // per_group].mean()),
+                        "kept": len(source), "total": n_vis, "token": int(token),
+                        "prior_share": float(weights[needle].sum()) if weights is not None else float(needle.mean())})
+            continue
         key = hashlib.sha1(source.tobytes() + np.ascontiguousarray(kept, np.float32).tobytes()).digest()
         if key not in answers:
             answers[key] = pipe.generate(embeds, gather_positions(pos, keep), next_position(pos), opts, None, {})[0]
@@ -149,6 +162,30 @@ def score_video(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base:
         out.append({"correct": token == answer_id, "hit": float(needle[source // per_group].mean()),
                     "kept": len(source), "total": n_vis, "token": int(token),
                     "prior_share": float(weights[needle].sum()) if weights is not None else float(needle.mean())})
+    return out
+
+
+def score_video_answer(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base: Options) -> list[dict]:
+    """One video through every config with the real ``Pipeline.answer`` (nothing shared), for
+    options that change what the primary encoder sees (``encoder_slack``: each group at its own
+    grid), which ``score_video``'s shared stages do not mirror. Hit = the budget's share on the
+    needle groups; same dicts as ``score_video``."""
+    frames = video.sampled()
+    answer_id = pipe.prompt.tokenizer.token_to_id(video.answer)
+    out = []
+    for cfg in configs:
+        opts = replace(base, method=cfg.method, retention=cfg.retention, max_new_tokens=1,
+                       assistant=cfg.assistant != "none")
+        if cfg.assistant == "reduced":
+            opts = reduced_assistant(opts, len(frames.frames), pipe.m.data["preprocess"]["max_pixels"])
+        r = pipe.answer(frames, video.question, opts)
+        needle = np.zeros(len(r.budgets), bool)
+        needle[list(video.needle_groups)] = True
+        kept, total = r.visual_tokens
+        out.append({"correct": r.token_ids[0] == answer_id, "hit": float(r.budgets[needle].sum() / r.budgets.sum()),
+                    "kept": kept, "total": total, "token": int(r.token_ids[0]),
+                    "prior_share": float(r.frame_weights[needle].sum()) if r.frame_weights is not None
+                    else float(needle.mean())})
     return out
 
 
@@ -162,7 +199,8 @@ def evaluate(pipe: Pipeline, configs: list[Config], videos: list[NeedleVideo], b
         from tqdm import tqdm
         bar = tqdm(videos, desc="needle videos", unit="video")
     for v in bar:
-        for cfg, r in zip(configs, score_video(pipe, v, configs, base)):
+        score = score_video if base.encoder_slack is None else score_video_answer
+        for cfg, r in zip(configs, score(pipe, v, configs, base)):
             acc[cfg].append((v.family, r))
     rows = []
     for cfg in configs:
@@ -267,6 +305,8 @@ def run(artifacts: str, n: int = 300, seed: int | None = None, split: str = "tes
     rows = evaluate(pipe, configs, vids, base, progress)
     for r in rows:
         r["options"] = dict(overrides or {})
+        if base.encoder_slack is not None:  # what scripts/benchmark.py --accuracy joins on
+            r["encoder_slack"] = base.encoder_slack
     return {"artifacts": os.path.abspath(artifacts), "preset": pipe.m.data.get("preset"), "split": split,
             "first_seed_index": seed or 0, "videos": n,
             "families": {f: sum(v.family == f for v in vids) for f in FAMILY_ORDER},

@@ -3,6 +3,7 @@ process: per-stage medians after warm-up, peak memory, FLOPs floor, projections.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import resource
@@ -12,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from runtime import flops as F
+from runtime.encoder_plan import group_grid, plan_group_grids
 from runtime.errors import ManifestError
 from runtime.manifest import load_manifest
 from runtime.memory_plan import REAL_MODELS
@@ -31,11 +33,17 @@ class Config:
     retention: float
     assistant: bool
     assistant_reduced: bool = False  # half the frames, a quarter of the pixels for the prior
+    dycoke_kv: bool = False  # DyCoke's decode-time KV pruning (split LLM graphs, plain attention)
+    attn: str | None = None  # eager rows: transformers attention for this row (None: the run's, sdpa by default)
+    variant: str = "fp32"  # runtime rows: which artifact folder (fp32, or a quantized one from `variants`)
+    encoder_slack: float | None = None  # budget-aware encoder resolution (runtime/encoder_plan.py)
+    assistant_scale: tuple[int, int] | None = None  # (frames divisor, pixels divisor) of the prior; overrides _reduced
 
 
 def default_configs() -> list[Config]:
     return [
         Config("eager full", "eager", "none", 1.0, False),
+        Config("eager full, eager attention", "eager", "none", 1.0, False, attn="eager"),
         Config("eager DyToK+VisionZip 25%", "eager", "visionzip", 0.25, True),
         Config("runtime full", "runtime", "none", 1.0, False),
         Config("runtime DyToK+VisionZip 50%", "runtime", "visionzip", 0.5, True),
@@ -46,7 +54,109 @@ def default_configs() -> list[Config]:
         Config("runtime DyToK+DynTok 25%", "runtime", "dyntok", 0.25, True),
         Config("runtime DyToK+VisionZip 25%, assistant reduced", "runtime", "visionzip", 0.25, True, True),
         Config("runtime VisionZip 25%, no assistant", "runtime", "visionzip", 0.25, False),
+        *compression_in_llm_configs(),
     ]
+
+
+def compression_in_llm_configs() -> list[Config]:
+    """FastV, DyCoke's KV step and EVS (issue #13): need a folder exported with --fastv-layer K
+    (FastV, DyCoke KV) and plain attention (DyCoke KV); otherwise their rows say why they skipped."""
+    return [
+        Config("runtime DyToK+FastV 25%", "runtime", "fastv", 0.25, True),
+        Config("runtime FastV 25%, no assistant", "runtime", "fastv", 0.25, False),
+        Config("runtime DyToK+EVS 25%", "runtime", "evs", 0.25, True),
+        Config("runtime EVS 25%, no assistant", "runtime", "evs", 0.25, False),
+        Config("runtime DyToK+DyCoke 25% + DyCoke KV", "runtime", "dycoke", 0.25, True, dycoke_kv=True),
+    ]
+
+
+def variant_configs(variant: str, slack: float = 1.0, prior: tuple[int, int] = (2, 4)) -> list[Config]:
+    """Rows for one quantized CPU folder: full tokens, and DyToK+VisionZip with the cheap prior
+    (``prior`` = frames, pixels divisors) and budget-aware encoder resolution at ``slack``."""
+    tag = f"prior 1/{prior[0]} frames 1/{prior[1]} px"
+    return [
+        Config(f"runtime full [{variant}]", "runtime", "none", 1.0, False, variant=variant),
+        Config(f"runtime DyToK+VisionZip 25%, {tag} [{variant}]", "runtime", "visionzip", 0.25, True,
+               variant=variant, assistant_scale=prior),
+        Config(f"runtime DyToK+VisionZip 25%, {tag}, encoder slack {slack:g} [{variant}]", "runtime", "visionzip", 0.25,
+               True, variant=variant, encoder_slack=slack, assistant_scale=prior),
+        Config(f"runtime DyToK+VisionZip 10%, {tag}, encoder slack {slack:g} [{variant}]", "runtime", "visionzip", 0.1,
+               True, variant=variant, encoder_slack=slack, assistant_scale=prior),
+        Config(f"runtime VisionZip 25%, no assistant, encoder slack {slack:g} [{variant}]", "runtime", "visionzip", 0.25,
+               False, variant=variant, encoder_slack=slack),
+    ]
+
+
+# the CPU speed forms of calibration/ort_quant.py and the graphs each quantizes for the benchmark
+VARIANT_ROLES = {"dynamic-int8": ("primary_vision", "primary_llm", "assistant_vision", "assistant_prior"),
+                 "int4": ("primary_vision", "primary_llm", "assistant_vision", "assistant_prior")}
+
+
+def quantized_folder(folder: str, mode: str, log=print) -> str:
+    """``<folder>-<mode>``: the artifact folder quantized by ``mode`` (made if missing or stale)."""
+    from calibration.ort_quant import quantize_artifacts
+
+    if mode not in VARIANT_ROLES:
+        raise ManifestError(f"variant {mode!r}: expected one of {sorted(VARIANT_ROLES)}")
+    out = f"{folder.rstrip('/')}-{mode}"
+    try:
+        q = load_manifest(out, verify_hashes=False)
+        if q.data.get("quantization", {}).get("from") == os.path.abspath(folder):
+            return out
+    except (ManifestError, OSError):
+        pass
+    log(f"quantizing {folder} -> {out} ({mode})")
+    quantize_artifacts(folder, out, mode, roles=VARIANT_ROLES[mode], log=log)
+    return out
+
+
+def prior_scale(cfg: Config) -> tuple[int, int]:
+    """(frames divisor, pixels divisor) of the assistant's prior for a row."""
+    return cfg.assistant_scale or ((2, 4) if cfg.assistant_reduced else (1, 1))
+
+
+def accuracy_key(method: str, retention: float, assistant, variant: str = "fp32", encoder_slack=None) -> tuple:
+    """What joins a speed row with an accuracy row: method, retention, prior setting
+    ("none" or "frames/F pixels/P"), weights variant and encoder slack."""
+    return (method, round(float(retention), 4), str(assistant), variant or "fp32",
+            None if encoder_slack is None else round(float(encoder_slack), 4))
+
+
+def row_accuracy_key(row: dict) -> tuple:
+    if not row["assistant"] or row["method"] == "none":
+        prior = "none"
+    else:
+        f, p = row.get("assistant_scale") or ((2, 4) if row.get("assistant_reduced") else (1, 1))
+        prior = f"frames/{f} pixels/{p}"
+    return accuracy_key(row["method"], 1.0 if row["method"] == "none" else row["retention"], prior,
+                        row.get("variant", "fp32"), row.get("encoder_slack"))
+
+
+def join_accuracy(report: dict, accuracy_rows: list[dict]) -> int:
+    """Add ``accuracy`` (and its n, interval) to every speed row whose configuration has an
+    accuracy row; returns how many joined. Accuracy rows carry method, retention, assistant
+    ("none", "full", "reduced" as scripts/evaluate.py writes them, "frames/F pixels/P", or
+    true/false), and optionally variant and encoder_slack."""
+    table = {}
+    for a in accuracy_rows:
+        assistant = a.get("assistant", "none")
+        assistant = {"full": True, "reduced": "frames/2 pixels/4"}.get(assistant, assistant)  # scripts/evaluate.py's names
+        if assistant is True:
+            assistant = "frames/1 pixels/1"
+        elif assistant is False or a.get("method") == "none":
+            assistant = "none"
+        retention = 1.0 if a.get("method") == "none" else a["retention"]
+        table[accuracy_key(a["method"], retention, assistant, a.get("variant", "fp32"), a.get("encoder_slack"))] = a
+    joined = 0
+    for row in report["configs"]:
+        if "skipped" in row or row["backend"] != "runtime" and row["method"] != "none":
+            continue
+        hit = table.get(row_accuracy_key(row)) if row["backend"] == "runtime" else \
+            table.get(accuracy_key("none", 1.0, "none"))  # eager full tokens: the fp32 full-token accuracy
+        if hit:
+            row["accuracy"] = {k: hit[k] for k in ("accuracy", "n", "ci_low", "ci_high", "split") if k in hit}
+            joined += 1
+    return joined
 
 
 class TransformersFull:
@@ -107,12 +217,14 @@ def stage_flops(manifest, timings_kind: str, grid, kept: int, prompt_len: int, n
 def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, runs: int = 3, warmup: int = 1,
                   max_new_tokens: int = 16, max_pixels: int | None = None, min_pixels: int | None = None,
                   threads: int | None = None, device: str = "cpu", configs: list[Config] | None = None,
-                  runtime_backend: str = "auto", attn: str | None = None, log=print) -> dict:
+                  runtime_backend: str = "auto", attn: str | None = None, variants: dict[str, str] | None = None,
+                  interleave: bool = True, log=print) -> dict:
     """``runtime_backend``: "onnxruntime", "tensorrt" (native engines from build_engines.py), "torch"
     (the pipeline on PyTorch engines, on ``device``) or "auto" (torch for --torch-only folders,
     else ONNX Runtime; on cuda, torch when ONNX Runtime has no CUDA provider). ``attn``:
-    transformers' attention for the eager rows (default: sdpa on cuda, eager on cpu, as in the
-    parity tests). Weights' dtype: the folder's (fp32 for ONNX)."""
+    transformers' attention for the eager rows (default: sdpa, transformers' own default, on CPU
+    and GPU; a row's ``attn`` overrides it). ``variants``: name -> artifact folder (quantized
+    copies) for rows with that ``variant``, on ONNX Runtime. Weights' dtype: the folder's."""
     import torch
 
     from .torch_engine import load_models, torch_pipeline
@@ -123,7 +235,7 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
         raise EngineError(f"runtime backend {runtime_backend!r}: expected one of {', '.join(RUNTIME_BACKENDS)}")
     if threads:
         torch.set_num_threads(threads)
-    attn = attn or ("sdpa" if device == "cuda" else "eager")
+    attn = attn or "sdpa"
     manifest = load_manifest(artifacts)
     skipped: dict[str, str] = {}  # backend -> why its rows did not run
     runtime = eager = hf_full = None
@@ -149,68 +261,116 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
                                     backend=runtime_backend)
         except (EngineError, ManifestError) as e:
             skipped["runtime"] = str(e)
+    pipes = {"fp32": runtime}
+    for name, folder in (variants or {}).items():
+        try:
+            pipes[name] = load_pipeline(folder, ("cuda",) if device == "cuda" else ("cpu",), threads)
+        except (EngineError, ManifestError) as e:
+            skipped[f"variant {name}"] = str(e)
     host = runtime or eager
     if host is None:
         raise EngineError(f"no backend can run: {skipped}")
     clip = sample_video(video, num_frames=frames)
     base = Options(num_frames=frames, max_pixels=max_pixels, min_pixels=min_pixels, max_new_tokens=max_new_tokens,
                    ignore_eos=True)
-    results = []
-    for cfg in configs or default_configs():
-        if cfg.backend in skipped:
-            results.append({**asdict(cfg), "skipped": skipped[cfg.backend]})
-            log(f"  {cfg.name}: skipped ({skipped[cfg.backend]})")
-            continue
+    configs = configs or default_configs()
+    results: list[dict | None] = [None] * len(configs)
+    plans = {}  # config index -> (opts, row attention)
+    for k, cfg in enumerate(configs):
+        f_div, p_div = prior_scale(cfg)
         opts = replace(base, method=cfg.method, retention=cfg.retention, assistant=cfg.assistant,
-                       assistant_num_frames=frames // 2 if cfg.assistant_reduced else None,
-                       assistant_max_pixels=(max_pixels or manifest.data["preprocess"]["max_pixels"]) // 4
-                       if cfg.assistant_reduced else None)
-        samples = []
+                       assistant_num_frames=frames // f_div if f_div > 1 else None,
+                       assistant_max_pixels=(max_pixels or manifest.data["preprocess"]["max_pixels"]) // p_div
+                       if p_div > 1 else None, encoder_slack=cfg.encoder_slack, dycoke_kv=cfg.dycoke_kv)
+        why = skipped.get(cfg.backend) or (skipped.get(f"variant {cfg.variant}") if cfg.backend == "runtime" else None)
+        if cfg.backend == "runtime" and not why:
+            why = (f"no folder for variant {cfg.variant!r} (scripts/benchmark.py --variants)"
+                   if cfg.variant not in pipes else _split_unavailable(manifest, opts))
+        if why:
+            results[k] = {**asdict(cfg), "skipped": why}
+            log(f"  {cfg.name}: skipped ({why})")
+            continue
+        plans[k] = (opts, cfg.attn or attn)
+    # interleaved: every round runs each configuration once, so a load change on a shared machine
+    # hits all rows alike; else each configuration's runs back to back
+    order = [(i, k) for i in range(warmup + runs) for k in plans] if interleave else \
+        [(i, k) for k in plans for i in range(warmup + runs)]
+    samples: dict[int, list] = {k: [] for k in plans}
+    last, peak = {}, {k: 0 for k in plans}
+    for i, k in order:
+        cfg, (opts, row_attn) = configs[k], plans[k]
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        for i in range(warmup + runs):
-            if cfg.backend == "eager" and cfg.method == "none":
+        if cfg.backend == "eager" and cfg.method == "none":
+            if row_attn != attn:
+                hf_full.model.set_attn_implementation(row_attn)
+            try:
                 t, visual, grid = hf_full.answer(clip, question, opts)
-                engine = f"transformers[{device}, {str(hf_full.model.dtype).removeprefix('torch.')}, {attn}]"
-            else:
-                pipe = eager if cfg.backend == "eager" else runtime
-                r = pipe.answer(clip, question, opts)
-                t, visual, grid = dict(r.timings), r.visual_tokens, r.grid_thw
-                engine = pipe.engines["primary_llm"].name
-            if i >= warmup:
-                samples.append(t)
-        med = {s: float(np.median([x[s] for x in samples])) for s in (*STAGES, "end_to_end")}
+            finally:
+                if row_attn != attn:
+                    hf_full.model.set_attn_implementation(attn)
+            last[k] = (visual, grid, None, f"transformers[{device}, {str(hf_full.model.dtype).removeprefix('torch.')}, {row_attn}]")
+        else:
+            pipe = eager if cfg.backend == "eager" else pipes[cfg.variant]
+            r = pipe.answer(clip, question, opts)
+            t = dict(r.timings)
+            last[k] = (r.visual_tokens, r.grid_thw, r.budgets, pipe.engines["primary_llm"].name)
+        if device == "cuda":
+            peak[k] = max(peak[k], torch.cuda.max_memory_allocated() / 2 ** 20)
+        if i >= warmup:
+            samples[k].append(t)
+    for k, (opts, _) in plans.items():
+        cfg, (visual, grid, budgets, engine) = configs[k], last[k]
+        f_div, _ = prior_scale(cfg)
+        med = {s: float(np.median([x[s] for x in samples[k]])) for s in (*STAGES, "end_to_end")}
         med["ttft"] = sum(med[s] for s in STAGES if s != "decode")
-        med["decode_tokens_per_s"] = float(np.median([x["decode_tokens"] / x["decode"] for x in samples]))
+        med["decode_tokens_per_s"] = float(np.median([x["decode_tokens"] / x["decode"] for x in samples[k]]))
         kept, total = visual
         ids, _ = host.prompt.input_ids(question, total)
         a_grid, a_len = None, 0
         if cfg.assistant and cfg.method != "none":
-            a_frames = clip.frames[: frames // 2] if cfg.assistant_reduced else clip.frames
+            a_frames = clip.frames[: frames // f_div]
             a_cfg = host.preprocess_config("assistant", opts.assistant_max_pixels, min_pixels)
             a_grid = plan_grid(a_frames.shape[1], a_frames.shape[2], len(a_frames), a_cfg)
             a_len = len(ids) - total + a_grid[0] * a_grid[1] * a_grid[2] // 4
         flops = stage_flops(manifest, cfg.backend, grid, kept, len(ids), total, opts, a_grid, a_len)
+        if cfg.method == "fastv":  # layers below K prefill every visual token
+            pm, layer_k = manifest.model("primary"), manifest.graph("primary_llm_lo")["split_layer"]
+            flops["prefill"] += layer_k / pm["num_layers"] * (F.llm_flops(pm, len(ids)) - F.llm_flops(pm, len(ids) - total + kept))
+        if cfg.encoder_slack is not None and cfg.method != "none":  # each group at its own grid
+            full = (grid[1] // 2, grid[2] // 2)
+            flops["vision"] = sum(F.vision_flops(manifest.model("primary"), (1, 2 * a, 2 * b))
+                                  for a, b in plan_group_grids(full, budgets, cfg.encoder_slack).tolist())
         row = {**asdict(cfg), "engine": engine, "visual_tokens": kept, "visual_tokens_total": total, "ttft_s": med["ttft"],
                "e2e_s": med["end_to_end"], "decode_tokens_per_s": med["decode_tokens_per_s"],
-               "stages_s": {s: med[s] for s in STAGES}, "flops": flops, "samples": samples,
+               "stages_s": {s: med[s] for s in STAGES}, "flops": flops, "samples": samples[k],
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if device == "cuda":
-            row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
-        results.append(row)
+            row["peak_gpu_mb"] = peak[k]
+        results[k] = row
         log(f"  {cfg.name}: e2e {med['end_to_end']:.3f}s, ttft {med['ttft']:.3f}s, {kept}/{total} visual tokens")
     measured = [row for row in results if "skipped" not in row]
     best = max(f / row["stages_s"][s] for row in measured for s, f in row["flops"].items()
-               if s in ("vision", "prefill", "assistant") and row["stages_s"][s] > 0)
+               if s in ("vision", "prefill", "assistant") and row["stages_s"][s] > 0 and row.get("variant", "fp32") == "fp32")
     for row in measured:
         floor = sum(row["flops"].values()) / best
         row["floor_s"] = floor
         row["over_floor"] = row["e2e_s"] / floor
     return {"machine": machine_info(), "model": manifest.data["preset"], "assistant": manifest.data.get("assistant_preset"),
             "frames": frames, "runs": runs, "warmup": warmup, "max_new_tokens": max_new_tokens, "device": device,
-            "runtime_backend": runtime_backend, "attn": attn,
+            "runtime_backend": runtime_backend, "attn": attn, "interleaved": interleave,
             "llm_attention": manifest.graph("primary_llm").get("attention", "plain") if runtime_backend != "torch" else "torch",
             "best_throughput_flops_per_s": best, "model_config": manifest.data["models"], "configs": results}
+
+
+def _split_unavailable(manifest, opts) -> str | None:
+    from runtime import llm_split
+    from runtime.errors import DyTokError
+    try:
+        llm_split.check(manifest, opts)
+    except DyTokError as e:
+        return str(e)
+    return None
 
 
 def machine_info() -> dict:
@@ -231,8 +391,10 @@ def markdown_table(report: dict) -> str:
     measured = [r for r in rows if "skipped" not in r]
     base = next((r for r in measured if r["backend"] == "eager" and r["method"] == "none"), measured[0])
     gpu = any("peak_gpu_mb" in r for r in measured)
-    head = ["configuration", "engine", "visual tokens", "TTFT s", "end-to-end s", "speed-up vs eager full", "decode tok/s",
-            "assistant s", "vision s", "prefill s", "time / FLOPs floor"] + (["peak GPU MB"] if gpu else [])
+    acc = any("accuracy" in r for r in measured)
+    head = ["configuration", "engine", "visual tokens", "TTFT s", "end-to-end s", "speed-up vs eager full", "TTFT speed-up",
+            "decode tok/s", "assistant s", "vision s", "prefill s", "time / FLOPs floor"] + (["peak GPU MB"] if gpu else []) \
+        + (["needle accuracy % [95% CI] (n)"] if acc else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if "skipped" in r:
@@ -240,10 +402,15 @@ def markdown_table(report: dict) -> str:
             continue
         s = r["stages_s"]
         cells = [r["name"], r.get("engine", ""), f"{r['visual_tokens']}/{r['visual_tokens_total']}", f"{r['ttft_s']:.3f}",
-                 f"{r['e2e_s']:.3f}", f"{base['e2e_s'] / r['e2e_s']:.2f}x", f"{r['decode_tokens_per_s']:.1f}",
+                 f"{r['e2e_s']:.3f}", f"{base['e2e_s'] / r['e2e_s']:.2f}x", f"{base['ttft_s'] / r['ttft_s']:.2f}x",
+                 f"{r['decode_tokens_per_s']:.1f}",
                  f"{s['assistant']:.3f}", f"{s['vision']:.3f}", f"{s['prefill']:.3f}", f"{r['over_floor']:.2f}"]
         if gpu:
             cells.append(f"{r.get('peak_gpu_mb', 0):.0f}")
+        if acc:
+            a = r.get("accuracy")
+            cells.append("" if not a else f"{100 * a['accuracy']:.1f}" + (
+                f" [{100 * a['ci_low']:.1f}, {100 * a['ci_high']:.1f}]" if "ci_low" in a else "") + (f" ({a['n']})" if "n" in a else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -275,10 +442,15 @@ def plot(report: dict, path: str) -> None:
 REAL = {"7b": REAL_MODELS["qwen2.5-vl-7b"], "3b": dict(REAL_MODELS["qwen2.5-vl-3b"], prior_layers=list(range(24, 36)))}
 
 
-def project_7b(report: dict, frames: int = 32, side: int = 448, text_tokens: int = 40, new_tokens: int = 64) -> str:
+def project_7b(report: dict, frames: int = 32, side: int = 448, text_tokens: int = 40, new_tokens: int = 64,
+               variant: str = "fp32") -> str:
     """FLOPs-based PROJECTION for Qwen2.5-VL-7B with a 3B assistant, using the best measured
-    throughput per stage kind of the runtime rows. Not a measurement."""
-    rows = [r for r in report["configs"] if r["backend"] == "runtime" and "skipped" not in r]
+    throughput per stage kind of the runtime rows of ``variant``. Not a measurement. The
+    encoder-slack scenario assumes uniform budgets (every group at the same reduced grid)."""
+    rows = [r for r in report["configs"] if r["backend"] == "runtime" and "skipped" not in r
+            and r.get("variant", "fp32") == variant]
+    if not rows:
+        return f"PROJECTION: no measured runtime rows of variant {variant!r}"
     rate = {}
     for kind in ("vision", "prefill", "decode", "assistant"):
         vals = [r["flops"][kind] / r["stages_s"][kind] for r in rows if kind in r["flops"] and r["stages_s"][kind] > 0]
@@ -289,8 +461,11 @@ def project_7b(report: dict, frames: int = 32, side: int = 448, text_tokens: int
     pm, am = REAL["7b"], REAL["3b"]
     scenarios = [("full tokens", 1.0, None), ("DyToK 25%, assistant full resolution", 0.25, (grid, total)),
                  ("DyToK 25%, assistant 1/4 pixels, half frames", 0.25, ((grid[0] // 2, g // 2, g // 2), total // 8)),
-                 ("VisionZip 25%, no assistant", 0.25, None)]
-    lines = [f"PROJECTION (FLOPs / measured runtime throughput; not measured): Qwen2.5-VL-7B + 3B assistant, "
+                 ("VisionZip 25%, no assistant", 0.25, None),
+                 ("DyToK 25%, assistant 1/4 pixels, half frames, encoder slack 1", 0.25,
+                  ((grid[0] // 2, g // 2, g // 2), total // 8))]
+    small = group_grid((g // 2, g // 2), math.ceil(total // grid[0] * 0.25))
+    lines = [f"PROJECTION [{variant}] (FLOPs / measured runtime throughput; not measured): Qwen2.5-VL-7B + 3B assistant, "
              f"{frames} frames at {side}x{side} ({total} visual tokens), {new_tokens} new tokens",
              "| scenario | assistant s | vision s | prefill s | decode s | total s |", "|---|---|---|---|---|---|"]
     for name, r, assist in scenarios:
@@ -300,6 +475,8 @@ def project_7b(report: dict, frames: int = 32, side: int = 448, text_tokens: int
             a_grid, a_vis = assist
             a = (F.vision_flops(am, a_grid) + F.prior_flops(am, a_vis + text_tokens)) / rate["assistant"]
         v = F.vision_flops(pm, grid) / rate["vision"]
+        if "encoder slack" in name:
+            v = grid[0] * F.vision_flops(pm, (1, 2 * small[0], 2 * small[1])) / rate["vision"]
         p = F.llm_flops(pm, kept + text_tokens) / rate["prefill"]
         d = F.decode_flops(pm, kept + text_tokens, new_tokens) / rate["decode"]
         lines.append(f"| {name} | {a:.1f} | {v:.1f} | {p:.1f} | {d:.1f} | {a + v + p + d:.1f} |")

@@ -68,7 +68,7 @@ def _export(module, spec: specs.GraphSpec, example: dict, path: str, translation
     names = [t.name for t in spec.inputs]
     args = tuple(torch.from_numpy(example[n]) for n in names)
     sig = list(inspect.signature(module.forward).parameters)
-    if sig[-1] == "past":  # varargs past key/values: nested dynamic shapes
+    if sig[-1] == "past" and len(spec.inputs) >= len(sig):  # varargs past key/values: nested dynamic shapes
         fixed = len(sig) - 1
         shapes = {sig[i]: dyn(spec.inputs[i]) for i in range(fixed)}
         shapes["past"] = tuple(dyn(t) for t in spec.inputs[fixed:])
@@ -129,7 +129,7 @@ def _graph_entry(folder: str, name: str, spec: specs.GraphSpec, key: str) -> dic
 def export_artifacts(model_name: str, out: str, assistant_name: str | None = "default", checkpoint: str | None = None,
                      assistant_checkpoint: str | None = None, prior_layers=None, seed: int = 0,
                      validate: bool = True, torch_only: bool = False, dtype: str = "float32",
-                     llm_attention: str = "plain", log=print) -> str:
+                     llm_attention: str = "plain", log=print, fastv_layer=None) -> str:
     """Export ``model_name`` (and its assistant) to ``out``. Returns ``out``.
 
     ``torch_only``: write everything but the ONNX graphs (their I/O tables stay), for the PyTorch
@@ -137,7 +137,8 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
     ONNX graphs are always exported in fp32. ``llm_attention``: "plain" (standard ONNX ops, for
     every runtime including TensorRT) or "gqa" (ONNX Runtime's fused GroupQueryAttention in the
     primary LLM and assistant prior graphs; same inputs and outputs, faster on ONNX Runtime, not
-    TensorRT)."""
+    TensorRT). ``fastv_layer`` (int or "default"): also export the LLM split at that layer
+    (``primary_llm_lo``/``_hi``, for FastV and DyCoke's KV step; ``export/split_llm.py``)."""
     from runtime.compression.dytok import select_layers
 
     from .graphs.gqa import onnx_translation
@@ -233,13 +234,16 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
         translation = onnx_translation() if llm_attention == "gqa" else None
         emit("primary_llm", LanguageModel(model, llm_attention).eval(), lspec, _example_llm(consts),
              {**key_parts, "attention": llm_attention}, translation, {"attention": llm_attention})
+        if fastv_layer is not None:
+            from .split_llm import emit_split
+            emit_split(emit, model, consts, key_parts, fastv_layer, llm_attention, translation)
         del model
         if assistant is not None:
             amodel, aconsts, akey = export_model("assistant", assistant, assistant_checkpoint, prior_layers)
-            pspec = specs.prior_spec(aconsts["hidden_size"], len(aconsts["prior_layers"]))
+            pspec = specs.prior_spec(aconsts["hidden_size"], len(aconsts["prior_layers"]), prior_kv(aconsts))
             emit("assistant_prior", KeyframePrior(amodel, aconsts["prior_layers"], llm_attention).eval(), pspec,
                  _example_prior(aconsts), {**akey, "layers": aconsts["prior_layers"], "attention": llm_attention},
-                 translation, {"attention": llm_attention})
+                 translation, {"attention": llm_attention, "kv_cache": True})
             del amodel
 
         vcfg = PreprocessConfig(**preset.preprocess)
@@ -299,9 +303,18 @@ def _example_llm(c: dict) -> dict:
     return feeds
 
 
+def prior_kv(c: dict) -> tuple[int, int, int]:
+    """KV-cache dims of the chunked prior graph: (layers 0..deepest selected, kv_heads, head_dim)."""
+    return max(c["prior_layers"]) + 1, c["num_kv_heads"], c["head_dim"]
+
+
 def _example_prior(c: dict) -> dict:
     rng = np.random.default_rng(0)
-    seq = 12
-    return {"inputs_embeds": rng.normal(size=(1, seq, c["hidden_size"])).astype(np.float32),
-            "position_ids": np.tile(np.arange(seq), (3, 1, 1)).astype(np.int64),
-            "visual_index": np.arange(3, 9, dtype=np.int64)}
+    seq, past = 7, 5
+    feeds = {"inputs_embeds": rng.normal(size=(1, seq, c["hidden_size"])).astype(np.float32),
+             "position_ids": np.tile(np.arange(past, past + seq), (3, 1, 1)).astype(np.int64),
+             "visual_index": np.arange(3, 9, dtype=np.int64), "attention_mask": np.ones((1, past + seq), np.int64)}
+    layers, kv_heads, head_dim = prior_kv(c)
+    for name in kv_input_names(layers, "past"):
+        feeds[name] = rng.normal(size=(1, kv_heads, past, head_dim)).astype(np.float32)
+    return feeds

@@ -26,7 +26,6 @@ core plus the four packages AutoCast imports (onnx-graphsurgeon, onnxslim, lief;
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -36,7 +35,7 @@ from collections import defaultdict
 import numpy as np
 
 from runtime.errors import ManifestError
-from runtime.manifest import MANIFEST_NAME, Manifest, link_or_copy, load_manifest, sha256_file
+from runtime.manifest import Manifest, load_manifest, write_derived_folder
 
 HALF = ("fp16", "bf16")
 _ALWAYS_FP32 = ("Pow", "ReduceMean", "ReduceSum", "Sqrt", "Reciprocal", "Softmax")
@@ -170,46 +169,21 @@ def convert_artifacts(artifacts: str, out: str, precision: str = "bf16", roles: 
     missing = [r for r in roles if r not in manifest.data["graphs"]]
     if missing:
         raise ManifestError(f"{artifacts}: no graphs {missing} to convert")
-    parent = os.path.dirname(os.path.abspath(out)) or "."
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}-", dir=parent)
-    try:
-        data = json.loads(json.dumps(manifest.data))
-        data.pop("engines", None)  # engines belong to the graphs they were built from
-        names = {data["tokenizer"]["file"], *(m["embeddings"]["file"] for m in data["models"].values())}
-        for role, entry in data["graphs"].items():
-            if role not in roles:
-                names.update(f for f in (entry["file"], entry.get("data_file")) if f)
-        for name in names:
-            link_or_copy(manifest.path(name), os.path.join(tmp, name))
-        report = {}
-        for role in roles:
-            entry = data["graphs"][role]
-            src, dst = manifest.onnx_path(role), os.path.join(tmp, entry["file"])
-            model, keep = convert_model(src, precision, islands)
-            save_model(model, dst)
-            del model
-            import onnx
+    report: dict = {}
 
-            onnx.checker.check_model(dst, full_check=True)  # types and shapes, as export checks its graphs
-            report[role] = {"fp32_nodes": len(keep), **half_precision_report(manifest, role, src, dst)}
-            log(f"{role}: {precision}, {len(keep)} nodes kept fp32; " + report[role]["summary"])
-            if islands and report[role]["measured"] and not report[role]["ok"]:
-                raise ParityError(f"{role} in {precision}: {report[role]['summary']}; needs cosine >= {HALF_COSINE} "
-                                  f"and finite outputs (try bf16, or keep more nodes in fp32)")
-            entry["sha256"] = sha256_file(dst)
-            entry.pop("data_file", None), entry.pop("data_sha256", None)
-            if os.path.isfile(dst + ".data"):
-                entry.update(data_file=entry["file"] + ".data", data_sha256=sha256_file(dst + ".data"))
-            entry["source_key"] = f"{entry.get('source_key', '')}+{precision}{'' if islands else '-naive'}"
-        data["half_precision"] = {"precision": precision, "roles": list(roles), "islands": islands,
-                                  "tool": "modelopt.onnx.autocast", "validation": report,
-                                  "from": os.path.abspath(artifacts)}
-        json.dump(data, open(os.path.join(tmp, MANIFEST_NAME), "w"), indent=1)
-        load_manifest(tmp)  # the new folder must validate before it replaces anything
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return load_manifest(out)
+    def convert(role: str, src: str, dst: str) -> None:
+        model, keep = convert_model(src, precision, islands)
+        save_model(model, dst)
+        del model
+        import onnx
+
+        onnx.checker.check_model(dst, full_check=True)  # types and shapes, as export checks its graphs
+        report[role] = {"fp32_nodes": len(keep), **half_precision_report(manifest, role, src, dst)}
+        log(f"{role}: {precision}, {len(keep)} nodes kept fp32; " + report[role]["summary"])
+        if islands and report[role]["measured"] and not report[role]["ok"]:
+            raise ParityError(f"{role} in {precision}: {report[role]['summary']}; needs cosine >= {HALF_COSINE} "
+                              f"and finite outputs (try bf16, or keep more nodes in fp32)")
+
+    return write_derived_folder(manifest, out, roles, convert, f"{precision}{'' if islands else '-naive'}", (
+        "half_precision", {"precision": precision, "roles": list(roles), "islands": islands,
+                           "tool": "modelopt.onnx.autocast", "validation": report, "from": os.path.abspath(artifacts)}))

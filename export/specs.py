@@ -58,9 +58,36 @@ def llm_spec(hidden: int, num_layers: int, kv_heads: int, head_dim: int, vocab: 
     ), (Tensor("logits", "float32", (1, vocab)), *present))
 
 
-def prior_spec(hidden: int, num_selected: int) -> GraphSpec:
+def prior_spec(hidden: int, num_selected: int, kv: tuple[int, int, int] | None = None) -> GraphSpec:
+    """The assistant's prior graph. ``kv = (cached layers, kv_heads, head_dim)`` adds the KV-cache
+    inputs and outputs of chunked prefill (layers 0..deepest selected); None: the one-shot form."""
+    cache_in, cache_out = (), ()
+    if kv is not None:
+        layers, kv_heads, head_dim = kv
+        cache_in = (Tensor("attention_mask", "int64", (1, "total_len")),
+                    *(Tensor(n, "float32", (1, kv_heads, "past_len", head_dim)) for n in kv_input_names(layers, "past")))
+        cache_out = tuple(Tensor(n, "float32", (1, kv_heads, "total_len", head_dim)) for n in kv_input_names(layers, "present"))
     return GraphSpec("assistant_prior", (
         Tensor("inputs_embeds", "float32", (1, "seq_len", hidden)),
         Tensor("position_ids", "int64", (3, 1, "seq_len")),
         Tensor("visual_index", "int64", ("n_visual",)),
-    ), (Tensor("attention", "float32", (num_selected, "n_visual")),))
+        *cache_in,
+    ), (Tensor("attention", "float32", (num_selected, "n_visual")), *cache_out))
+
+
+def llm_segment_spec(role: str, hidden: int, start: int, stop: int, num_layers: int, kv_heads: int, head_dim: int,
+                     vocab: int) -> GraphSpec:
+    """Layers [start, stop) of the primary LLM (``graphs.llm.LanguageModelSegment``); KV names keep
+    their global layer index. The first segment takes ``inputs_embeds``, a later one ``hidden_states``;
+    the last returns ``logits``, an earlier one ``hidden_states`` and the last row's ``attention``."""
+    past = tuple(Tensor(n, "float32", (1, kv_heads, "past_len", head_dim)) for n in kv_input_names(stop, "past", start))
+    present = tuple(Tensor(n, "float32", (1, kv_heads, "total_len", head_dim)) for n in kv_input_names(stop, "present", start))
+    first = "inputs_embeds" if start == 0 else "hidden_states"
+    outputs = ((Tensor("logits", "float32", (1, vocab)),) if stop == num_layers else
+               (Tensor("hidden_states", "float32", (1, "seq_len", hidden)), Tensor("attention", "float32", ("total_len",))))
+    return GraphSpec(role, (
+        Tensor(first, "float32", (1, "seq_len", hidden)),
+        Tensor("position_ids", "int64", (3, 1, "seq_len")),
+        Tensor("attention_mask", "int64", (1, "total_len")),
+        *past,
+    ), (*outputs, *present))

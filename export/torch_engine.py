@@ -9,7 +9,7 @@ from runtime.engines.base import Engine
 from runtime.manifest import Manifest
 from runtime.pipeline import Pipeline
 
-from .graphs.llm import KeyframePrior, LanguageModel
+from .graphs.llm import KeyframePrior, LanguageModel, LanguageModelSegment
 from .graphs.vision import VisionEncoder
 from .presets import get_preset
 from .tokenizer import special_ids
@@ -68,6 +68,13 @@ def torch_engines(manifest: Manifest, models: dict | None = None, device: str = 
     engines = {"primary_vision": TorchEngine(VisionEncoder(models["primary"].model.visual), *io("primary_vision"), device),
                "primary_llm": TorchEngine(LanguageModel(models["primary"]), llm_inputs, llm_outputs, device,
                                           keep_on_device=tuple(n for n in llm_outputs if n.startswith("present")))}
+    split = manifest.data["graphs"].get("primary_llm_lo", {}).get("split_layer")
+    if split is not None:  # the LLM split at layer K (FastV, DyCoke's KV step): runtime/llm_split.py
+        depth = manifest.model("primary")["num_layers"]
+        for role, (a, b) in (("primary_llm_lo", (0, split)), ("primary_llm_hi", (split, depth))):
+            inputs, outputs = io(role)
+            engines[role] = TorchEngine(LanguageModelSegment(models["primary"], a, b), inputs, outputs, device,
+                                        keep_on_device=tuple(n for n in outputs if n.startswith("present")))
     if "assistant" in models:
         layers = manifest.model("assistant")["prior_layers"]
         engines["assistant_vision"] = TorchEngine(VisionEncoder(models["assistant"].model.visual), *io("assistant_vision"), device)

@@ -23,14 +23,24 @@ def validation_feeds(spec: specs.GraphSpec, role: str) -> list[dict]:
         dim = shape["pixel_values"][1]
         return [{"pixel_values": rng.normal(size=(int(np.prod(g)), dim)).astype(np.float32), **vision_feeds(g)}
                 for g in [(1, 4, 4), (3, 10, 6)]]
-    hidden = shape["inputs_embeds"][2]
+    first = spec.inputs[0].name  # inputs_embeds, or hidden_states for an upper LLM segment
+    hidden = shape[first][2]
     if role == "assistant_prior":
-        return [{"inputs_embeds": rng.normal(size=(1, n, hidden)).astype(np.float32),
-                 "position_ids": np.tile(np.arange(n), (3, 1, 1)), "visual_index": np.arange(1, v + 1)}
-                for n, v in [(5, 2), (23, 16)]]
+        feeds = []
+        for n, v, past in [(5, 2, 0), (23, 16, 0), (6, 9, 11)]:  # one-shot, and a later chunk over a past
+            f = {"inputs_embeds": rng.normal(size=(1, n, hidden)).astype(np.float32),
+                 "position_ids": np.tile(np.arange(past, past + n), (3, 1, 1)), "visual_index": np.arange(1, v + 1)}
+            if "attention_mask" in shape:
+                f["attention_mask"] = np.ones((1, past + n), np.int64)
+                for t in spec.inputs[4:]:
+                    f[t.name] = rng.normal(size=(1, t.shape[1], past, t.shape[3])).astype(np.float32)
+            elif past:
+                continue
+            feeds.append(f)
+        return feeds
     feeds = []
     for seq, past in [(9, 0), (1, 9)]:
-        f = {"inputs_embeds": rng.normal(size=(1, seq, hidden)).astype(np.float32),
+        f = {first: rng.normal(size=(1, seq, hidden)).astype(np.float32),
              "position_ids": np.tile(np.arange(past, past + seq), (3, 1, 1)),
              "attention_mask": np.ones((1, past + seq), np.int64)}
         for t in spec.inputs[3:]:

@@ -74,27 +74,76 @@ class Manifest:
     def tokens(self) -> dict:
         return self.data["tokens"]
 
+def write_derived_folder(manifest: Manifest, out: str, roles, convert, suffix: str, record: tuple[str, dict]) -> Manifest:
+    """``out``: a copy of ``manifest``'s folder in which ``convert(role, src, dst)`` rewrites the
+    graph of each of ``roles`` (quantization, half precision). The other files are hard-linked,
+    engine records dropped (engines belong to the graphs they were built from), each rewritten
+    graph's hashes updated and ``+suffix`` added to its source key, and ``record`` = (manifest key,
+    value) added. Written under a temp name, validated, then renamed over ``out``."""
+    import tempfile
+
+    parent = os.path.dirname(os.path.abspath(out)) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}-", dir=parent)
+    try:
+        data = json.loads(json.dumps(manifest.data))
+        data.pop("engines", None)
+        names = {data["tokenizer"]["file"], *(m["embeddings"]["file"] for m in data["models"].values())}
+        for role, entry in data["graphs"].items():
+            if role not in roles:
+                names.update(f for f in (entry["file"], entry.get("data_file")) if f)
+        for name in names:
+            link_or_copy(manifest.path(name), os.path.join(tmp, name))
+        for role in roles:
+            entry = data["graphs"][role]
+            dst = os.path.join(tmp, entry["file"])
+            convert(role, manifest.onnx_path(role), dst)
+            entry["sha256"] = sha256_file(dst)
+            entry.pop("data_file", None), entry.pop("data_sha256", None)
+            if os.path.isfile(dst + ".data"):
+                entry.update(data_file=entry["file"] + ".data", data_sha256=sha256_file(dst + ".data"))
+            entry["source_key"] = f"{entry.get('source_key', '')}+{suffix}"
+        data[record[0]] = record[1]
+        with open(os.path.join(tmp, MANIFEST_NAME), "w") as f:
+            json.dump(data, f, indent=1)
+        load_manifest(tmp)  # the new folder must validate before it replaces anything
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_manifest(out)
+
+
 
 def _check_file(folder: str, entry: dict, what: str, verify: bool, file_key: str = "file", hash_key: str = "sha256"):
     path = os.path.join(folder, entry[file_key])
     if not os.path.isfile(path):
         raise ManifestError(f"{what}: file {entry[file_key]!r} is missing from {folder}")
-    if verify and sha256_file(path) != entry[hash_key]:
+    try:
+        digest = sha256_file(path) if verify else None
+    except OSError as e:
+        raise ManifestError(f"{what}: cannot read {entry[file_key]!r} ({e.strerror})") from None
+    if verify and digest != entry[hash_key]:
         raise ManifestError(f"{what}: {entry[file_key]!r} does not match its sha256 in the manifest "
                             f"(modified or from another export); re-run scripts/export.py")
 
 
 def load_manifest(folder: str, verify_hashes: bool = True) -> Manifest:
-    """Read and validate ``folder/manifest.json``: schema, required fields, files and their hashes."""
+    """Read and validate ``folder/manifest.json``: schema, required fields and their types, files and
+    their hashes. Anything malformed is one ``ManifestError`` naming the field."""
     path = os.path.join(folder, MANIFEST_NAME)
     if not os.path.isfile(path):
         raise ManifestError(f"{folder!r} is not an artifact folder: {MANIFEST_NAME} not found (run scripts/export.py)")
     try:
-        data = json.load(open(path))
-    except json.JSONDecodeError as e:
-        raise ManifestError(f"{path}: not valid JSON ({e})") from None
+        with open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ManifestError(f"{path}: not valid JSON ({str(e)[:200]})") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: expected a JSON object, got {type(data).__name__}")
     version = data.get("schema_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise ManifestError(f"{path}: schema_version missing")
     if version > SCHEMA_VERSION:
         raise ManifestError(f"{path}: schema version {version} is newer than this runtime supports "
@@ -106,10 +155,11 @@ def load_manifest(folder: str, verify_hashes: bool = True) -> Manifest:
             raise ManifestError(f"{path}: field {key!r} missing or not a {kind.__name__}")
     if "primary" not in data["models"]:
         raise ManifestError(f"{path}: models.primary missing")
+    try:
+        _check_fields(data)
+    except _Malformed as e:
+        raise ManifestError(f"{path}: {e}") from None
     for which, model in data["models"].items():
-        missing = [k for k in _MODEL_KEYS if k not in model]
-        if missing:
-            raise ManifestError(f"{path}: models.{which} lacks {missing}")
         _check_file(folder, model["embeddings"], f"{which} embeddings", verify_hashes)
     for role in ("primary_vision", "primary_llm"):
         if role not in data["graphs"]:
@@ -125,3 +175,96 @@ def load_manifest(folder: str, verify_hashes: bool = True) -> Manifest:
             _check_file(folder, entry, f"graph {role} weights", verify_hashes, "data_file", "data_sha256")
     _check_file(folder, data["tokenizer"], "tokenizer", verify_hashes)
     return Manifest(folder, data)
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _require(value, ok: bool, where: str, what: str):
+    if not ok:
+        raise _Malformed(f"field {where} is {str(value)[:80]!r}, expected {what}")
+    return value
+
+
+def _int(value, where: str, low: int = 1) -> int:
+    return _require(value, isinstance(value, int) and not isinstance(value, bool) and value >= low, where,
+                    f"an integer >= {low}")
+
+
+def _number(value, where: str) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) < 1e30
+    return _require(value, ok, where, "a finite number")
+
+
+def _file(entry, where: str) -> None:
+    _require(entry, isinstance(entry, dict), where, "an object")
+    for key in ("file", "sha256"):
+        _require(entry.get(key), isinstance(entry.get(key), str), f"{where}.{key}", "a string")
+    name = entry["file"]
+    _require(name, name not in ("", ".", "..") and os.path.basename(name) == name and "\\" not in name and
+             "\x00" not in name, f"{where}.file", "a file name inside the artifact folder")
+    if entry.get("data_file") is not None:
+        _file({"file": entry["data_file"], "sha256": entry.get("data_sha256")}, where + ".data")
+
+
+def _check_fields(data: dict) -> None:
+    """Types and ranges of every field the runtime reads, and their cross-checks (raises _Malformed)."""
+    pre = data["preprocess"]
+    for key in ("patch_size", "temporal_patch_size", "merge_size", "min_pixels", "max_pixels"):
+        _int(pre.get(key), f"preprocess.{key}")
+    _require(pre["min_pixels"], pre["min_pixels"] <= pre["max_pixels"], "preprocess.min_pixels", "<= max_pixels")
+    for key in ("image_mean", "image_std"):
+        v = pre.get(key)
+        _require(v, isinstance(v, list) and len(v) == 3, f"preprocess.{key}", "3 numbers")
+        for x in v:
+            _number(x, f"preprocess.{key}")
+    _require(pre["image_std"], all(x != 0 for x in pre["image_std"]), "preprocess.image_std", "non-zero numbers")
+    tokens = data["tokens"]
+    for key in ("video", "vision_start", "vision_end"):
+        _int(tokens.get(key), f"tokens.{key}", 0)
+    eos = tokens.get("eos")
+    _require(eos, isinstance(eos, list), "tokens.eos", "a list")
+    for t in eos:
+        _int(t, "tokens.eos", 0)
+    tok = data["tokenizer"]
+    _file(tok, "tokenizer")
+    _require(tok.get("chat_template"), isinstance(tok.get("chat_template"), str), "tokenizer.chat_template", "a string")
+    for which, model in data["models"].items():
+        where = f"models.{which}"
+        _require(model, isinstance(model, dict), where, "an object")
+        missing = [k for k in _MODEL_KEYS if k not in model]
+        if missing:
+            raise _Malformed(f"{where} lacks {missing}")
+        for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "vocab_size",
+                    "context_length", "merge_size"):
+            _int(model[key], f"{where}.{key}")
+        for key in ("patch_size", "temporal_patch_size", "window_size", "vision_key_dim", "vision_hidden_size",
+                    "vision_intermediate_size", "vision_depth", "intermediate_size"):
+            if key in model:
+                _int(model[key], f"{where}.{key}")
+        _number(model["tokens_per_second"], f"{where}.tokens_per_second")
+        section = model["mrope_section"]
+        _require(section, isinstance(section, list) and all(isinstance(x, int) and x > 0 for x in section)
+                 and sum(section) * 2 == model["head_dim"], f"{where}.mrope_section", "positive ints summing to head_dim/2")
+        _require(model["num_heads"], model["num_heads"] % model["num_kv_heads"] == 0, f"{where}.num_heads",
+                 "a multiple of num_kv_heads")
+        layers = model.get("prior_layers")
+        if layers is not None:
+            _require(layers, isinstance(layers, list) and len(layers) > 0 and all(
+                isinstance(x, int) and 0 <= x < model["num_layers"] for x in layers), f"{where}.prior_layers",
+                "layer indices below num_layers")
+        emb = model["embeddings"]
+        _file(emb, f"{where}.embeddings")
+        _require(emb.get("shape"), emb.get("shape") == [model["vocab_size"], model["hidden_size"]],
+                 f"{where}.embeddings.shape", f"[vocab_size, hidden_size] = {[model['vocab_size'], model['hidden_size']]}")
+    for role, entry in data["graphs"].items():
+        where = f"graphs.{role}"
+        _require(entry, isinstance(entry, dict), where, "an object")
+        if not data.get("torch_only"):
+            _file(entry, where)
+        for key in ("inputs", "outputs"):
+            table = entry.get(key)
+            _require(table, isinstance(table, list) and all(
+                isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("shape"), list)
+                for t in table), f"{where}.{key}", "a list of {name, shape} objects")

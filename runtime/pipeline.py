@@ -13,17 +13,20 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import compression as C
-from .engines.base import Engine
+from . import llm_split
+from .admission import admit
+from .engines.base import Engine, check_io
 from .errors import BudgetError, PromptError
 from .manifest import Manifest, load_manifest
 from .positions import gather_positions, kept_sequence_indices, mrope_positions, next_position
-from .preprocess import PreprocessConfig, VideoPatches, preprocess_video
+from .prefill import DEFAULT_CHUNK, prior_attention, run_chunked
+from .preprocess import PreprocessConfig, VideoPatches, plan_grid, preprocess_video
 from .prompt import PromptBuilder, StreamDecoder
 from .specs_kv import kv_input_names
 from .video import SampledFrames, sample_video
 from .vision_inputs import VisionGeometry, vision_feeds
 
-METHODS = ("visionzip", "uniform", "dycoke", "dyntok", "none")
+METHODS = ("visionzip", "uniform", "dycoke", "dyntok", "none", "fastv", "evs")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,12 @@ class Options:
     seed: int = 0
     ignore_eos: bool = False  # benchmarks: always decode max_new_tokens
     vision_chunk: int | None = None  # temporal groups per vision call (bounds ViT memory); None: all
+    prefill_chunk: int | None = DEFAULT_CHUNK  # prompt tokens per LLM/prior prefill call; None or 0: one call
+    memory_budget: int | None = None  # bytes the process may peak at; None: RSS now + available memory
+    fit: str = "off"  # "auto": lower frames/pixels until the run fits the context and the memory budget
+    dycoke_kv: bool = False  # DyCoke's decode-time KV pruning (needs the split LLM, runtime/llm_split.py)
+    kv_prune_ratio: float = 0.8  # DyCoke's p: share of the visual KV rows layers >= L drop per step
+    encoder_slack: float | None = None  # budget-aware encoder resolution (runtime/encoder_plan.py); None: off
 
 
 def reduced_assistant(opts: Options, num_frames: int, manifest_max_pixels: int) -> Options:
@@ -122,9 +131,8 @@ class Pipeline:
         ids, pos, start, n_vis = self.sequence("assistant", question, patches, 2 / clip.sampled_fps)
         embeds = _embed(self.tables["assistant"], ids)
         embeds[start:start + n_vis] = tokens
-        attn = self.engines["assistant_prior"].run({
-            "inputs_embeds": embeds[None], "position_ids": pos[:, None],
-            "visual_index": np.arange(start, start + n_vis, dtype=np.int64)})["attention"]
+        attn = prior_attention(self.engines["assistant_prior"], embeds, pos, np.arange(start, start + n_vis),
+                               self.m.model("assistant"), self.m.graph("assistant_prior"), opts.prefill_chunk)
         return C.frame_weights(attn, n_vis // patches.grid_thw[0]), patches.grid_thw[0]
 
     @staticmethod
@@ -137,11 +145,15 @@ class Pipeline:
         mapped = weights[np.abs(dst[:, None] - src[None, :]).argmin(axis=1)]
         return (mapped / mapped.sum()).astype(np.float32)
 
-    def compress(self, vision: dict, groups: int, budgets: np.ndarray, opts: Options, grid_w: int):
+    def compress(self, vision: dict, groups: int, budgets: np.ndarray, opts: Options, grid_w: int, prior: bool = True):
         tokens, importance, metric = vision["tokens"], vision["importance"], vision["metric"]
         n = len(tokens)
-        if opts.method == "none":
+        if opts.method in ("none", "fastv"):  # FastV prunes inside the LLM, at layer K
             return tokens, np.arange(n), np.ones(n, bool)
+        if opts.method == "evs":  # with the prior: DyToK+EVS per-group budgets; else EVS's global top-K
+            rate = 1 - (opts.retention if opts.budget is None else opts.budget / (n // groups))
+            idx = C.evs_groups(tokens, budgets) if prior else np.flatnonzero(C.evs_mask(tokens, groups, rate))
+            return tokens[idx], idx, np.ones(len(idx), bool)
         if opts.method == "visionzip":
             kept = C.visionzip_groups(tokens, importance, metric, budgets)
             return kept.tokens, kept.source, kept.dominant
@@ -172,7 +184,7 @@ class Pipeline:
         pieces = StreamDecoder(self.prompt)  # streamed pieces add up to the decoded answer
         t0 = time.perf_counter()
         for step in range(opts.max_new_tokens):
-            out = llm.run(feeds)
+            out = run_chunked(llm, feeds, opts.prefill_chunk, names) if step == 0 else llm.run(feeds)
             if step == 0:
                 timings["prefill"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
@@ -196,13 +208,19 @@ class Pipeline:
     def answer(self, video: str | SampledFrames, question: str, opts: Options = Options(),
                on_token: Callable[[str], None] | None = None) -> Result:
         timings: dict[str, float] = {}
+        llm_split.check(self.m, opts)
         t_all = t0 = time.perf_counter()
         frames = video if isinstance(video, SampledFrames) else sample_video(
             video, num_frames=opts.num_frames, fps=opts.fps, max_frames=opts.max_frames)
         timings["decode_video"] = time.perf_counter() - t0
+        frames, opts = admit(self, frames, question, opts)  # context and memory, before any engine runs
 
         t0 = time.perf_counter()
-        patches = preprocess_video(frames.frames, self.preprocess_config("primary", opts.max_pixels, opts.min_pixels))
+        cfg = self.preprocess_config("primary", opts.max_pixels, opts.min_pixels)
+        if opts.encoder_slack is not None and opts.method != "none":  # groups are preprocessed at their own grids later
+            patches = VideoPatches(None, plan_grid(*frames.frames.shape[1:3], len(frames.frames), cfg), (0, 0))
+        else:
+            patches = preprocess_video(frames.frames, cfg)
         ids, pos, start, n_vis = self.sequence("primary", question, patches, 2 / frames.sampled_fps)
         model = self.m.model("primary")
         if len(ids) - n_vis + opts.max_new_tokens > model["context_length"]:
@@ -219,6 +237,14 @@ class Pipeline:
             weights = self.map_weights(weights, groups)
         timings["assistant"] = time.perf_counter() - t0
 
+        if opts.encoder_slack is not None and opts.method != "none":  # each group at the smallest grid its budget needs
+            from .encoder_plan import answer_budget_aware
+            token_ids, budgets, source, dominant, n_vis, _ = answer_budget_aware(self, frames, question, opts, weights,
+                                                                                 timings, on_token)
+            timings["end_to_end"] = time.perf_counter() - t_all
+            return Result(self.prompt.decode(token_ids), token_ids, timings, weights, budgets, source, dominant,
+                          (len(source), n_vis), frames, patches.grid_thw)
+
         t0 = time.perf_counter()
         vision = self.run_vision("primary", patches, opts.vision_chunk)
         timings["vision"] = time.perf_counter() - t0
@@ -234,7 +260,8 @@ class Pipeline:
             budgets = C.allocate_budgets(weights, budget, cap)
         else:
             budgets = C.uniform_budgets(groups, min(budget, cap))
-        kept_tokens, source, dominant = self.compress(vision, groups, budgets, opts, patches.grid_thw[2] // 2)
+        kept_tokens, source, dominant = self.compress(vision, groups, budgets, opts, patches.grid_thw[2] // 2,
+                                                      weights is not None)
         order = np.argsort(source, kind="stable")  # original order, so positions stay monotone per axis
         kept_tokens, source, dominant = kept_tokens[order], source[order], dominant[order]
         keep = kept_sequence_indices(len(ids), start, n_vis, source)
@@ -246,7 +273,13 @@ class Pipeline:
                               f"{model['context_length']}; lower --retention or the frame count")
         timings["compress"] = time.perf_counter() - t0
 
-        token_ids = self.generate(embeds, positions, next_position(pos), opts, on_token, timings)
+        split = llm_split.plan(opts, start, len(source), budgets, weights is not None)  # None: the one-graph LLM
+        if split:
+            token_ids = split.generate(self, embeds, positions, next_position(pos), opts, on_token, timings)
+            if split.kept_visual is not None:  # FastV: the visual tokens layers >= K saw
+                source, dominant = split.kept_visual, np.ones(len(split.kept_visual), bool)
+        else:
+            token_ids = self.generate(embeds, positions, next_position(pos), opts, on_token, timings)
         timings["end_to_end"] = time.perf_counter() - t_all
         return Result(self.prompt.decode(token_ids), token_ids, timings, weights, budgets, source, dominant,
                       (len(source), n_vis), frames, patches.grid_thw)
@@ -293,4 +326,5 @@ def load_pipeline(folder: str, providers=("cpu",), threads: int | None = None, v
         options = gpu_provider_options(profiles.get(role), trt_cache, fp16) if profiles else None
         engines[role] = OrtEngine(manifest.onnx_path(role), providers, threads, options,
                                   os.path.join(profile_dir, role) if profile_dir else None)
+        check_io(role, engines[role], entry)
     return Pipeline(manifest, engines)

@@ -98,3 +98,29 @@ def kept_sequence_indices(num_tokens: int, vision_start: int, vision_len: int, k
     return np.concatenate([
         np.arange(vision_start), vision_start + np.sort(kept_vision),
         np.arange(vision_start + vision_len, num_tokens)]).astype(np.int64)
+
+
+def mrope_positions_grouped(input_ids: np.ndarray, video_token_id: int, group_grids: Sequence[tuple[int, int]],
+                            time_interval: float) -> np.ndarray:
+    """Ids for a prompt whose one video span holds temporal groups of different merged grids
+    (budget-aware encoder resolution). input_ids [L], group_grids [(rows, cols)] per group ->
+    positions [3, L] int64.
+
+    Group g gets temporal id ``floor(g * time_interval) + start`` and spatial ids on its own grid;
+    text after the span continues at ``start + max(rows, cols)`` over all groups. With every group
+    at one grid this equals ``mrope_positions`` for that video."""
+    input_ids = np.asarray(input_ids)
+    where = np.flatnonzero(input_ids == video_token_id)
+    n = sum(a * b for a, b in group_grids)
+    if len(where) != n or (n and where[-1] - where[0] + 1 != n):
+        raise ShapeError(f"prompt has {len(where)} video tokens (contiguous: {n and where[-1] - where[0] + 1 == len(where)}) "
+                         f"but the group grids give {n}")
+    start = int(where[0]) if n else len(input_ids)
+    temporal = (np.arange(len(group_grids)) * time_interval).astype(np.int64) + start
+    span = [np.concatenate([np.full((1, a * b), temporal[g]), vision_span_positions(start, (1, a, b), 1.0)[1:]])
+            for g, (a, b) in enumerate(group_grids)]
+    after = start + max((max(a, b) for a, b in group_grids), default=0)
+    tail = len(input_ids) - start - n
+    pieces = [np.broadcast_to(np.arange(start), (3, start)), *span,
+              np.broadcast_to(np.arange(after, after + tail), (3, tail))]
+    return np.concatenate(pieces, axis=1).astype(np.int64)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # FFmpeg's own log lines (e.g. "moov atom not found") would add to our one-line errors.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
@@ -15,6 +15,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .errors import VideoError
+from .notes import note
 
 # Forward gaps up to this many frames are decoded with grab() rather than a seek: a seek lands on
 # the previous keyframe and decodes forward anyway, so short hops are cheaper sequentially.
@@ -72,11 +73,72 @@ def probe(path: str) -> VideoInfo:
         ok, _ = cap.read()
     finally:
         cap.release()
-    if count <= 0 or not ok:
+    if not ok:
         raise VideoError(f"video {path!r}: no decodable frames (header frame count {count})")
     if not math.isfinite(fps) or fps <= 0:
         raise VideoError(f"video {path!r}: invalid frame rate {fps}")
+    if count <= 0:  # no count in the header (some streams): count what decodes
+        real = count_frames(path)
+        note(f"video {path!r}: the header gives no frame count; {real} frames decode")
+        count = real
     return VideoInfo(path=path, frame_count=count, fps=fps, width=width, height=height)
+
+
+class _Undecodable(VideoError):
+    """A frame the header promises does not decode (``read_frames``); ``sample_video`` recounts."""
+
+
+def count_frames(path: str) -> int:
+    """Frames that really decode, read sequentially (``grab``: decoded, never converted)."""
+    cap = _open(path)
+    try:
+        n = 0
+        while cap.grab():
+            n += 1
+        return n
+    finally:
+        cap.release()
+
+
+def read_frames_sequential(path: str, indices: np.ndarray, info: VideoInfo) -> SampledFrames:
+    """Like ``read_frames``, in one sequential pass from the start (no seeks): for files whose
+    index or header cannot be trusted."""
+    indices = np.asarray(indices, dtype=np.int64)
+    wanted = set(indices.tolist())
+    last = int(indices.max())
+    decoded: dict[int, np.ndarray] = {}
+    cap = _open(path)
+    try:
+        for position in range(last + 1):
+            if not cap.grab():
+                break
+            if position in wanted:
+                ok, frame = cap.retrieve()
+                if ok and frame is not None:
+                    decoded[position] = frame
+    finally:
+        cap.release()
+    missing = sorted(wanted - decoded.keys())
+    if missing:
+        raise VideoError(f"video {path!r}: frame {missing[0]} could not be decoded even sequentially "
+                         f"(file truncated or corrupt)")
+    return _assemble(path, decoded, indices, info)
+
+
+def _assemble(path: str, decoded: dict[int, np.ndarray], indices: np.ndarray, info: VideoInfo) -> SampledFrames:
+    """BGR frames by index -> RGB ``SampledFrames`` in ``indices`` order; frames whose size differs
+    from the first (a stream that changes resolution) are resized to it."""
+    first = decoded[int(indices[0])]
+    if first.ndim != 3 or first.shape[2] != 3:
+        raise VideoError(f"video {path!r}: decoded frames have shape {first.shape}, expected H x W x 3")
+    out = []
+    for i in indices.tolist():
+        frame = decoded[i]
+        if frame.shape != first.shape:
+            frame = cv2.resize(frame.reshape(frame.shape[0], frame.shape[1], -1)[..., :3],
+                               (first.shape[1], first.shape[0]), interpolation=cv2.INTER_AREA)
+        out.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    return SampledFrames(frames=np.stack(out), indices=indices, timestamps=indices / info.fps, fps=info.fps)
 
 
 def uniform_indices(frame_count: int, num_frames: int) -> np.ndarray:
@@ -105,10 +167,8 @@ def fps_indices(
     n = total / info.fps * fps
     n = min(max(n, min_frames), cap, total)
     n = math.floor(n / temporal_patch_size) * temporal_patch_size
-    if n <= 0:
-        raise VideoError(
-            f"video {info.path!r}: {total} frames is too short to sample a multiple of {temporal_patch_size}"
-        )
+    if n <= 0:  # fewer frames than one temporal group: all of them (preprocessing pads the group)
+        return np.arange(min(total, max(1, max_frames)), dtype=np.int64)
     return np.arange(0, total, total / n).astype(np.int64)[:n]
 
 
@@ -138,16 +198,15 @@ def read_frames(path: str, indices: np.ndarray, info: VideoInfo | None = None) -
             ok = cap.grab()
             ok, frame = cap.retrieve() if ok else (False, None)
             if not ok or frame is None:
-                raise VideoError(
+                raise _Undecodable(
                     f"video {path!r}: frame {target} could not be decoded "
                     f"(header says {info.frame_count} frames; file truncated or corrupt)"
                 )
             position = target + 1
-            decoded[target] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            decoded[target] = frame
     finally:
         cap.release()
-    frames = np.stack([decoded[i] for i in indices.tolist()])
-    return SampledFrames(frames=frames, indices=indices, timestamps=indices / info.fps, fps=info.fps)
+    return _assemble(path, decoded, indices, info)
 
 
 def sample_video(
@@ -158,15 +217,44 @@ def sample_video(
     max_frames: int = 768,
     temporal_patch_size: int = 2,
 ) -> SampledFrames:
-    """Probe, choose indices (``num_frames`` uniform, else Qwen fps rules) and decode."""
-    info = probe(path)
-    if num_frames is not None:
-        idx = uniform_indices(info.frame_count, num_frames)
-    elif fps is not None:
-        idx = fps_indices(info, fps, min_frames, max_frames, temporal_patch_size)
-    else:
+    """Probe, choose indices (``num_frames`` uniform, else Qwen fps rules) and decode.
+
+    Headers lie: when a frame the header promises does not decode, the frames that really decode
+    are counted, the indices are chosen again from that count, and those frames are read in one
+    sequential pass (one stderr note). A clip with fewer frames than ``num_frames`` gives all of
+    its frames (one note; preprocessing pads the last temporal group). Only a file with no
+    decodable frame is an error.
+    """
+    if num_frames is None and fps is None:
         raise VideoError("give num_frames or fps")
-    return read_frames(path, idx, info)
+    if num_frames is not None and num_frames <= 0:
+        raise VideoError(f"num_frames must be positive, got {num_frames}")
+    info = probe(path)
+
+    def choose(count: int) -> tuple[np.ndarray, str | None]:
+        if num_frames is not None:
+            if num_frames > count:
+                return np.arange(count, dtype=np.int64), f"asked for {num_frames} frames but it has {count}; using all {count}"
+            return uniform_indices(count, num_frames), None
+        idx = fps_indices(replace(info, frame_count=count), fps, min_frames, max_frames, temporal_patch_size)
+        short = len(idx) < temporal_patch_size
+        return idx, f"{count} frame(s), fewer than one temporal group of {temporal_patch_size}; using all" if short else None
+
+    idx, message = choose(info.frame_count)
+    try:
+        frames = read_frames(path, idx, info)
+    except _Undecodable:
+        real = count_frames(path)
+        if real == 0:
+            raise VideoError(f"video {path!r}: no decodable frames (header frame count {info.frame_count})") from None
+        header, info = info.frame_count, replace(info, frame_count=real)
+        idx, message = choose(real)
+        message = f"the header says {header} frames but {real} decode; sampling from those {real}" + (
+            f" ({message})" if message else "")
+        frames = read_frames_sequential(path, idx, info)
+    if message:
+        note(f"video {path!r}: {message}")
+    return frames
 
 
 def write_test_video(path: str, num_frames: int = 48, size: tuple[int, int] = (160, 120), fps: float = 12.0) -> str:

@@ -33,8 +33,20 @@ def main() -> int:
     ap.add_argument("--runtime-backend", default="auto", choices=["auto", "onnxruntime", "tensorrt", "torch"],
                     help="engines of the runtime rows (auto: torch for --torch-only folders or a GPU without "
                          "onnxruntime-gpu, else onnxruntime; tensorrt: engines from build_engines.py)")
-    ap.add_argument("--attn", choices=["eager", "sdpa"], help="transformers attention of the eager rows "
-                                                              "(default: sdpa on cuda, eager on cpu)")
+    ap.add_argument("--attn", choices=["eager", "sdpa"], help="transformers attention of the eager rows (default: sdpa, "
+                                                              "transformers' own default; a row with eager attention "
+                                                              "is added, labelled)")
+    ap.add_argument("--variants", default="", help="comma-separated CPU speed forms to add rows for: dynamic-int8, int4 "
+                                                   "(quantized copies <artifacts>-<mode>, made if missing)")
+    ap.add_argument("--encoder-slack", type=float, default=1.0, help="slack of the budget-aware rows of --variants")
+    ap.add_argument("--prior", default="2,4", help="frames,pixels divisors of the cheap prior in the --variants rows")
+    ap.add_argument("--accuracy", help="JSON rows from scripts/evaluate.py (method, retention, assistant, variant, "
+                                       "encoder_slack, accuracy): printed beside each matching speed row")
+    ap.add_argument("--sequential", action="store_true", help="each configuration's runs back to back (default: "
+                                                               "interleaved rounds, fairer on a shared machine)")
+    ap.add_argument("--only", action="append", metavar="TEXT",
+                    help="run only the configurations whose name contains TEXT or matches it as a regular expression "
+                         "(repeatable), e.g. --only FastV --only 'runtime full'")
     ap.add_argument("--json")
     ap.add_argument("--plot")
     ap.add_argument("--project", choices=["7b"])
@@ -51,14 +63,32 @@ def main() -> int:
             real_size = args.model.endswith("-random")  # billions of parameters: no fp32 ONNX export
             # ONNX Runtime's fused GroupQueryAttention: the fastest LLM graph for the runtime rows
             export_artifacts(args.model, folder, checkpoint=args.checkpoint, validate=False, torch_only=real_size,
-                             dtype="bfloat16" if real_size else "float32", llm_attention="gqa")
+                             dtype="bfloat16" if real_size else "float32", llm_attention="gqa",
+                             fastv_layer="default")  # the split LLM graphs for the FastV rows
         video = args.video
         if not video:
             os.makedirs("out", exist_ok=True)
             video = write_test_video(os.path.join("out", "bench.mp4"), num_frames=96, size=(448, 336), fps=24.0)
+        variants, configs = {}, B.default_configs()
+        prior = tuple(int(x) for x in args.prior.split(","))
+        for mode in filter(None, args.variants.split(",")):
+            variants[mode] = B.quantized_folder(folder, mode, log=lambda s: print(s, file=sys.stderr))
+            configs += B.variant_configs(mode, args.encoder_slack, prior)
+        if args.variants:  # fp32 with the same cheap prior and encoder resolution, for the lossless comparison
+            configs += B.variant_configs("fp32", args.encoder_slack, prior)[1:]
+        if args.only:
+            import re
+            configs = [c for c in configs if any(t in c.name or re.search(t, c.name) for t in args.only)]
         report = B.run_benchmark(folder, video, args.question, args.frames, args.runs, args.warmup, args.max_new_tokens,
-                                 args.max_pixels, args.min_pixels, args.threads, args.device,
-                                 runtime_backend=args.runtime_backend, attn=args.attn, log=lambda s: print(s, file=sys.stderr))
+                                 args.max_pixels, args.min_pixels, args.threads, args.device, configs=configs,
+                                 runtime_backend=args.runtime_backend, attn=args.attn, variants=variants,
+                                 interleave=not args.sequential,
+                                 log=lambda s: print(s, file=sys.stderr))
+        if args.accuracy:
+            import json
+            rows = json.load(open(args.accuracy))
+            rows = rows.get("rows", rows) if isinstance(rows, dict) else rows
+            print(f"accuracy: joined {B.join_accuracy(report, rows)} rows from {args.accuracy}", file=sys.stderr)
     except DyTokError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -72,7 +102,9 @@ def main() -> int:
     print(B.markdown_table(report))
     if args.project:
         print()
-        print(B.project_7b(report))
+        for variant in dict.fromkeys(r.get("variant", "fp32") for r in report["configs"] if r["backend"] == "runtime"):
+            print(B.project_7b(report, variant=variant))
+            print()
     if args.json:
         B.write_json(report, args.json)
     if args.plot:

@@ -3,6 +3,7 @@
   python scripts/calibrate.py collect  --artifacts artifacts/small --videos clips/ --out calib/small
   python scripts/calibrate.py quantize --artifacts artifacts/small --calibration calib/small --mode int8 --out artifacts/small-int8
   python scripts/calibrate.py quantize --artifacts artifacts/small --mode int4 --out artifacts/small-int4
+  python scripts/calibrate.py quantize --artifacts artifacts/small --mode dynamic-int8 --out artifacts/small-dyn8
   python scripts/calibrate.py report   --artifacts artifacts/small --quantized artifacts/small-int8 --calibration calib/small --speed
 
 ``collect`` runs the fp32 pipeline (DyToK + VisionZip) over every clip and records each graph's
@@ -49,8 +50,10 @@ def main() -> int:
     q = sub.add_parser("quantize")
     q.add_argument("--artifacts", required=True)
     q.add_argument("--calibration")
-    q.add_argument("--mode", required=True, choices=["int8", "int4", "fp8"])
-    q.add_argument("--graphs", help="comma-separated roles (default: int8/fp8 vision+LLM, int4 LLM)")
+    q.add_argument("--mode", required=True, choices=["int8", "int4", "fp8", "dynamic-int8"],
+                   help="int8/fp8: static QDQ (TensorRT); dynamic-int8, int4: CPU speed forms (no calibration)")
+    q.add_argument("--graphs", help="comma-separated roles (default: int8/fp8 vision+LLM, int4 LLM, "
+                                    "dynamic-int8 all four)")
     q.add_argument("--block-size", type=int, default=128)
     q.add_argument("--out", required=True)
     r = sub.add_parser("report")

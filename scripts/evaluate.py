@@ -34,6 +34,8 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a field of runtime.pipeline.Options (repeatable), e.g. cap=8, max_pixels=3136")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    ap.add_argument("--variant", help="weights label written into every row (e.g. dynamic-int8 for a quantized folder), "
+                                      "what scripts/benchmark.py --accuracy joins on")
     ap.add_argument("--json", required=True, help="report to write")
     ap.add_argument("--plot", help="PNG of accuracy and hit rate against retention")
     args = ap.parse_args()
@@ -58,6 +60,9 @@ def main() -> int:
     except (DyTokError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.variant:
+        for r in report["rows"]:
+            r["variant"] = args.variant
     write_json(report, args.json)
     if args.plot:
         plot(report["rows"], args.plot, f"{report['preset']}: {report['videos']} {report['split']} videos")

@@ -33,6 +33,8 @@ def main() -> int:
                     help="no ONNX graphs: a folder for the PyTorch engine backend (real-size GPU benchmarks)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                     help="weights' dtype of a --torch-only folder (ONNX graphs are always fp32)")
+    ap.add_argument("--fastv-layer", metavar="K", help="also export the primary LLM split at layer K (an integer, or "
+                    "'default' = 3) as primary_llm_lo/_hi: needed by --method fastv and --dycoke-kv")
     args = ap.parse_args()
     from export.exporter import export_artifacts
     from runtime.errors import DyTokError
@@ -41,7 +43,8 @@ def main() -> int:
     try:
         out = export_artifacts(args.model, args.out, args.assistant, args.checkpoint, args.assistant_checkpoint,
                                args.layers, args.seed, validate=not args.skip_validate, torch_only=args.torch_only,
-                               dtype=args.dtype, llm_attention=args.llm_attention)
+                               dtype=args.dtype, llm_attention=args.llm_attention,
+                               fastv_layer=args.fastv_layer)
     except DyTokError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

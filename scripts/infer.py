@@ -38,6 +38,7 @@ def torch_reference_pipeline(folder: str, device: str):
 
 
 def main() -> int:
+    from runtime.admission import parse_bytes
     from runtime.pipeline import METHODS, Options, load_pipeline
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,7 +57,16 @@ def main() -> int:
     ap.add_argument("--assistant-frames", type=int)
     ap.add_argument("--assistant-max-pixels", type=int)
     ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--dycoke-kv", action="store_true", help="DyCoke's decode-time KV pruning (needs a folder "
+                    "exported with --fastv-layer K; plain attention)")
+    ap.add_argument("--kv-prune-ratio", type=float, default=0.8, help="DyCoke's p: visual KV rows dropped per step")
     ap.add_argument("--vision-chunk", type=int, help="temporal groups per vision-engine call (bounds memory on small devices)")
+    ap.add_argument("--max-frames", type=int, default=64, help="most frames fps sampling takes (--frames 0)")
+    ap.add_argument("--prefill-chunk", type=int, default=2048,
+                    help="prompt tokens per prefill call, primary and assistant prior (memory linear in the prompt; 0: one call)")
+    ap.add_argument("--memory-budget", type=parse_bytes, help="peak process memory allowed, e.g. 12G (default: memory in use + available)")
+    ap.add_argument("--fit", default="off", choices=["off", "auto"],
+                    help="auto: lower pixels, then frames, until the request fits the context and the memory budget")
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
@@ -80,7 +90,9 @@ def main() -> int:
                    assistant=not args.no_assistant, assistant_num_frames=args.assistant_frames,
                    assistant_max_pixels=args.assistant_max_pixels, max_new_tokens=args.max_new_tokens,
                    temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                   vision_chunk=args.vision_chunk)
+                   vision_chunk=args.vision_chunk, max_frames=args.max_frames, prefill_chunk=args.prefill_chunk or None,
+                   fit=args.fit, memory_budget=args.memory_budget,
+                   dycoke_kv=args.dycoke_kv, kv_prune_ratio=args.kv_prune_ratio)
     try:
         if args.profile:
             os.makedirs(args.profile, exist_ok=True)
@@ -105,7 +117,8 @@ def main() -> int:
     kept, total = result.visual_tokens
     print(f"timing: video {t['decode_video']:.3f}s preprocess {t['preprocess']:.3f}s assistant {t['assistant']:.3f}s "
           f"vision {t['vision']:.3f}s compress {t['compress']:.3f}s prefill {t['prefill']:.3f}s "
-          f"decode {tps:.1f} tok/s end-to-end {t['end_to_end']:.3f}s | visual tokens {kept}/{total} ({args.method})",
+          f"decode {tps:.1f} tok/s end-to-end {t['end_to_end']:.3f}s | visual tokens {kept}/{total} ({args.method})"
+          + (f" | DyCoke KV pruned {int(t['kv_pruned_steps'])} of {t['decode_tokens']} steps" if "kv_pruned_steps" in t else ""),
           file=sys.stderr)
     return 0
 

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from runtime import llm_split
 from runtime.errors import DyTokError, EngineError, ManifestError
 from runtime.pipeline import Options
 
@@ -104,6 +105,10 @@ class LocalBackend:
         self.pool.close()
 
     async def stream(self, job: Job):
+        try:  # what this deployment's graphs can do (e.g. FastV needs the split LLM): a request error, before queueing
+            llm_split.check(self.pipelines[0].m, job.options)
+        except DyTokError as e:
+            raise ServeError(400, str(e)) from None
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         cancel = threading.Event()

@@ -23,3 +23,18 @@ def tiny_models(tiny_artifacts):
     from export.torch_engine import load_models
     from runtime.manifest import load_manifest
     return load_models(load_manifest(tiny_artifacts))
+
+
+@pytest.fixture(scope="session")
+def tiny_split(tiny_artifacts, tmp_path_factory):
+    """The tiny artifacts plus the LLM split at layer 2 (primary_llm_lo/_hi): a hard-linked copy,
+    re-exported in place, so the four existing graphs are reused and only the segments are new."""
+    import os
+    import shutil
+
+    from export.exporter import export_artifacts
+    from runtime.manifest import link_or_copy
+    out = str(tmp_path_factory.mktemp("split") / "tiny-split")
+    shutil.copytree(tiny_artifacts, out, copy_function=link_or_copy)
+    assert os.path.isfile(os.path.join(out, "manifest.json"))
+    return export_artifacts("tiny", out, fastv_layer=2, log=lambda *_: None)

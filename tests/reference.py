@@ -180,3 +180,104 @@ def dytok_visionzip_reference(models, prompt, clip, question, pcfg, retention, m
         out = p(inputs_embeds=e, position_ids=torch.full((3, 1, 1), nxt + step), past_key_values=out.past_key_values,
                 use_cache=True)
     return tokens_out, alloc.numpy()
+
+
+def _causal(n: int) -> torch.Tensor:
+    return torch.full((n, n), torch.finfo(torch.float32).min).triu(1)[None, None]
+
+
+@torch.no_grad()
+def split_llm_reference(model, embeds: np.ndarray, pos: np.ndarray, split: int, max_new_tokens: int, start_pos: int,
+                        vision_start: int, num_visual: int, fastv_budgets=None, fastv_per_group: bool = True,
+                        dycoke_p: float | None = None, eos=()):
+    """FastV (spec §3.2, with DyToK per-group budgets, §1.9) and DyCoke's KV step (§4.3) on transformers'
+    own decoder layers, rotary and cache, greedy. The attention row is the model's real one: the
+    eager attention weights of layer ``split - 1`` (a forward hook), last query row, head mean.
+
+    embeds [N, D] and pos [3, N] of the prompt as fed. FastV: layers >= split run on the kept
+    tokens at their original ids and cache only those rows. DyCoke: at each decode step, cos of
+    the visual attention with the previous step's < 0.9 -> layers >= split see only the prefix,
+    the top ``int(V * (1 - p))`` visual rows and everything after the span; else all rows.
+    Returns (tokens, kept sequence indices at prefill, per-step pruning flags)."""
+    from transformers import DynamicCache
+
+    text = model.model.language_model
+    depth = len(text.layers)
+    cache = DynamicCache(config=text.config)
+    seen = {}
+    hook = text.layers[split - 1].self_attn.register_forward_hook(lambda m, a, out: seen.update(w=out[1]))
+    try:
+        x = torch.from_numpy(embeds)[None]
+        p = torch.from_numpy(pos)[:, None]
+        n = x.shape[1]
+        pe = text.rotary_emb(x, p)
+        for i in range(split):
+            x = text.layers[i](x, attention_mask=_causal(n), position_embeddings=pe, past_key_values=cache, use_cache=True)
+        alpha = seen["w"][0, :, -1].float().mean(0)  # (N,)
+        keep = torch.arange(n)
+        if fastv_budgets is not None:
+            span = alpha[vision_start:vision_start + num_visual]
+            b = torch.as_tensor(np.asarray(fastv_budgets))
+            if fastv_per_group:
+                per = num_visual // len(b)
+                local = torch.cat([torch.argsort(-row, stable=True)[:int(k)] + g * per
+                                   for g, (row, k) in enumerate(zip(span.reshape(len(b), per), b))])
+            else:
+                local = torch.argsort(-span, stable=True)[:int(b.sum())]
+            keep = torch.cat([torch.arange(vision_start), vision_start + torch.sort(local).values,
+                              torch.arange(vision_start + num_visual, n)])
+        x = x[:, keep]
+        pe = text.rotary_emb(x, p[..., keep])
+        for i in range(split, depth):
+            x = text.layers[i](x, attention_mask=_causal(len(keep)), position_embeddings=pe, past_key_values=cache,
+                               use_cache=True)
+        logits = model.lm_head(text.norm(x[:, -1]))[0]
+        tokens, pruned, prev = [], [], None
+        n_hi = len(keep)
+        for step in range(max_new_tokens):
+            tok = int(logits.argmax())
+            tokens.append(tok)
+            if tok in eos or step == max_new_tokens - 1:
+                break
+            x = model.get_input_embeddings()(torch.tensor([[tok]]))
+            pe = text.rotary_emb(x, torch.full((3, 1, 1), start_pos + step))
+            for i in range(split):
+                x = text.layers[i](x, attention_mask=None, position_embeddings=pe, past_key_values=cache, use_cache=True)
+            n_hi += 1
+            mask = None
+            if dycoke_p is not None:
+                beta = seen["w"][0, :, -1].float().mean(0)[vision_start:vision_start + num_visual]
+                rho = 0.0 if prev is None else float(beta @ prev / (beta.norm() * prev.norm()))
+                prev = beta
+                pruned.append(rho < 0.9)
+                if rho < 0.9:
+                    top = torch.argsort(-beta, stable=True)[:int(num_visual * (1 - dycoke_p))]
+                    mask = torch.full((1, 1, 1, n_hi), torch.finfo(torch.float32).min)
+                    mask[..., :vision_start] = 0
+                    mask[..., vision_start + top] = 0
+                    mask[..., vision_start + num_visual:] = 0
+            for i in range(split, depth):
+                x = text.layers[i](x, attention_mask=mask, position_embeddings=pe, past_key_values=cache, use_cache=True)
+            logits = model.lm_head(text.norm(x[:, -1]))[0]
+    finally:
+        hook.remove()
+    return tokens, keep.numpy(), pruned
+
+
+@torch.no_grad()
+def full_prompt_reference(model, prompt, clip, question, pcfg, video_id):
+    """The uncompressed prompt of the primary model from transformers: embeddings with the visual
+    features spliced in, and get_rope_index's ids. -> (embeds [N, D], pos [3, N], start, n_vis)"""
+    from runtime.preprocess import preprocess_video
+
+    patches = preprocess_video(clip.frames, pcfg)
+    grid = patches.grid_thw
+    n_vis = grid[0] * grid[1] * grid[2] // 4
+    ids, start = prompt.input_ids(question, n_vis)
+    feats = model.model.visual(torch.from_numpy(patches.pixel_values), grid_thw=torch.tensor([grid])).pooler_output
+    emb = model.get_input_embeddings()(torch.tensor(ids)).clone()
+    emb[start:start + n_vis] = feats
+    types = torch.tensor((ids == video_id).astype(np.int64) * 2)[None]
+    pos, _ = model.model.get_rope_index(torch.tensor(ids)[None], types, video_grid_thw=torch.tensor([grid]),
+                                       second_per_grid_ts=torch.tensor([2 / clip.sampled_fps]))
+    return emb.numpy(), pos[:, 0].numpy(), start, n_vis

@@ -10,8 +10,9 @@ from export import benchmark as B  # noqa: E402
 from runtime import flops as F  # noqa: E402
 
 
-def test_benchmark_report_on_tiny(tiny_artifacts, video_path, tmp_path):
-    report = B.run_benchmark(tiny_artifacts, video_path, "What moves?", frames=8, runs=1, warmup=0, max_new_tokens=3,
+def test_benchmark_report_on_tiny(tiny_split, video_path, tmp_path):
+    """Every default row runs, those needing the split LLM (FastV, DyCoke KV) included."""
+    report = B.run_benchmark(tiny_split, video_path, "What moves?", frames=8, runs=1, warmup=0, max_new_tokens=3,
                              max_pixels=64 * 784, min_pixels=16 * 784, log=lambda *_: None)
     names = [c["name"] for c in report["configs"]]
     assert names == [c.name for c in B.default_configs()]
@@ -55,6 +56,16 @@ def test_missing_backends_are_reported_not_crashed(tiny_artifacts, video_path):
     assert "CUDAExecutionProvider" in str(err.value) and "no CUDA device" in str(err.value)
 
 
+def test_rows_needing_the_split_llm_are_skipped_with_the_reason(tiny_artifacts, video_path):
+    configs = B.compression_in_llm_configs()
+    report = B.run_benchmark(tiny_artifacts, video_path, "q", frames=4, runs=1, warmup=0, max_new_tokens=2,
+                             max_pixels=32 * 784, min_pixels=16 * 784, configs=configs, log=lambda *_: None)
+    rows = {r["name"]: r for r in report["configs"]}
+    assert "--fastv-layer" in rows["runtime DyToK+FastV 25%"]["skipped"]
+    assert "--fastv-layer" in rows["runtime DyToK+DyCoke 25% + DyCoke KV"]["skipped"]
+    assert "skipped" not in rows["runtime EVS 25%, no assistant"]
+
+
 def test_skipped_rows_render():
     report = {"configs": [{"name": "a", "backend": "eager", "method": "none", "skipped": "no GPU"},
                           {"name": "b", "backend": "runtime", "method": "none", "e2e_s": 1.0, "ttft_s": 0.5,
@@ -73,9 +84,9 @@ def test_runtime_rows_on_torch_engines_in_bf16(tmp_path, video_path):
     configs = [c for c in B.default_configs() if c.name in ("eager full", "runtime DyToK+VisionZip 25%")]
     report = B.run_benchmark(folder, video_path, "What moves?", frames=4, runs=1, warmup=0, max_new_tokens=2,
                              max_pixels=32 * 784, min_pixels=16 * 784, configs=configs, log=lambda *_: None)
-    assert report["runtime_backend"] == "torch" and report["attn"] == "eager"
+    assert report["runtime_backend"] == "torch" and report["attn"] == "sdpa"
     engines = {r["name"]: r["engine"] for r in report["configs"]}
-    assert engines == {"eager full": "transformers[cpu, bfloat16, eager]",
+    assert engines == {"eager full": "transformers[cpu, bfloat16, sdpa]",
                        "runtime DyToK+VisionZip 25%": "torch[cpu, bfloat16]"}
     assert "| runtime DyToK+VisionZip 25% | torch[cpu, bfloat16] |" in B.markdown_table(report)
 
@@ -98,3 +109,28 @@ def test_tensorrt_runtime_rows_are_skipped_with_the_reason(tiny_artifacts, video
     why = "no TensorRT engine for" if importlib.util.find_spec("tensorrt_lean_bindings") else "TensorRT is not installed"
     assert why in rows["runtime full"]["skipped"] and rows["eager full"]["e2e_s"] > 0
     assert f"| runtime full | skipped: {why}" in B.markdown_table(report)
+
+
+def test_variant_rows_and_accuracy_join(tiny_artifacts, video_path, tmp_path):
+    """Rows on a dynamic-int8 copy and with budget-aware encoding run; accuracy rows join by
+    configuration, and eager full tokens takes the fp32 full-token accuracy."""
+    from calibration.ort_quant import quantize_artifacts
+    folder = str(tmp_path / "dyn8")
+    quantize_artifacts(tiny_artifacts, folder, "dynamic-int8", log=lambda *_: None)
+    configs = [B.default_configs()[0], *B.variant_configs("dynamic-int8", 1.0, (2, 4))[:3],
+               B.Config("runtime x [int4]", "runtime", "none", 1.0, False, variant="int4")]
+    report = B.run_benchmark(tiny_artifacts, video_path, "What moves?", frames=8, runs=1, warmup=0, max_new_tokens=3,
+                             max_pixels=64 * 784, min_pixels=16 * 784, configs=configs,
+                             variants={"dynamic-int8": folder}, log=lambda *_: None)
+    rows = report["configs"]
+    assert "variant 'int4'" in rows[-1]["skipped"]
+    assert all(r["e2e_s"] > 0 for r in rows[:-1])
+    slack = rows[3]
+    assert slack["visual_tokens"] < slack["visual_tokens_total"] and slack["flops"]["vision"] < rows[2]["flops"]["vision"]
+    acc = [{"method": "none", "retention": 1.0, "assistant": "none", "accuracy": 0.9, "n": 300},
+           {"method": "visionzip", "retention": 0.25, "assistant": "reduced", "accuracy": 0.7, "n": 300},
+           {"method": "visionzip", "retention": 0.25, "assistant": "frames/2 pixels/4", "variant": "dynamic-int8",
+            "encoder_slack": 1.0, "accuracy": 0.8, "n": 300, "ci_low": 0.75, "ci_high": 0.85}]
+    assert B.join_accuracy(report, acc) == 2
+    assert rows[0]["accuracy"]["accuracy"] == 0.9 and rows[3]["accuracy"]["accuracy"] == 0.8
+    assert "accuracy" not in rows[1] and "80.0 [75.0, 85.0] (300)" in B.markdown_table(report)

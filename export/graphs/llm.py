@@ -107,7 +107,13 @@ class KeyframePrior(_Decoder):
     """DyToK detection pass: for each selected layer, softmax over the visual keys only of the last
     prompt token's scaled logits, mean over heads. Runs layers up to the deepest selected one and,
     in that one, only the last token's query and the visual keys (no full attention, no norm/head).
-    ``attention`` as for ``LanguageModel`` (the layers before run fused with "gqa")."""
+    ``attention`` as for ``LanguageModel`` (the layers before run fused with "gqa").
+
+    With a KV cache (``attention_mask`` (B, P+S) and ``past_key/value_i`` (B, KV, P, d) for layers
+    0..deepest), the prompt can be fed in chunks: each call appends its chunk's rotated keys and
+    values (``present_*``) and returns the prior of its own last token over ``visual_index``, indices
+    into past + new keys. Only the last chunk's prior is the answer; earlier chunks pass any valid
+    index (e.g. ``[0]``). One call with an empty past is the one-shot prior."""
 
     def __init__(self, lm: nn.Module, layers: list[int], attention: str = "plain"):
         super().__init__(lm.model.language_model)
@@ -120,8 +126,10 @@ class KeyframePrior(_Decoder):
         logits = torch.matmul(q_last.float(), k_vis.float().transpose(-1, -2))[:, :, 0] * self.head_dim ** -0.5
         return torch.softmax(logits, dim=-1).mean(dim=1)[0]
 
-    def forward(self, inputs_embeds, position_ids, visual_index):
+    def forward(self, inputs_embeds, position_ids, visual_index, attention_mask=None, *past):
         cos, sin = mrope_cos_sin(position_ids, self.inv_freq, self.sections, inputs_embeds.dtype)
+        if past:
+            return self._forward_cached(inputs_embeds, cos, sin, visual_index, attention_mask, past)
         if self.gqa:
             return self._forward_gqa(inputs_embeds, cos, sin, visual_index)
         b, n, _ = inputs_embeds.shape
@@ -161,3 +169,97 @@ class KeyframePrior(_Decoder):
             x = x + a.o_proj(out)
             x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
         return torch.stack(rows)
+
+    def _forward_cached(self, x, cos, sin, visual_index, attention_mask, past):
+        """Chunked form: past (2 per layer, layers 0..deepest) -> (prior rows, *presents)."""
+        b, n, _ = x.shape
+        d = self.head_dim
+        n_past = past[0].shape[2]
+        deepest = self.layers[-1]
+        if self.gqa:
+            cos_half, sin_half = self.half_cos_sin(cos, sin)
+        else:
+            bias = causal_bias(n, n_past, attention_mask, x.dtype)
+        rows, presents = [], []
+        for i, layer in enumerate(self.text.layers[: deepest + 1]):
+            h = rms_norm(layer.input_layernorm, x)
+            a = layer.self_attn
+            if self.gqa and i < deepest:
+                qf = a.q_proj(h)
+                out, k, v = group_query_attention(qf, a.k_proj(h), a.v_proj(h), past[2 * i], past[2 * i + 1],
+                                                  cos_half, sin_half, attention_mask, self.heads, self.kv_heads)
+                q_last = apply_rope(qf[:, -1:].view(b, 1, self.heads, d).transpose(1, 2), cos[:, :, -1:], sin[:, :, -1:])
+            else:
+                q, k, v = self.qkv(layer, h, cos, sin)
+                k = torch.cat([past[2 * i], k], dim=2)
+                v = torch.cat([past[2 * i + 1], v], dim=2)
+                q_last = q[:, :, -1:]
+                if i < deepest:
+                    out = grouped_attention(q, k, v, bias)
+            presents += [k, v]
+            if i in self.layers:
+                rows.append(self.prior_row(q_last, k[:, :, visual_index]))
+            if i == deepest:
+                break
+            x = x + a.o_proj(out)
+            x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
+        return (torch.stack(rows), *presents)
+
+class LanguageModelSegment(_Decoder):
+    """Decoder layers ``[start, stop)`` with their own KV cache: the primary LLM split at layer K for
+    FastV (layers >= K run on the kept tokens) and DyCoke's decode-time KV step (layers >= L attend
+    only to the kept rows, through ``attention_mask``: 0 drops a key, as in the one-graph LLM).
+
+    The first segment (start 0) takes ``inputs_embeds``; a later one takes ``hidden_states``. The
+    last segment (stop = depth) returns last-position logits; an earlier one returns the hidden
+    states and ``attention`` (total_len,): the head-mean softmax of the LAST query row of layer
+    stop-1 over every key (past + new, masked keys excluded), i.e. the model's real attention row
+    that FastV ranks at prefill and DyCoke reads at each decode step. Then the present KV of its
+    layers. ``attention`` as for ``LanguageModel``."""
+
+    def __init__(self, lm: nn.Module, start: int, stop: int, attention: str = "plain"):
+        super().__init__(lm.model.language_model)
+        depth = len(self.text.layers)
+        if not 0 <= start < stop <= depth:
+            raise ValueError(f"segment [{start}, {stop}) outside the {depth} decoder layers")
+        self.start, self.stop, self.last = start, stop, stop == depth
+        self.lm_head = lm.lm_head if self.last else None
+        self.gqa = _is_gqa(attention)
+
+    def last_row_attention(self, q_last, k, bias_last):
+        """q_last (B, H, 1, d) rotated, k (B, KV, T, d) rotated, bias (B, 1, 1, T) -> (T,) head mean."""
+        scores = torch.matmul(q_last, expand_kv(k, self.heads).transpose(-1, -2)) * self.head_dim ** -0.5 + bias_last
+        return torch.softmax(scores.float(), dim=-1).mean(dim=1)[0, 0]
+
+    def forward(self, x, position_ids, attention_mask, *past):
+        n_new = x.shape[1]
+        n_past = past[0].shape[2]
+        cos, sin = mrope_cos_sin(position_ids, self.inv_freq, self.sections, x.dtype)
+        bias = None if self.gqa else causal_bias(n_new, n_past, attention_mask, x.dtype)
+        half = self.half_cos_sin(cos, sin) if self.gqa else None
+        presents, row = [], None
+        for j, layer in enumerate(self.text.layers[self.start:self.stop]):
+            h = rms_norm(layer.input_layernorm, x)
+            a = layer.self_attn
+            want_row = not self.last and self.start + j == self.stop - 1
+            if self.gqa:
+                out, k, v = group_query_attention(a.q_proj(h), a.k_proj(h), a.v_proj(h), past[2 * j], past[2 * j + 1],
+                                                  *half, attention_mask, self.heads, self.kv_heads)
+                if want_row:  # the fused op returns rotated keys; rotate the last query the same way
+                    b = h.shape[0]
+                    q_last = a.q_proj(h[:, -1:]).view(b, 1, self.heads, self.head_dim).transpose(1, 2)
+                    row = self.last_row_attention(apply_rope(q_last, cos[:, :, -1:], sin[:, :, -1:]), k,
+                                                  causal_bias(1, n_past + n_new - 1, attention_mask, x.dtype))
+            else:
+                q, k, v = self.qkv(layer, h, cos, sin)
+                k = torch.cat([past[2 * j], k], dim=2)
+                v = torch.cat([past[2 * j + 1], v], dim=2)
+                if want_row:
+                    row = self.last_row_attention(q[:, :, -1:], k, bias[:, :, -1:])
+                out = grouped_attention(q, k, v, bias)
+            presents += [k, v]
+            x = x + a.o_proj(out)
+            x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
+        if self.last:
+            return (self.lm_head(rms_norm(self.text.norm, x[:, -1:]))[:, 0], *presents)
+        return (x, row, *presents)

@@ -4,7 +4,8 @@ from .dycoke import kv_keep, ttm, ttm_keep
 from .dytok import (allocate_budgets, budget_for_retention, frame_weights, select_layers,
                     split_dominant_contextual, uniform_budgets, visual_softmax_head_mean)
 from .dyntok import MergedTokens, dyntok_frame, dyntok_groups
-from .fastv import fastv_keep, fastv_keep_count, fastv_keep_per_frame
+from .evs import evs_dissimilarity, evs_groups, evs_keep_count, evs_mask
+from .fastv import fastv_keep, fastv_keep_count, fastv_keep_per_frame, fastv_keep_top
 from .visionzip import KeptTokens, pool_merge_units, strided_targets, visionzip, visionzip_groups
 
 __all__ = [
@@ -12,5 +13,6 @@ __all__ = [
     "uniform_budgets", "visual_softmax_head_mean", "visionzip", "visionzip_groups", "strided_targets",
     "pool_merge_units", "KeptTokens", "ttm", "ttm_keep", "kv_keep", "dyntok_frame", "dyntok_groups",
     "MergedTokens", "fastv_keep", "fastv_keep_count", "fastv_keep_per_frame", "select_groups",
-    "uniform_indices", "random_indices",
+    "uniform_indices", "random_indices", "evs_dissimilarity", "evs_groups", "evs_keep_count", "evs_mask",
+    "fastv_keep_top",
 ]

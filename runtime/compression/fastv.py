@@ -20,11 +20,18 @@ def fastv_keep_count(num_visual: int, drop_ratio: float) -> int:
 
 def fastv_keep(attention: np.ndarray, vision_start: int, num_visual: int, drop_ratio: float) -> np.ndarray:
     """attention [N]: head-mean last-row attention at layer K-1 -> kept sequence indices, ascending."""
+    return fastv_keep_top(attention, vision_start, num_visual, fastv_keep_count(num_visual, drop_ratio))
+
+
+def fastv_keep_top(attention: np.ndarray, vision_start: int, num_visual: int, k: int) -> np.ndarray:
+    """The global top-``k`` visual tokens by attention (stable: lower index first on ties).
+    attention [N] -> kept sequence indices [N - V + k], ascending."""
     attention = np.asarray(attention)
     n = len(attention)
     if attention.ndim != 1 or vision_start < 0 or vision_start + num_visual > n:
         raise ShapeError(f"visual span [{vision_start}, {vision_start + num_visual}) is outside {n} tokens")
-    k = fastv_keep_count(num_visual, drop_ratio)
+    if not 0 <= k <= num_visual:
+        raise BudgetError(f"FastV keeps {k} of {num_visual} visual tokens: must be within [0, {num_visual}]")
     top = np.argsort(-attention[vision_start:vision_start + num_visual], kind="stable")[:k]
     return kept_sequence_indices(n, vision_start, num_visual, top)
 

@@ -45,3 +45,15 @@ class Engine(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def check_io(role: str, engine: Engine, entry: dict) -> None:
+    """The engine's tensor names against the manifest's I/O table: a graph file swapped for another
+    role's, or a table edited, is one clear error at load time instead of a failure mid-run."""
+    from ..errors import EngineError
+
+    for kind, have in (("inputs", engine.input_names), ("outputs", engine.output_names)):
+        want = [t["name"] for t in entry[kind]]
+        if sorted(have) != sorted(want):
+            raise EngineError(f"graph {role}: the engine's {kind} {sorted(have)[:6]} do not match the manifest's "
+                              f"{sorted(want)[:6]} (a swapped or edited graph file?); re-run scripts/export.py")

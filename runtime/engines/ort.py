@@ -41,6 +41,7 @@ class OrtEngine(Engine):
         except Exception as e:  # ORT raises its own exception types; name the file
             raise EngineError(f"ONNX Runtime cannot load {path}: {e}") from None
         self.name = f"onnxruntime[{self.session.get_providers()[0]}]"
+        self.path = path
         self._inputs = [i.name for i in self.session.get_inputs()]
         self._outputs = [o.name for o in self.session.get_outputs()]
 
@@ -49,7 +50,13 @@ class OrtEngine(Engine):
         return self.session.end_profiling()
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self._outputs, self.session.run(self._outputs, {n: feeds[n] for n in self._inputs})))
+        missing = [n for n in self._inputs if n not in feeds]
+        if missing:
+            raise EngineError(f"{self.path}: feeds lack the graph inputs {missing[:4]}")
+        try:
+            return dict(zip(self._outputs, self.session.run(self._outputs, {n: feeds[n] for n in self._inputs})))
+        except Exception as e:  # ORT's own exception types (shape, type, allocation): name the graph
+            raise EngineError(f"ONNX Runtime failed running {self.path}: {str(e).splitlines()[0][:300]}") from None
 
 
 def _shape_list(shapes: dict, which: int) -> str:

@@ -96,10 +96,13 @@ def vision_ranges(cfg: PreprocessConfig, geo: VisionGeometry, limits: ProfileLim
 
 
 def llm_ranges(max_context: int, opt_prompt: int) -> dict[str, dict[str, Range]]:
-    """Per LLM profile: prefill (past 0) and decode (one token over a past of 1..context-1)."""
+    """Per LLM profile: prefill (2.. tokens over a past of 0, or of the earlier chunks of a chunked
+    prefill) and decode (one token over a past of 1..context-1; a 1-token last chunk runs there,
+    so decode steps never pick the prefill profile)."""
     opt_prompt = min(opt_prompt, max_context - 1)
     return {
-        "prefill": {"seq_len": (1, opt_prompt, max_context), "past_len": (0, 0, 0), "total_len": (1, opt_prompt, max_context)},
+        "prefill": {"seq_len": (2, opt_prompt, max_context), "past_len": (0, 0, max_context - 2),
+                    "total_len": (2, opt_prompt, max_context)},
         "decode": {"seq_len": (1, 1, 1), "past_len": (1, opt_prompt, max_context - 1), "total_len": (2, opt_prompt + 1, max_context)},
     }
 
@@ -109,7 +112,11 @@ def prior_ranges(vision: dict[str, Range], text_tokens: int, max_context: int) -
     if lo + 1 > max_context:
         raise ManifestError(f"the assistant's context of {max_context} cannot hold even {lo} visual tokens")
     hi = min(hi, max_context - text_tokens)
-    return {"n_visual": (lo, min(opt, hi), hi), "seq_len": (lo + 1, min(opt, hi) + text_tokens, hi + text_tokens)}
+    opt_seq = min(opt, hi) + text_tokens
+    # The KV-cache prior (chunked prefill) also takes chunks of 1.. tokens over a past, and early
+    # chunks pass a one-element visual_index; one-shot graphs have no past_len/total_len dims.
+    return {"n_visual": (1, min(opt, hi), hi), "seq_len": (1, opt_seq, hi + text_tokens),
+            "past_len": (0, 0, hi + text_tokens - 1), "total_len": (1, opt_seq, hi + text_tokens)}
 
 
 def shapes_for(io_inputs: list[dict], dims: dict[str, Range]) -> Shapes:
@@ -146,8 +153,10 @@ def derive_profiles(manifest: Manifest, limits: ProfileLimits = ProfileLimits())
     primary = manifest.model("primary")
     context = min(limits.max_context or primary["context_length"], primary["context_length"])
     opt_prompt = int(vision["primary"]["n_tokens"][1] * limits.opt_retention) + limits.text_tokens
-    out["primary_llm"] = {name: shapes_for(manifest.graph("primary_llm")["inputs"], dims)
-                          for name, dims in llm_ranges(context, opt_prompt).items()}
+    for role in ("primary_llm", "primary_llm_lo", "primary_llm_hi"):  # the split segments: same dims, own KV
+        if role in manifest.data["graphs"]:
+            out[role] = {name: shapes_for(manifest.graph(role)["inputs"], dims)
+                         for name, dims in llm_ranges(context, opt_prompt).items()}
     if "assistant_prior" in manifest.data["graphs"]:
         assistant = manifest.model("assistant")
         ctx = min(limits.max_context or assistant["context_length"], assistant["context_length"])

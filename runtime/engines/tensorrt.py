@@ -193,6 +193,6 @@ def tensorrt_engines(manifest: Manifest, device: int = 0) -> dict[str, Engine]:
     engines = {}
     for role in manifest.data["graphs"]:
         keep = tuple(o["name"] for o in manifest.graph(role)["outputs"] if o["name"].startswith("present")) \
-            if role == "primary_llm" else ()
+            if role.startswith("primary_llm") else ()  # the one-graph LLM and its split segments
         engines[role] = TensorRTEngine(manifest, role, keep, device)
     return engines

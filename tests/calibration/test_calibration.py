@@ -127,3 +127,42 @@ def test_fp8_is_float8_qdq_that_tensorrt_parses(tiny_artifacts, calib, tmp_path)
     q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert q and all(zero_points[n.input[2]] == onnx.TensorProto.FLOAT8E4M3FN for n in q)
     assert lint_model(model) == []  # TensorRT 10.1's parser takes it (ORT's CPU has no fp8 matmul)
+
+
+def test_gemm_to_matmul_is_exact():
+    """The Gemm rewrite the dynamic and int4 quantizers need (transB weights + bias -> MatMul + Add)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from calibration.ort_quant import gemm_to_matmul
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=5).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    assert gemm_to_matmul(model) == 1 and [n.op_type for n in model.graph.node] == ["MatMul", "Add"]
+    import onnxruntime as ort
+    x = rng.normal(size=(4, 3)).astype(np.float32)
+    y = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, x @ w.T + b, atol=1e-5)
+
+
+def test_dynamic_int8_and_int4_vision_are_cpu_forms_close_to_fp32(tiny_artifacts, calib, video_path, tmp_path):
+    """dynamic-int8 (every graph, no calibration) and int4 on the vision graph: the quantized ops are
+    there and held-out outputs stay close (random tiny weights; bounds leave margin)."""
+    dyn = quantize_artifacts(tiny_artifacts, str(tmp_path / "dyn8"), "dynamic-int8", log=lambda s: None)
+    ops = lambda m, role: {n.op_type for n in onnx.load(m.path(m.graph(role)["file"]), load_external_data=False).graph.node}  # noqa: E731
+    for role in ("primary_vision", "primary_llm", "assistant_vision", "assistant_prior"):
+        assert ops(dyn, role) & {"MatMulInteger", "DynamicQuantizeMatMul"}, role
+    ref = load_manifest(tiny_artifacts)
+    roles = ("primary_vision", "primary_llm")
+    report = accuracy_report(_engines(ref, roles), _engines(dyn, roles), calib)
+    assert report.vision_cosine_mean > 0.97 and report.kl_mean < 0.1
+    int4v = quantize_artifacts(tiny_artifacts, str(tmp_path / "int4v"), "int4", roles=("primary_vision",), block_size=16,
+                               log=lambda s: None)
+    assert "MatMulNBits" in ops(int4v, "primary_vision") and "Gemm" not in ops(int4v, "primary_vision")
+    report = accuracy_report(_engines(ref, roles), _engines(int4v, roles), calib)
+    assert report.vision_cosine_mean > 0.9
+    result = load_pipeline(dyn.folder).answer(video_path, "What moves?", Options(num_frames=4, max_new_tokens=3))
+    assert len(result.token_ids) >= 1

@@ -23,9 +23,11 @@ def needle_artifacts(tmp_path_factory):
     from export.exporter import export_artifacts
     return export_artifacts("needle", str(tmp_path_factory.mktemp("artifacts") / "needle"), log=lambda *_: None)
 
+SCRIPT_METHODS = ("visionzip", "uniform", "dycoke", "dyntok", "none")  # scripts/evaluate.py --methods default
+
 
 def test_grid_and_options():
-    configs = grid()
+    configs = grid(methods=SCRIPT_METHODS)
     assert Config("none", 1.0, "none") in configs
     assert sum(c.method == "none" for c in configs) == 1
     for m in ("visionzip", "uniform", "dycoke", "dyntok"):
@@ -98,7 +100,7 @@ def test_evaluate_script_end_to_end(needle_artifacts, tmp_path):
     report = json.loads(out.read_text())
     assert report["split"] == "test" and report["videos"] == 5
     rows = report["rows"]
-    assert len(rows) == len(grid())
+    assert len(rows) == len(grid(methods=SCRIPT_METHODS))
     for r in rows:
         assert {"method", "retention", "assistant", "accuracy", "hit_rate", "n"} <= set(r)
         assert r["n"] == 5 and 0 <= r["accuracy"] <= 1 and 0 < r["hit_rate"] <= 1
@@ -108,3 +110,38 @@ def test_evaluate_script_end_to_end(needle_artifacts, tmp_path):
                           "--videos", "2", "--json", str(out), "--set", "bogus=1"], capture_output=True, text=True,
                          timeout=300, cwd=ROOT)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --set")
+
+
+def test_fastv_and_evs_rows(needle_artifacts, tmp_path):
+    """FastV and EVS are plain methods of the grid (with and without the prior); FastV needs the
+    split LLM, so it is scored on a folder exported with --fastv-layer."""
+    import shutil
+
+    from evaluation.evaluate import evaluate
+    from export.exporter import export_artifacts
+    from runtime.manifest import link_or_copy
+
+    configs = grid(methods=("fastv", "evs"), retentions=(0.25,), assistants=("full", "none"))
+    assert {(c.method, c.assistant) for c in configs} == {(m, a) for m in ("fastv", "evs") for a in ("full", "none")}
+    folder = str(tmp_path / "needle-split")
+    shutil.copytree(needle_artifacts, folder, copy_function=link_or_copy)
+    export_artifacts("needle", folder, fastv_layer="default", log=lambda *_: None)
+    rows = evaluate(load_pipeline(folder), configs, split_videos(3), progress=False)
+    assert len(rows) == 4 and all(r["n"] == 3 for r in rows)
+    for r in rows:
+        assert 0 < r["kept_tokens"] < r["total_tokens"]  # FastV: the tokens layers >= K see
+
+
+def test_encoder_slack_rows_go_through_the_pipeline(needle_artifacts):
+    """With encoder_slack the evaluator runs Pipeline.answer per config; a slack that keeps every
+    group at full size gives the shared-stage scorer's tokens, kept counts and hit rates."""
+    from evaluation.evaluate import score_video, score_video_answer
+
+    pipe = load_pipeline(needle_artifacts)
+    configs = grid(methods=("visionzip", "none"), retentions=(0.25,), assistants=("full", "none"))
+    for v in split_videos(2):
+        shared = score_video(pipe, v, configs, Options())
+        direct = score_video_answer(pipe, v, configs, Options(encoder_slack=1e6))
+        for a, b in zip(shared, direct):
+            assert (a["token"], a["kept"], a["total"]) == (b["token"], b["kept"], b["total"])
+            assert abs(a["hit"] - b["hit"]) < 1e-9

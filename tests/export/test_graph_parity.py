@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 import onnx  # noqa: E402
 from runtime.engines.ort import OrtEngine  # noqa: E402
 from runtime.manifest import load_manifest  # noqa: E402
+from runtime.prefill import empty_cache, prior_attention, run_chunked  # noqa: E402
 from runtime.vision_inputs import vision_feeds  # noqa: E402
 
 from tests.reference import prior_reference, vision_signals_reference  # noqa: E402
@@ -113,7 +114,7 @@ def test_prior_graph_matches_reference(tiny_artifacts, tiny_gqa, tiny_models, tm
         import copy
 
         from export import specs
-        from export.exporter import _example_prior, _export
+        from export.exporter import _example_prior, _export, prior_kv
         from export.graphs.gqa import onnx_translation
         from export.graphs.llm import KeyframePrior
         model = copy.deepcopy(model)
@@ -121,17 +122,59 @@ def test_prior_graph_matches_reference(tiny_artifacts, tiny_gqa, tiny_models, tm
             layer.self_attn.q_proj.weight.data *= sharpen
             layer.self_attn.k_proj.weight.data *= sharpen
         path = str(tmp_path / "sharp_prior.onnx")
-        _export(KeyframePrior(model, layers, attention).eval(), specs.prior_spec(hidden, len(layers)), _example_prior(consts),
-                path, onnx_translation() if attention == "gqa" else None)
+        _export(KeyframePrior(model, layers, attention).eval(), specs.prior_spec(hidden, len(layers), prior_kv(consts)),
+                _example_prior(consts), path, onnx_translation() if attention == "gqa" else None)
     ops = {(n.domain, n.op_type) for n in onnx.load(path, load_external_data=False).graph.node}
     assert (("com.microsoft", "GroupQueryAttention") in ops) == (attention == "gqa")
     eng = OrtEngine(path)
     for length, start, n_vis in [(20, 4, 12), (57, 10, 40)]:
         embeds = rng.normal(size=(1, length, hidden)).astype(np.float32)
         pos = np.tile(np.arange(length), (3, 1, 1))
-        feeds = {"inputs_embeds": embeds, "position_ids": pos, "visual_index": np.arange(start, start + n_vis)}
-        got = eng.run(feeds)["attention"]
         want = prior_reference(model, embeds, pos, start, n_vis, layers)
-        np.testing.assert_allclose(got, want, atol=ATOL)
+        for chunk in (None, 7, 16):  # one call, and chunked prefill through the graph's KV cache
+            got = prior_attention(eng, embeds[0], pos[:, 0], np.arange(start, start + n_vis), consts,
+                                  manifest.graph("assistant_prior"), chunk)
+            np.testing.assert_allclose(got, want, atol=ATOL, err_msg=f"chunk {chunk}")
         if sharpen > 1:
             assert want.max() > 3 / n_vis  # the sharpened case really is non-uniform
+
+
+class Counting:
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def run(self, feeds):
+        self.calls += 1
+        return self.inner.run(feeds)
+
+
+@pytest.mark.parametrize("attention", ["plain", "gqa"])
+def test_chunked_prefill_matches_one_call(tiny_artifacts, tiny_gqa, attention):
+    """The primary LLM fed in chunks through its KV inputs gives the one-call logits and cache;
+    the prior graph in chunks gives the one-call prior (prior parity to transformers: above)."""
+    manifest = load_manifest(tiny_artifacts if attention == "plain" else tiny_gqa)
+    rng = np.random.default_rng(5)
+    m = manifest.model("primary")
+    llm = Counting(OrtEngine(manifest.path("primary_llm.onnx")))
+    n = 203
+    feeds = {"inputs_embeds": rng.normal(size=(1, n, m["hidden_size"])).astype(np.float32),
+             "position_ids": np.tile(np.arange(n), (3, 1, 1)), "attention_mask": np.ones((1, n), np.int64),
+             **empty_cache(m["num_layers"], m["num_kv_heads"], m["head_dim"])}
+    names = [k for k in feeds if k.startswith("past_")]
+    whole = run_chunked(llm, feeds, None, names)
+    for chunk in (1, 50, 64):
+        llm.calls = 0
+        parts = run_chunked(llm, feeds, chunk, names)
+        assert llm.calls == -(-n // chunk)
+        for key in whole:
+            np.testing.assert_allclose(parts[key], whole[key], atol=1e-5, err_msg=f"{key}, chunk {chunk}")
+    a = manifest.model("assistant")
+    prior = Counting(OrtEngine(manifest.path("assistant_prior.onnx")))
+    embeds = rng.normal(size=(n, a["hidden_size"])).astype(np.float32)
+    pos, vis = np.tile(np.arange(n), (3, 1)), np.arange(30, 190)
+    whole = prior_attention(prior, embeds, pos, vis, a, manifest.graph("assistant_prior"), None)
+    for chunk in (1, 50):
+        prior.calls = 0
+        got = prior_attention(prior, embeds, pos, vis, a, manifest.graph("assistant_prior"), chunk)
+        assert prior.calls == -(-n // chunk)
+        np.testing.assert_allclose(got, whole, atol=1e-6)

@@ -1,0 +1,366 @@
+"""Admission: decide, before any engine runs, whether a request fits the context and the memory.
+
+Once the frames are sampled, the patch grids follow (``preprocess.plan_grid``), hence the visual
+tokens of the primary and the assistant, the kept tokens, the prompt lengths and the activation
+peak of every stage. ``assess`` turns those numbers into a verdict; ``admit`` runs it for a
+pipeline request and, with ``fit="auto"``, lowers the pixels and then the frames until it fits.
+
+Memory model (ONNX Runtime, fp32 activations; weights are already resident when this runs, so
+the budget is compared with the process's RSS now plus the run's additional peak):
+
+- held for the whole run: the primary's patches ``[t*h*w, 3*tp*p^2]`` and its vision outputs;
+- preprocessing: the resized frames in float64 and float32 and the patch copy;
+- vision, per call of ``vision_chunk`` temporal groups of ``P`` patches: hidden/qkv/MLP
+  activations ``n * (10 e + 3 I)`` floats and the full-attention scores ``3 * chunk * heads * P^2``
+  (scores, bias, softmax: each full-attention block attends within one group);
+- prefill of ``S`` tokens in chunks of ``C``: the KV cache twice (past and present are both
+  alive at a chunk boundary) ``2 * 2 * layers * kv_heads * d * S``, per-chunk activations
+  ``C * (8 h + 3 I)``, attention scores ``3 * heads * C * S`` and the KV heads expanded to the
+  query heads ``2 * heads * S * d``. With ``C`` fixed this is linear in ``S``; one-shot (``C = S``)
+  it is quadratic;
+- each engine keeps its own high-water mark (ONNX Runtime's CPU arena does not shrink), so the
+  stages' peaks add up: peak = RSS now + OVERHEAD * (held + max(preprocessing, sum of stages));
+- everything times ``OVERHEAD`` for the allocator (ORT's arena, copies at graph boundaries),
+  calibrated on measured peak RSS (README, "Long videos, memory and bad input").
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .errors import PromptError
+from .preprocess import PreprocessConfig, plan_grid
+
+FLOAT = 4  # fp32 activations
+OVERHEAD = 1.5
+MIN_FIT_PIXELS = 4 * 28 * 28  # the smallest frame --fit auto goes to: 2 x 2 merged tokens
+
+
+class AdmissionError(PromptError):
+    """The request does not fit the context or the memory budget; the message names the flags that fix it."""
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """What one model (primary or assistant) will process. grid: patch grid (t, h, w)."""
+    grid: tuple[int, int, int]
+    text_tokens: int  # prompt without the visual tokens
+    kept_tokens: int  # visual tokens that reach the LLM (all of them for the assistant's prior)
+    new_tokens: int = 0
+    prefill_layers: int | None = None  # LLM layers that run (the prior stops at its deepest layer)
+    prefill_chunk: int | None = None  # None: one call
+
+    @property
+    def visual_tokens(self) -> int:
+        t, h, w = self.grid
+        return t * h * w // 4
+
+    @property
+    def sequence(self) -> int:
+        return self.text_tokens + self.kept_tokens + self.new_tokens
+
+
+def vision_bytes(m: dict, grid: tuple[int, int, int], chunk: int | None, patch_dim: int = 1176) -> float:
+    """Transient activation bytes of one vision call over ``chunk`` temporal groups (None: all)."""
+    t, h, w = grid
+    c = min(chunk or t, t)
+    per_group = h * w
+    n = c * per_group
+    e, inter = m["vision_hidden_size"], m["vision_intermediate_size"]
+    heads = max(1, e // m["vision_key_dim"])
+    window = (m["window_size"] // m["patch_size"]) ** 2
+    acts = n * (10 * e + 3 * inter + patch_dim) + 3 * c * heads * per_group ** 2 + 3 * n * heads * window
+    return float(acts * FLOAT)
+
+
+def preprocess_bytes(grid: tuple[int, int, int], patch_dim: int = 1176) -> float:
+    """Resized frames in float64 and float32 plus the patch copy (``preprocess_video``)."""
+    t, h, w = grid
+    return float(t * h * w * patch_dim * (8 + 4 + 4))
+
+
+def vision_output_bytes(m: dict, grid: tuple[int, int, int]) -> float:
+    t, h, w = grid
+    return float(t * h * w // 4 * (m["hidden_size"] + m["vision_key_dim"] + 1) * FLOAT)
+
+
+def prefill_bytes(m: dict, tokens: int, chunk: int | None, layers: int | None = None) -> float:
+    """Peak bytes of prefilling ``tokens`` tokens in chunks of ``chunk`` (None: one call)."""
+    s = tokens
+    c = min(chunk or s, s)
+    layers = layers or m["num_layers"]
+    h, inter, heads, d = m["hidden_size"], m["intermediate_size"], m["num_heads"], m["head_dim"]
+    kv = 2 * 2 * layers * m["num_kv_heads"] * d * s
+    acts = c * (8 * h + 3 * inter) + 3 * heads * c * s + 2 * heads * s * d + s * h
+    return float((kv + acts) * FLOAT)
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    problems: list[str]
+    stages: dict[str, float]  # bytes each stage adds at its peak
+    peak: float  # estimated process peak, bytes (RSS now + held + largest stage, times OVERHEAD)
+    budget: float
+    primary: ModelPlan
+    assistant: ModelPlan | None
+    context: dict[str, int] = field(default_factory=dict)
+    failing: set[str] = field(default_factory=set)  # "primary" / "assistant"
+
+    @property
+    def memory_ok(self) -> bool:
+        return self.peak <= self.budget
+
+    def grids(self) -> str:
+        out = f"primary {self.primary.grid}"
+        return out + (f", assistant {self.assistant.grid}" if self.assistant is not None else "")
+
+    def summary(self) -> str:
+        p = self.primary
+        parts = [f"primary {p.visual_tokens} visual tokens (grid {p.grid}), {p.kept_tokens} kept, prompt "
+                 f"{p.text_tokens + p.kept_tokens} + {p.new_tokens} new of context {self.context['primary']}"]
+        if self.assistant is not None:
+            a = self.assistant
+            parts.append(f"assistant {a.visual_tokens} visual tokens (grid {a.grid}), prompt {a.sequence} of context "
+                         f"{self.context['assistant']}")
+        parts.append(f"estimated peak memory {self.peak / 1e9:.2f} GB of budget {self.budget / 1e9:.2f} GB")
+        return "; ".join(parts)
+
+
+def assess(primary_model: dict, primary: ModelPlan, assistant_model: dict | None, assistant: ModelPlan | None,
+           vision_chunk: int | None, budget: float, rss_now: float = 0.0, patch_dim: int = 1176) -> Verdict:
+    """Context and memory verdict for one request (pure: numbers in, numbers out)."""
+    problems: list[str] = []
+    failing: set[str] = set()
+    context = {"primary": primary_model["context_length"]}
+    if primary.sequence > context["primary"]:
+        problems.append(f"the primary's prompt of {primary.text_tokens + primary.kept_tokens} tokens "
+                        f"({primary.kept_tokens} kept visual) plus {primary.new_tokens} new tokens exceeds its context "
+                        f"of {context['primary']}")
+        failing.add("primary")
+    patches = primary.grid[0] * primary.grid[1] * primary.grid[2] * patch_dim * FLOAT
+    held = patches + vision_output_bytes(primary_model, primary.grid)
+    stages = {"primary vision": vision_bytes(primary_model, primary.grid, vision_chunk, patch_dim),
+              "primary prefill": prefill_bytes(primary_model, primary.text_tokens + primary.kept_tokens,
+                                               primary.prefill_chunk)}
+    if assistant is not None and assistant_model is not None:
+        context["assistant"] = assistant_model["context_length"]
+        if assistant.sequence > context["assistant"]:
+            problems.append(f"the assistant's prompt of {assistant.sequence} tokens ({assistant.visual_tokens} visual) "
+                            f"exceeds its context of {context['assistant']}")
+            failing.add("assistant")
+        a_patches = assistant.grid[0] * assistant.grid[1] * assistant.grid[2] * patch_dim * FLOAT
+        stages["assistant vision"] = a_patches + vision_output_bytes(assistant_model, assistant.grid) + vision_bytes(
+            assistant_model, assistant.grid, vision_chunk, patch_dim)
+        stages["assistant prior"] = prefill_bytes(assistant_model, assistant.sequence, assistant.prefill_chunk,
+                                                  assistant.prefill_layers)
+    biggest = max(stages, key=stages.get)
+    # Each engine keeps its allocator's high-water mark (ONNX Runtime's CPU arena does not shrink),
+    # so the engines' peaks add up; preprocessing's float copies come before them.
+    pre = preprocess_bytes(primary.grid, patch_dim)
+    if assistant is not None:
+        pre = max(pre, preprocess_bytes(assistant.grid, patch_dim))
+    peak = rss_now + OVERHEAD * (held + max(pre, sum(stages.values())))
+    if peak > budget:
+        problems.append(f"the estimated peak of {peak / 1e9:.2f} GB ({biggest} the largest stage) exceeds the memory "
+                        f"budget of {budget / 1e9:.2f} GB")
+        failing.add("assistant" if biggest.startswith("assistant") else "primary")
+    return Verdict(not problems, problems, stages, peak, budget, primary, assistant, context, failing)
+
+
+# ---- the pipeline request ----------------------------------------------------------------------
+
+def available_memory() -> float:
+    """Bytes the OS can still give (MemAvailable; else free pages)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return float("inf")
+
+
+def current_rss() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return float(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def parse_bytes(text: str) -> int:
+    """'12G', '800M', '1.5GB', '4096' -> bytes (powers of 1000; 'GiB'/'MiB' powers of 1024)."""
+    s = str(text).strip().upper().removesuffix("B")
+    units = {"K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "KI": 2 ** 10, "MI": 2 ** 20, "GI": 2 ** 30, "TI": 2 ** 40}
+    for suffix in sorted(units, key=len, reverse=True):
+        if s.endswith(suffix):
+            number, scale = s[: -len(suffix)], units[suffix]
+            break
+    else:
+        number, scale = s, 1
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise ValueError(f"memory size {text!r}: expected a number with an optional K/M/G/T suffix, e.g. 12G") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"memory size {text!r} must be positive")
+    return int(value)
+
+
+def kept_estimate(method: str, groups: int, per_group: int, retention: float, budget: int | None, cap: int | None) -> int:
+    """Visual tokens the compressor keeps (DyCoke: by its retention, approximately)."""
+    from .compression import budget_for_retention
+
+    if method == "none":
+        return groups * per_group
+    if method == "dycoke":
+        return math.ceil(groups * per_group * min(max(retention, 0.0), 1.0))
+    b = budget if budget is not None else budget_for_retention(per_group, retention)
+    return groups * min(b, cap if cap is not None else per_group, per_group)
+
+
+@dataclass(frozen=True)
+class Request:
+    """The knobs ``--fit auto`` turns, and the facts it cannot change."""
+    frames: int  # decoded frames for the primary
+    height: int
+    width: int
+    max_pixels: int
+    min_pixels: int
+    assistant_frames: int | None  # None: no assistant
+    assistant_max_pixels: int
+    text_tokens: int
+    vision_chunk: int | None = None  # temporal groups per vision call
+    prefill_chunk: int | None = None  # prompt tokens per prefill call
+
+
+def plan_request(manifest, req: Request, opts) -> tuple[dict, ModelPlan, dict | None, ModelPlan | None]:
+    pre = manifest.data["preprocess"]
+    pm = manifest.model("primary")
+    cfg = PreprocessConfig.from_manifest(pre, req.max_pixels, req.min_pixels)
+    grid = plan_grid(req.height, req.width, req.frames, cfg)
+    per_group = grid[1] * grid[2] // pm["merge_size"] ** 2
+    kept = kept_estimate(opts.method, grid[0], per_group, opts.retention, opts.budget, opts.cap)
+    primary = ModelPlan(grid, req.text_tokens, kept, opts.max_new_tokens, None, req.prefill_chunk or None)
+    if req.assistant_frames is None:
+        return pm, primary, None, None
+    am = manifest.model("assistant")
+    acfg = PreprocessConfig.from_manifest(pre, req.assistant_max_pixels, req.min_pixels)
+    agrid = plan_grid(req.height, req.width, req.assistant_frames, acfg)
+    layers = max(am.get("prior_layers") or [am["num_layers"] - 1]) + 1
+    inputs = {t["name"] for t in manifest.data["graphs"].get("assistant_prior", {}).get("inputs", [])}
+    chunk = (req.prefill_chunk or None) if "attention_mask" in inputs else None  # old one-shot prior graphs
+    assistant = ModelPlan(agrid, req.text_tokens, agrid[0] * agrid[1] * agrid[2] // am["merge_size"] ** 2, 0, layers, chunk)
+    return pm, primary, am, assistant
+
+
+def _shrink(req: Request, who: str, floor_pixels: int, frames_too: bool) -> Request | None:
+    """One step down for ``who``: its pixels towards ``floor_pixels``, else (``frames_too``) its
+    frames towards 2; None when neither can go lower."""
+    if who == "primary":
+        if req.max_pixels > floor_pixels:
+            p = max(floor_pixels, int(req.max_pixels * 0.7))
+            return replace(req, max_pixels=p, min_pixels=min(req.min_pixels, p))
+        if frames_too and req.frames > 2:
+            n = max(2, int(req.frames * 0.7) // 2 * 2)
+            return replace(req, frames=n, assistant_frames=None if req.assistant_frames is None else min(req.assistant_frames, n))
+        return None
+    if req.assistant_max_pixels > floor_pixels:
+        p = max(floor_pixels, int(req.assistant_max_pixels * 0.7))
+        return replace(req, assistant_max_pixels=p, min_pixels=min(req.min_pixels, p))
+    if frames_too and req.assistant_frames and req.assistant_frames > 2:
+        return replace(req, assistant_frames=max(2, int(req.assistant_frames * 0.7) // 2 * 2))
+    return None
+
+
+def fit_request(evaluate, req: Request, qwen_min_pixels: int) -> tuple[Request, Verdict]:
+    """Lower the failing model's pixels (to Qwen's min_pixels), then its frames (to 2), then its
+    pixels (to MIN_FIT_PIXELS) until ``evaluate(req)`` admits it. Returns the first request that
+    fits, else the last one tried with its verdict."""
+    verdict = evaluate(req)
+    if not verdict.memory_ok and req.vision_chunk is None and max(verdict.stages, key=verdict.stages.get).endswith("vision"):
+        req, verdict = replace(req, vision_chunk=2), evaluate(replace(req, vision_chunk=2))  # exact, and free
+    while (not verdict.memory_ok and max(verdict.stages, key=verdict.stages.get).endswith(("prefill", "prior"))
+           and (req.prefill_chunk is None or req.prefill_chunk > 256)):  # smaller chunks: exact too
+        step = replace(req, prefill_chunk=2048 if req.prefill_chunk is None else max(256, req.prefill_chunk // 2))
+        req, verdict = step, evaluate(step)
+    for floor, frames_too in ((qwen_min_pixels, False), (qwen_min_pixels, True), (MIN_FIT_PIXELS, True)):
+        while not verdict.ok:
+            steps = (_shrink(req, who, floor, frames_too) for who in ("primary", "assistant") if who in verdict.failing)
+            step = next((s for s in steps if s is not None), None)
+            if step is None:
+                break
+            req, verdict = step, evaluate(step)
+    return req, verdict
+
+
+def admit(pipe, frames, question: str, opts):
+    """Admission for ``Pipeline.answer``: returns (frames, opts), adjusted under ``fit="auto"`` with
+    one stderr note, or raises ``AdmissionError`` naming the numbers and the flags that fix them."""
+    from .notes import note
+    from .video import SampledFrames
+
+    if opts.fit not in ("off", "auto"):
+        raise AdmissionError(f"fit {opts.fit!r}: expected off or auto")
+    for name in ("prefill_chunk", "vision_chunk", "memory_budget"):
+        value = getattr(opts, name)
+        bad = not isinstance(value, (int, np.integer)) or value < 0 or (value == 0 and name != "prefill_chunk")
+        if value is not None and bad:
+            raise AdmissionError(f"{name.replace('_', '-')} {value!r}: expected a positive integer")
+    m = pipe.m
+    n, height, width = len(frames.frames), frames.frames.shape[1], frames.frames.shape[2]
+    pre = m.data["preprocess"]
+    max_pixels = opts.max_pixels or pre["max_pixels"]
+    min_pixels = opts.min_pixels or pre["min_pixels"]
+    use_assistant = opts.method != "none" and opts.assistant and m.has_assistant
+    a_frames = (min(opts.assistant_num_frames, n) if opts.assistant_num_frames else n) if use_assistant else None
+    ids, _ = pipe.prompt.input_ids(question, 0)
+    req = Request(n, height, width, max_pixels, min_pixels, a_frames, opts.assistant_max_pixels or max_pixels, len(ids),
+                  opts.vision_chunk, opts.prefill_chunk or None)
+    rss = current_rss()
+    budget = float(opts.memory_budget) if opts.memory_budget else rss + available_memory()
+    patch_dim = 3 * pre["temporal_patch_size"] * pre["patch_size"] ** 2
+
+    def evaluate(r: Request) -> Verdict:
+        pm, p, am, a = plan_request(m, r, opts)
+        return assess(pm, p, am, a, r.vision_chunk, budget, rss, patch_dim)
+
+    verdict = evaluate(req)
+    if verdict.ok:
+        return frames, opts
+    if opts.fit == "auto":
+        fitted, verdict = fit_request(evaluate, req, min(pre["min_pixels"], max_pixels))
+        if verdict.ok:
+            changes = []
+            if fitted.frames != req.frames:
+                pick = np.linspace(0, n - 1, fitted.frames).round().astype(int)
+                frames = SampledFrames(frames.frames[pick], frames.indices[pick], frames.timestamps[pick], frames.fps)
+                changes.append(f"frames {req.frames} -> {fitted.frames}")
+            if fitted.vision_chunk != req.vision_chunk:
+                changes.append(f"vision chunk {fitted.vision_chunk} groups")
+            if fitted.prefill_chunk != req.prefill_chunk:
+                changes.append(f"prefill chunk {req.prefill_chunk or 'one call'} -> {fitted.prefill_chunk} tokens")
+            if fitted.max_pixels != req.max_pixels:
+                changes.append(f"max pixels {req.max_pixels} -> {fitted.max_pixels}")
+            if a_frames is not None and fitted.assistant_frames != req.assistant_frames:
+                changes.append(f"assistant frames {req.assistant_frames} -> {fitted.assistant_frames}")
+            if a_frames is not None and fitted.assistant_max_pixels != req.assistant_max_pixels:
+                changes.append(f"assistant max pixels {req.assistant_max_pixels} -> {fitted.assistant_max_pixels}")
+            opts = replace(opts, max_pixels=fitted.max_pixels, vision_chunk=fitted.vision_chunk,
+                           prefill_chunk=fitted.prefill_chunk, min_pixels=fitted.min_pixels,
+                           assistant_max_pixels=fitted.assistant_max_pixels if a_frames is not None else opts.assistant_max_pixels,
+                           assistant_num_frames=fitted.assistant_frames if a_frames is not None else opts.assistant_num_frames)
+            note(f"--fit auto: {', '.join(changes)} to fit ({verdict.summary()})")
+            return frames, opts
+    raise AdmissionError(
+        f"the request does not fit: {'; '.join(verdict.problems)} (grids: {verdict.grids()}). Lower --frames/--max-frames "
+        f"or --max-pixels (primary), --assistant-frames/--assistant-max-pixels (assistant) or --retention, set "
+        f"--prefill-chunk/--vision-chunk, raise --memory-budget, or pass --fit auto")

@@ -1,0 +1,150 @@
+"""Budget-aware encoder resolution: encode each temporal group at the smallest grid that still
+covers its token budget, then compress to the budget.
+
+Token budgets are known before the primary vision engine runs (they come from the assistant's
+prior, or are uniform). A group that keeps 20 of 192 tokens does not need its frames encoded at
+full resolution: here every group is resized to the smallest merged grid ``(a, b)`` (aspect
+kept, at most the full grid) with ``a * b >= ceil(budget * slack)``. Groups that share a grid
+share one vision call; each group is then compressed to its budget (VisionZip or uniform) and
+its tokens get M-RoPE ids on its own grid (``positions.mrope_positions_grouped``). With a slack
+that keeps every group at full size, the tokens and the answer are those of the plain pipeline.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from . import compression as C
+from .errors import BudgetError, PromptError
+from .positions import kept_sequence_indices, mrope_positions_grouped, next_position
+from .preprocess import PreprocessConfig, normalize, patchify, plan_size, resize_bicubic
+from .vision_inputs import VisionGeometry, vision_feeds
+
+METHODS = ("visionzip", "uniform")
+
+
+def group_grid(full: tuple[int, int], need: int) -> tuple[int, int]:
+    """Smallest merged grid (a, b) with the aspect of ``full = (rows, cols)`` and a*b >= need.
+
+    Candidates: a = 1..rows with b = round(a * cols / rows) clipped to [1, cols]; the full grid
+    always qualifies. Ties go to the candidate closest in aspect to ``full``."""
+    rows, cols = full
+    need = min(max(int(need), 1), rows * cols)
+    best = (rows * cols, 0.0, rows, cols)
+    for a in range(1, rows + 1):
+        b = min(max(round(a * cols / rows), 1), cols)
+        if a * b >= need:
+            skew = abs(math.log((a / b) / (rows / cols)))
+            best = min(best, (a * b, skew, a, b))
+    return best[2], best[3]
+
+
+def plan_group_grids(full: tuple[int, int], budgets: np.ndarray, slack: float) -> np.ndarray:
+    """Merged grid per group. full (rows, cols) of merged tokens, budgets [G] -> [G, 2] int64."""
+    if not slack >= 1:
+        raise BudgetError(f"encoder slack must be >= 1 (tokens encoded per kept token), got {slack}")
+    budgets = np.asarray(budgets, np.int64)
+    if (budgets > full[0] * full[1]).any():
+        raise BudgetError(f"a budget of {budgets.max()} exceeds the {full[0] * full[1]} tokens of a group")
+    return np.array([group_grid(full, math.ceil(int(b) * slack)) for b in budgets], np.int64).reshape(-1, 2)
+
+
+def group_patches(frames: np.ndarray, group: int, grid: tuple[int, int], cfg: PreprocessConfig) -> np.ndarray:
+    """The patches of temporal group ``group`` resized to merged grid ``grid``. frames [T, H, W, 3]
+    uint8 -> [4*a*b, 3*tp*p*p] float32 (the last group is padded by repeating its last frame)."""
+    tp = cfg.temporal_patch_size
+    clip = frames[group * tp:(group + 1) * tp]
+    height, width = grid[0] * cfg.factor, grid[1] * cfg.factor
+    resized = np.stack([resize_bicubic(f, height, width) for f in clip])
+    pixels, _ = patchify(normalize(resized, cfg.image_mean, cfg.image_std), cfg.patch_size, tp, cfg.merge_size)
+    return pixels
+
+
+def encode_groups(run_vision, frames: np.ndarray, grids: np.ndarray, cfg: PreprocessConfig,
+                  geo: VisionGeometry, timings: dict | None = None) -> list[dict[str, np.ndarray]]:
+    """Vision outputs per group, one ``run_vision(feeds)`` call per distinct grid (groups in time
+    order inside a call). grids [G, 2] merged -> G dicts of tokens / importance / metric."""
+    out: list[dict | None] = [None] * len(grids)
+    t_pre = 0.0
+    for a, b in sorted({tuple(g) for g in grids.tolist()}):
+        members = [g for g in range(len(grids)) if tuple(grids[g]) == (a, b)]
+        t0 = time.perf_counter()
+        pixels = np.concatenate([group_patches(frames, g, (a, b), cfg) for g in members])
+        t_pre += time.perf_counter() - t0
+        res = run_vision({"pixel_values": pixels, **vision_feeds((len(members), 2 * a, 2 * b), geo)})
+        per = a * b
+        for i, g in enumerate(members):
+            out[g] = {k: v[i * per:(i + 1) * per] for k, v in res.items()}
+    if timings is not None:
+        timings["preprocess_groups"] = t_pre
+    return out
+
+
+def compress_groups(parts: list[dict[str, np.ndarray]], budgets: np.ndarray, method: str):
+    """Per-group compression over groups of different sizes. -> (tokens [K, D], source [K] into the
+    concatenated groups, dominant [K] bool), in original order."""
+    if method not in METHODS:
+        raise BudgetError(f"encoder resolution supports methods {METHODS}, not {method!r}")
+    toks, srcs, doms, offset = [], [], [], 0
+    for part, b in zip(parts, np.asarray(budgets, np.int64)):
+        n = len(part["tokens"])
+        b = min(int(b), n)
+        if method == "visionzip":
+            kept = C.visionzip_groups(part["tokens"], part["importance"], part["metric"], np.array([b]))
+            toks.append(kept.tokens), srcs.append(kept.source + offset), doms.append(kept.dominant)
+        else:
+            idx = C.uniform_indices(n, b)
+            toks.append(part["tokens"][idx]), srcs.append(idx + offset), doms.append(np.ones(b, bool))
+        offset += n
+    return np.concatenate(toks), np.concatenate(srcs).astype(np.int64), np.concatenate(doms)
+
+
+def planned_size(frames: np.ndarray, cfg: PreprocessConfig) -> tuple[int, int]:
+    """The full-resolution frame size preprocessing would pick. frames [T, H, W, 3] -> (H', W')"""
+    return plan_size(frames.shape[1], frames.shape[2], len(frames), cfg)
+
+
+def answer_budget_aware(pipe, frames, question: str, opts, weights, timings: dict, on_token=None):
+    """The pipeline's stages after the prior, with budget-aware encoder resolution.
+    ``pipe``: a runtime.pipeline.Pipeline; returns its (token_ids, budgets, source, dominant,
+    n_vis_full, group_grids)."""
+    model = pipe.m.model("primary")
+    cfg = pipe.preprocess_config("primary", opts.max_pixels, opts.min_pixels)
+    height, width = planned_size(frames.frames, cfg)
+    merge = cfg.merge_size
+    full = (height // cfg.patch_size // merge, width // cfg.patch_size // merge)
+    groups = -(-len(frames.frames) // cfg.temporal_patch_size)
+    per_group = full[0] * full[1]
+    t0 = time.perf_counter()
+    budget = opts.budget if opts.budget is not None else C.budget_for_retention(per_group, opts.retention)
+    cap = opts.cap if opts.cap is not None else per_group
+    if cap > per_group:
+        raise BudgetError(f"cap {cap} exceeds the {per_group} tokens of a temporal group")
+    budgets = C.allocate_budgets(weights, budget, cap) if weights is not None else C.uniform_budgets(groups, min(budget, cap))
+    grids = plan_group_grids(full, budgets, opts.encoder_slack)
+    t_plan = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    geo = VisionGeometry(model["patch_size"], model["merge_size"], model["window_size"])
+    parts = encode_groups(pipe.engines["primary_vision"].run, frames.frames, grids, cfg, geo, timings)
+    timings["vision"] = time.perf_counter() - t0 - timings["preprocess_groups"]
+    timings["preprocess"] = timings.get("preprocess", 0.0) + timings.pop("preprocess_groups")
+
+    t0 = time.perf_counter()
+    kept_tokens, source, dominant = compress_groups(parts, budgets, opts.method)
+    n_vis = int(sum(a * b for a, b in grids.tolist()))
+    ids, start = pipe.prompt.input_ids(question, n_vis)
+    pos = mrope_positions_grouped(ids, pipe.m.tokens["video"], [tuple(g) for g in grids.tolist()],
+                                  model["tokens_per_second"] * 2 / frames.sampled_fps)
+    keep = kept_sequence_indices(len(ids), start, n_vis, source)
+    embeds = np.asarray(pipe.tables["primary"][ids[keep]], np.float32)
+    embeds[start:start + len(source)] = kept_tokens
+    positions = pos[:, keep]
+    if len(keep) + opts.max_new_tokens > model["context_length"]:
+        raise PromptError(f"prompt of {len(keep)} tokens plus {opts.max_new_tokens} new tokens exceeds the context of "
+                          f"{model['context_length']}; lower --retention or the frame count")
+    timings["compress"] = time.perf_counter() - t0 + t_plan
+    token_ids = pipe.generate(embeds, positions, next_position(pos), opts, on_token, timings)
+    return token_ids, budgets, source, dominant, groups * per_group, grids
