@@ -83,3 +83,19 @@ def test_assistant_cut_keeps_the_first_layers(setup, tmp_path):
     full = dict(model.named_parameters())
     for name, p in cut.named_parameters():
         assert torch.equal(p, full[name]), name
+
+
+def test_curricula_by_name_and_committed_chain():
+    import importlib.util
+    from training.needle import COMMITTED, CURRICULA, PERFAM
+    spec = importlib.util.spec_from_file_location("train_needle", os.path.join(os.path.dirname(__file__), "..", "..",
+                                                                               "scripts", "train_needle.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod._stages("perfam") == PERFAM and mod._stages("perfam:2") == PERFAM[2:]
+    for bad in ("nope", "perfam:x"):
+        with pytest.raises(SystemExit):
+            mod._stages(bad)
+    assert all(len(run) == 4 and run[3] for run in COMMITTED)
+    assert COMMITTED[0][3][0].frames == (2,) and max(COMMITTED[-1][3][-1].frames) == 64
+    assert all(st.families is None or set(st.families) <= {"star", "count", "order"} for c in CURRICULA.values() for st in c)
