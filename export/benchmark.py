@@ -17,7 +17,7 @@ from runtime.encoder_plan import group_grid, plan_group_grids
 from runtime.errors import ManifestError
 from runtime.manifest import load_manifest
 from runtime.memory_plan import REAL_MODELS
-from runtime.pipeline import Options, Pipeline, load_pipeline
+from runtime.pipeline import REDUCED_PRIOR, Options, Pipeline, load_pipeline
 from runtime.preprocess import plan_grid, preprocess_video
 from runtime.video import sample_video
 
@@ -70,7 +70,7 @@ def compression_in_llm_configs() -> list[Config]:
     ]
 
 
-def variant_configs(variant: str, slack: float = 1.0, prior: tuple[int, int] = (2, 4)) -> list[Config]:
+def variant_configs(variant: str, slack: float = 1.0, prior: tuple[int, int] = REDUCED_PRIOR) -> list[Config]:
     """Rows for one quantized CPU folder: full tokens, and DyToK+VisionZip with the cheap prior
     (``prior`` = frames, pixels divisors) and budget-aware encoder resolution at ``slack``."""
     tag = f"prior 1/{prior[0]} frames 1/{prior[1]} px"
@@ -110,9 +110,10 @@ def quantized_folder(folder: str, mode: str, log=print) -> str:
     return out
 
 
-def prior_scale(cfg: Config) -> tuple[int, int]:
-    """(frames divisor, pixels divisor) of the assistant's prior for a row."""
-    return cfg.assistant_scale or ((2, 4) if cfg.assistant_reduced else (1, 1))
+def prior_scale(cfg: Config | dict) -> tuple[int, int]:
+    """(frames divisor, pixels divisor) of the assistant's prior for a row (a Config or its dict)."""
+    get = cfg.get if isinstance(cfg, dict) else lambda k: getattr(cfg, k)
+    return tuple(get("assistant_scale") or (REDUCED_PRIOR if get("assistant_reduced") else (1, 1)))
 
 
 def accuracy_key(method: str, retention: float, assistant, variant: str = "fp32", encoder_slack=None) -> tuple:
@@ -126,7 +127,7 @@ def row_accuracy_key(row: dict) -> tuple:
     if not row["assistant"] or row["method"] == "none":
         prior = "none"
     else:
-        f, p = row.get("assistant_scale") or ((2, 4) if row.get("assistant_reduced") else (1, 1))
+        f, p = prior_scale(row)
         prior = f"frames/{f} pixels/{p}"
     return accuracy_key(row["method"], 1.0 if row["method"] == "none" else row["retention"], prior,
                         row.get("variant", "fp32"), row.get("encoder_slack"))
@@ -140,7 +141,7 @@ def join_accuracy(report: dict, accuracy_rows: list[dict]) -> int:
     table = {}
     for a in accuracy_rows:
         assistant = a.get("assistant", "none")
-        assistant = {"full": True, "reduced": "frames/2 pixels/4"}.get(assistant, assistant)  # scripts/evaluate.py's names
+        assistant = {"full": True, "reduced": "frames/{} pixels/{}".format(*REDUCED_PRIOR)}.get(assistant, assistant)  # evaluate.py's names
         if assistant is True:
             assistant = "frames/1 pixels/1"
         elif assistant is False or a.get("method") == "none":

@@ -57,10 +57,14 @@ class Options:
     encoder_slack: float | None = None  # budget-aware encoder resolution (runtime/encoder_plan.py); None: off
 
 
+REDUCED_PRIOR = (2, 4)  # the "reduced" assistant: divisors of the frames and of the primary's pixels per frame
+
+
 def reduced_assistant(opts: Options, num_frames: int, manifest_max_pixels: int) -> Options:
     """The "reduced" assistant: half the frames and a quarter of the primary's pixels per frame."""
-    return replace(opts, assistant_num_frames=max(num_frames // 2, 1),
-                   assistant_max_pixels=(opts.max_pixels or manifest_max_pixels) // 4)
+    frames_div, pixels_div = REDUCED_PRIOR
+    return replace(opts, assistant_num_frames=max(num_frames // frames_div, 1),
+                   assistant_max_pixels=(opts.max_pixels or manifest_max_pixels) // pixels_div)
 
 
 @dataclass
