@@ -47,6 +47,11 @@ _TINY_VISION = dict(depth=4, hidden_size=64, intermediate_size=128, num_heads=4,
 _TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
                   rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]})
+# The trained needle pair (training/needle.py): twice tiny's width (head_dim 32), so perception
+# and retrieval over 32 temporal groups fit in 4 + 4 layers (about 2M parameters).
+_NEEDLE_VISION = dict(_TINY_VISION, hidden_size=128, intermediate_size=256, num_heads=4, out_hidden_size=128)
+_NEEDLE_TEXT = dict(_TINY_TEXT, hidden_size=128, intermediate_size=384, num_attention_heads=4, num_key_value_heads=2,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]})
 # Qwen2-0.5B-sized LLM (896 wide, 24 layers, 14 heads / 2 KV heads) with a shallower 640-wide ViT.
 _SMALL_VISION = dict(depth=8, hidden_size=640, intermediate_size=1708, num_heads=10, out_hidden_size=896,
                      fullatt_block_indexes=[3, 7], window_size=112, patch_size=14, spatial_merge_size=2,
@@ -77,9 +82,9 @@ PRESETS: dict[str, Preset] = {
                              {**_TINY_TEXT, "num_hidden_layers": 3}, qk_scale=8.0),
     # Trained on the needle videos (training/needle.py, scripts/train_needle.py): tiny's dimensions,
     # 112x112 frames (16 tokens per temporal group); the assistant is the primary cut to fewer layers.
-    "needle": Preset("needle", None, "needle-assistant", _TINY_VISION, _TINY_TEXT, local="weights/needle/primary",
+    "needle": Preset("needle", None, "needle-assistant", _NEEDLE_VISION, _NEEDLE_TEXT, local="weights/needle/primary",
                      preprocess=dict(min_pixels=56 * 56, max_pixels=112 * 112)),
-    "needle-assistant": Preset("needle-assistant", None, None, _TINY_VISION, _TINY_TEXT, local="weights/needle/assistant",
+    "needle-assistant": Preset("needle-assistant", None, None, _NEEDLE_VISION, _NEEDLE_TEXT, local="weights/needle/assistant",
                                preprocess=dict(min_pixels=56 * 56, max_pixels=112 * 112)),
     "small": Preset("small", None, "small-assistant", _SMALL_VISION, _SMALL_TEXT),
     "small-assistant": Preset("small-assistant", None, None, {**_SMALL_VISION, "depth": 4, "fullatt_block_indexes": [1, 3]},

@@ -29,7 +29,7 @@ def needle_shares(model, batcher: Batcher, vids, max_pixels: int = FULL_PIXELS) 
     with torch.no_grad():
         for v in vids:
             batch = batcher([v], max_pixels)
-            labels = batch.pop("labels")  # noqa: F841 (the prompt is the input minus the answer)
+            batch.pop("labels"), batch.pop("cells", None)  # the prompt is the input minus the answer
             feeds = {k: (val[:, :-1] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else val)
                      for k, val in batch.items()}
             out = model(**feeds, output_attentions=True, logits_to_keep=1)

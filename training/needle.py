@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluation.needle import FAMILIES, FAMILY_ORDER, SIZE, make_video, split_seed
+from evaluation.needle import COLOURS, EXTRA_COLOURS, FAMILIES, FAMILY_ORDER, SIZE, make_video, split_seed
 from runtime.preprocess import PreprocessConfig, preprocess_video
 from runtime.prompt import PromptBuilder
 
@@ -46,6 +46,9 @@ class Stage:
     cosine: bool = False  # decay the learning rate over the stage
     distractors: float = 1.0  # share of distractor objects kept (a difficulty curriculum)
     families: tuple[str, ...] | None = None  # family per step, cycled (None: FAMILY_CYCLE)
+    bank: int = 0  # > 0: vision frozen; the LLM trains on this many videos encoded once (``VideoBank``)
+    bank_batch: int = 16  # videos per step in a bank stage
+    perception: float = 0.0  # weight of the auxiliary per-token loss (``Perception``); 0: off
 
     @staticmethod
     def batch(frames: int) -> int:
@@ -106,7 +109,25 @@ MORE = (
     Stage(tuple(range(16, 65, 2)), 200, 0.99, lr=5e-4, reduced_every=4, cosine=True),
     Stage(tuple(range(16, 65, 2)), 200, 0.99, lr=3e-4, reduced_every=4, cosine=True),
 )
-CURRICULA = {"default": CURRICULUM, "first": CURRICULUM[:1], "fast": FAST, "perfam": PERFAM,
+# The committed pair (twice tiny's width): perception on single groups, then order and short clips
+# with all weights, then 16-64-frame retrieval with the vision tower frozen (the LLM trains on a
+# bank of videos encoded once, ~6x cheaper per step here), then a short end-to-end decay.
+WIDE = (
+    Stage((2,), 300, 0.97, distractors=0.0, families=("star", "count"), perception=1.0),
+    Stage((2,), 800, 0.97, families=("star", "count", "count"), perception=1.0),
+    Stage((4,), 800, 0.97, families=("order", "star", "order", "count"), perception=1.0, reduced_every=5),
+    Stage((8,), 300, 0.95, perception=0.5, reduced_every=5),
+    Stage(tuple(range(16, 65, 8)), 3000, 0.99, lr=5e-4, cosine=True, bank=4200, reduced_every=6),
+    Stage(tuple(range(16, 65, 2)), 200, 0.99, lr=1e-4, reduced_every=4, cosine=True, perception=0.2),
+)
+# After WIDE[:4]: the per-token head also learns how many objects like each token its shot holds
+# (the count family stayed at 0.3-0.7 at 4-8 frames without it), count-heavy short clips.
+ALIKE = (
+    Stage((2,), 400, 0.97, families=("star", "count", "count"), perception=1.0),
+    Stage((4,), 400, 0.97, families=("count", "star", "order", "count"), perception=1.0, reduced_every=5),
+    Stage((8,), 300, 0.95, perception=0.5, reduced_every=5),
+)
+CURRICULA = {"wide": WIDE, "alike": ALIKE, "wide-bank": WIDE[4:], "wide-end": WIDE[5:], "default": CURRICULUM, "first": CURRICULUM[:1], "fast": FAST, "perfam": PERFAM,
              "perfam-init": PERFAM[1:], "long": LONG, "decay": DECAY, "order": ORDER, "mix": MIX, "more": MORE,
              "more2": MORE[1:]}
 
@@ -151,6 +172,93 @@ class _StageData:
             yield {**batch, "meta": (t, fam)}
 
 
+class VideoBank:
+    """Training videos encoded once by the vision tower (frozen for the stage), for LLM-only steps.
+
+    Videos come in chunks of one (family, frame count, pixels), so a sampled batch needs no
+    padding. Each entry keeps its prompt ids, labels, grid and merged visual tokens
+    ``[groups * tokens_per_group, out_hidden]`` (float16).
+    """
+
+    CHUNK = 16
+
+    def __init__(self, model, batcher: "Batcher", stage: Stage, seed: int, stage_index: int, first_seed: int):
+        import torch
+        rng = np.random.default_rng([seed, stage_index, 7])
+        self.buckets: dict[tuple, list[dict]] = {}
+        self.video_id = batcher.video_id
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            for c in range(0, stage.bank, self.CHUNK):
+                t = int(rng.choice(stage.frames))
+                fams = _family_cycle(t, stage.families)
+                fam = fams[(c // self.CHUNK) % len(fams)]
+                every = stage.reduced_every
+                pixels = REDUCED_PIXELS if every and (c // self.CHUNK) % every == every - 1 else FULL_PIXELS
+                k = min(self.CHUNK, stage.bank - c)
+                vids = [make_video(split_seed("train", first_seed + c + j), fam, t, distractors=stage.distractors)
+                        for j in range(k)]
+                batch = batcher(vids, pixels)
+                emb = model.model.visual(batch["pixel_values_videos"], grid_thw=batch["video_grid_thw"]).pooler_output
+                per = emb.shape[0] // k
+                bucket = self.buckets.setdefault((t, fam, pixels), [])
+                for j in range(k):
+                    bucket.append({"input_ids": batch["input_ids"][j], "labels": batch["labels"][j],
+                                   "grid": batch["video_grid_thw"][j], "spg": batch["second_per_grid_ts"][j],
+                                   "emb": emb[j * per:(j + 1) * per].half()})
+        model.train(was_training)
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.buckets.values())
+
+    def sample(self, rng: np.random.Generator, size: int) -> dict:
+        """One batch from one bucket (buckets drawn by size), in ``Batcher``'s format, whose
+        ``pixel_values_videos`` are the encoded tokens (for ``frozen_vision``)."""
+        import torch
+        keys = list(self.buckets)
+        sizes = np.array([len(self.buckets[k]) for k in keys], dtype=float)
+        key = keys[int(rng.choice(len(keys), p=sizes / sizes.sum()))]
+        items = self.buckets[key]
+        pick = rng.choice(len(items), size=min(size, len(items)), replace=False)
+        rows = [items[i] for i in pick]
+        input_ids = torch.stack([r["input_ids"] for r in rows])
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
+                "mm_token_type_ids": (input_ids == self.video_id).long() * 2,
+                "pixel_values_videos": torch.cat([r["emb"] for r in rows]).float(),
+                "video_grid_thw": torch.stack([r["grid"] for r in rows]),
+                "second_per_grid_ts": torch.stack([r["spg"] for r in rows]),
+                "labels": torch.stack([r["labels"] for r in rows]), "meta": key[:2]}
+
+
+def frozen_vision(model):
+    """A stand-in for ``model.model.visual`` whose input already is the tower's merged output
+    (a ``VideoBank`` batch): ``with frozen_vision(model): loss_fn(model, bank_batch)``."""
+    import contextlib
+
+    import torch
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    real = model.model.visual
+
+    class _Encoded(torch.nn.Module):
+        spatial_merge_size = real.spatial_merge_size
+        dtype = real.dtype
+
+        def forward(self, x, grid_thw=None, **_):
+            return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=x)
+
+    @contextlib.contextmanager
+    def swap():
+        model.model.visual = _Encoded()
+        try:
+            yield
+        finally:
+            model.model.visual = real
+
+    return swap()
+
+
 class Batcher:
     """Needle videos -> model inputs (one family, one frame count per batch)."""
 
@@ -167,7 +275,7 @@ class Batcher:
     def __call__(self, vids, max_pixels: int = FULL_PIXELS) -> dict:
         import torch
         cfg = preprocess_config(max_pixels)
-        pix, grids, ids = [], [], []
+        pix, grids, ids, cells = [], [], [], []
         for v in vids:
             p = preprocess_video(v.frames, cfg)
             n_vis = int(np.prod(p.grid_thw)) // 4
@@ -175,6 +283,7 @@ class Batcher:
             pix.append(p.pixel_values)
             grids.append(p.grid_thw)
             ids.append(np.concatenate([seq, [self.answer_ids[v.answer]]]))
+            cells.append(cell_labels(v.params["groups"], p.grid_thw[1] // 2, p.grid_thw[2] // 2))
         lengths = {len(s) for s in ids}
         assert len(lengths) == 1, "one family and one frame count per batch"
         input_ids = torch.from_numpy(np.stack(ids))
@@ -185,18 +294,87 @@ class Batcher:
             "video_grid_thw": torch.tensor(grids, dtype=torch.long),
             "second_per_grid_ts": torch.tensor([2 / v.fps for v in vids], dtype=torch.float32),
             "labels": torch.tensor([[self.answer_ids[v.answer], self.im_end] for v in vids]),
+            "cells": torch.from_numpy(np.concatenate(cells)),  # [visual tokens, 3] (kind, colour, alike); -100: ignore
         }
 
 
-def loss_fn(model, batch: dict, eos_weight: float = 0.1):
-    """(loss, answer accuracy): CE on the answer token + ``eos_weight`` x CE on <|im_end|>."""
+KINDS = ("none", "circle", "square", "triangle", "diamond", "star")
+CELL_COLOURS = ("none",) + tuple(COLOURS) + tuple(EXTRA_COLOURS)
+
+
+def cell_labels(groups: list[list[dict]], gh: int, gw: int) -> np.ndarray:
+    """Per merged visual token, what the drawing put there: [groups * gh * gw, 3] int64 of
+    (index in ``KINDS``, index in ``CELL_COLOURS``, how many objects of its kind and colour its
+    group holds - 1, at most 3), in the vision tower's output order (group, row, column). A token
+    holding an object's centre gets all three; one that only a part of an object (or two centres)
+    reaches is ignored (-100); an empty one is (0, 0, -100).
+
+    ``groups``: ``NeedleVideo.params["groups"]`` (object centres and radii in SIZE x SIZE pixels).
+    """
+    out = np.zeros((len(groups), gh, gw, 3), np.int64)
+    out[..., 2] = -100
+    for gi, objs in enumerate(groups):
+        centre = {}
+        alike = {}
+        for o in objs:
+            alike[o["kind"], o["colour"]] = alike.get((o["kind"], o["colour"]), 0) + 1
+        for o in objs:
+            r0, r1 = (int((o["y"] + d) * gh // SIZE) for d in (-o["r"], o["r"]))
+            c0, c1 = (int((o["x"] + d) * gw // SIZE) for d in (-o["r"], o["r"]))
+            out[gi, max(r0, 0):min(r1, gh - 1) + 1, max(c0, 0):min(c1, gw - 1) + 1] = -100
+            key = (int(o["y"] * gh // SIZE), int(o["x"] * gw // SIZE))
+            centre[key] = None if key in centre else (KINDS.index(o["kind"]), CELL_COLOURS.index(o["colour"]),
+                                                      min(alike[o["kind"], o["colour"]], 4) - 1)
+        for (r, c), lab in centre.items():
+            out[gi, r, c] = lab if lab is not None else -100
+    return out.reshape(-1, 3)
+
+
+class Perception:
+    """Auxiliary per-token supervision of the vision tower during training only (not saved): a
+    linear head on the merged visual tokens predicts each token's object kind, colour and how many
+    objects like it its group holds (``cell_labels``), so the tower learns to see (and to count
+    within a shot) before the LLM learns to find."""
+
+    def __init__(self, model, weight: float = 1.0):
+        import torch
+        width = model.config.vision_config.out_hidden_size
+        self.head = torch.nn.Linear(width, len(KINDS) + len(CELL_COLOURS) + 4).to(next(model.parameters()).device)
+        self.weight = weight
+        self.tokens = None
+        model.model.visual.register_forward_hook(self._keep)
+
+    def _keep(self, module, args, output):
+        self.tokens = output.pooler_output
+
+    def loss(self, cells):
+        import torch.nn.functional as F
+        if self.tokens is None or self.tokens.shape[0] != cells.shape[0]:
+            return 0.0
+        z = self.head(self.tokens.float())
+        k, c = len(KINDS), len(KINDS) + len(CELL_COLOURS)
+        loss = F.cross_entropy(z[:, :k], cells[:, 0], ignore_index=-100) + \
+            F.cross_entropy(z[:, k:c], cells[:, 1], ignore_index=-100) + \
+            F.cross_entropy(z[:, c:], cells[:, 2], ignore_index=-100)
+        self.tokens = None
+        return self.weight * loss
+
+
+def loss_fn(model, batch: dict, eos_weight: float = 0.1, perception: Perception | None = None):
+    """(loss, answer accuracy): CE on the answer token + ``eos_weight`` x CE on <|im_end|>
+    (+ the ``perception`` head's per-token loss when given)."""
     import torch.nn.functional as F
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
     labels = batch["labels"]
-    feeds = {k: v for k, v in batch.items() if k != "labels"}
+    cells = batch.get("cells")
+    feeds = {k: v for k, v in batch.items() if k not in ("labels", "cells")}
+    if perception is not None:
+        perception.tokens = None
     logits = model(**feeds, logits_to_keep=2).logits.float()  # [B, 2, V]
     loss = F.cross_entropy(logits[:, 0], labels[:, 0]) + eos_weight * F.cross_entropy(logits[:, 1], labels[:, 1])
+    if perception is not None and cells is not None:
+        loss = loss + perception.loss(cells)
     acc = (logits[:, 0].argmax(-1) == labels[:, 0]).float().mean()
     return loss, float(acc)
 
@@ -272,7 +450,12 @@ def train(out_dir: str, seed: int = 0, stages=CURRICULUM, val_per_family: int = 
     else:
         model = build_model(tokenizer, special, seed, init_std)
     model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=stages[0].lr, weight_decay=0.01)
+    params = list(model.parameters())
+    perception = None
+    if any(st.perception for st in stages):
+        perception = Perception(model)
+        params += list(perception.head.parameters())
+    opt = torch.optim.AdamW(params, lr=stages[0].lr, weight_decay=0.01)
     record = {"seed": seed, "lr_scale": lr_scale, "init_std": init_std, "init_from": init_from, "first_seed": first_seed,
               "stages": [], "params": sum(p.numel() for p in model.parameters())}
     log(f"model: {record['params']:,} parameters")
@@ -282,10 +465,18 @@ def train(out_dir: str, seed: int = 0, stages=CURRICULUM, val_per_family: int = 
     for si, st in enumerate(stages):
         t0 = time.perf_counter()
         best = None
-        data = type("D", (IterableDataset,), {"__iter__": lambda self, d=_StageData(batcher, st, seed, si, train_seed): iter(d)})()
-        loader = DataLoader(data, batch_size=None, num_workers=workers, prefetch_factor=2 if workers else None,
-                            persistent_workers=False)
-        train_seed += sum(len(p[2]) for p in stage_plan(st, seed, si, 0))
+        if st.bank:  # vision frozen: the LLM trains on videos encoded once
+            bank = VideoBank(model, batcher, st, seed, si, train_seed)
+            log(f"stage {si}: {len(bank)} videos encoded in {time.perf_counter() - t0:.0f} s")
+            brng = np.random.default_rng([seed, si, 11])
+            loader = (bank.sample(brng, st.bank_batch) for _ in range(st.max_steps))
+            train_seed += st.bank
+        else:
+            data = type("D", (IterableDataset,), {"__iter__": lambda self, d=_StageData(batcher, st, seed, si, train_seed): iter(d)})()
+            loader = DataLoader(data, batch_size=None, num_workers=workers, prefetch_factor=2 if workers else None,
+                                persistent_workers=False)
+            train_seed += sum(len(p[2]) for p in stage_plan(st, seed, si, 0))
+        every = eval_every * (10 if st.bank else 1)
         step = -1
         for step, batch in enumerate(loader):
             t, fam = batch.pop("meta")
@@ -293,15 +484,22 @@ def train(out_dir: str, seed: int = 0, stages=CURRICULUM, val_per_family: int = 
             decay = max(0.5 * (1 + math.cos(math.pi * step / st.max_steps)), 0.05) if st.cosine else 1.0
             for g in opt.param_groups:
                 g["lr"] = st.lr * lr_scale * warm * decay
-            loss, acc = loss_fn(model, batch)
+            if st.bank:
+                with frozen_vision(model):
+                    loss, acc = loss_fn(model, batch)
+            elif st.perception:
+                perception.weight = st.perception
+                loss, acc = loss_fn(model, batch, perception=perception)
+            else:
+                loss, acc = loss_fn(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            if step % 10 == 0:
+            if step % (50 if st.bank else 10) == 0:
                 log(f"stage {si} T={t} step {step} {fam} loss {loss.item():.3f} acc {acc:.2f} "
                     f"({time.perf_counter() - t0:.0f} s in stage, {time.perf_counter() - t_start:.0f} s total)")
-            if (step + 1) % eval_every == 0 or step == st.max_steps - 1:
+            if (step + 1) % every == 0 or step == st.max_steps - 1:
                 vframes = st.frames if len(st.frames) == 1 else (16, 32, 48, 64)
                 val = evaluate_torch(model, batcher, "val", val_per_family, vframes, distractors=st.distractors,
                                      families=st.families or FAMILY_ORDER)

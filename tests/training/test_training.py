@@ -99,3 +99,58 @@ def test_curricula_by_name_and_committed_chain():
     assert all(len(run) == 4 and run[3] for run in COMMITTED)
     assert COMMITTED[0][3][0].frames == (2,) and max(COMMITTED[-1][3][-1].frames) == 64
     assert all(st.families is None or set(st.families) <= {"star", "count", "order"} for c in CURRICULA.values() for st in c)
+
+
+def test_cell_labels_match_the_pixels():
+    """Each merged token's label (kind, colour at its centre) is checked against the drawn pixels:
+    an empty token's 28x28 block is background only, a labelled one holds its colour."""
+    from evaluation.needle import COLOURS, EXTRA_COLOURS
+    from training.needle import CELL_COLOURS, KINDS, cell_labels
+    rgb = {**COLOURS, **EXTRA_COLOURS}
+    for seed, fam in ((3, "star"), (4, "count"), (5, "order")):
+        v = make_video(split_seed("train", seed), fam, 6)
+        lab = cell_labels(v.params["groups"], 4, 4).reshape(3, 4, 4, 3)
+        needles = 0
+        for g in range(3):
+            img = v.frames[2 * g].astype(int)
+            for r in range(4):
+                for c in range(4):
+                    kind, colour, alike = lab[g, r, c]
+                    block = img[28 * r:28 * r + 28, 28 * c:28 * c + 28].reshape(-1, 3)
+                    if kind == 0:  # background: dark (tints < 90, noise < 7)
+                        assert block.max() < 100
+                    elif kind > 0:
+                        want = np.array(rgb[CELL_COLOURS[colour]])
+                        assert (np.abs(block - want).max(1) == 0).sum() >= 4, (seed, g, r, c)
+                        needles += KINDS[kind] in ("star", "circle", "triangle") and g in v.needle_groups
+                        same = [o for o in v.params["groups"][g] if (o["kind"], o["colour"]) == (KINDS[kind], CELL_COLOURS[colour])]
+                        assert alike == min(len(same), 4) - 1
+                        if fam == "count" and g in v.needle_groups and KINDS[kind] == "circle" and CELL_COLOURS[colour] == "red":
+                            assert alike + 1 == int(v.answer)
+        assert needles >= 1
+    # the reduced grid (2x2 tokens) labels the same objects at half the resolution
+    assert cell_labels(make_video(split_seed("train", 3), "star", 2).params["groups"], 2, 2).shape == (4, 3)
+
+
+def test_frozen_vision_bank_equals_the_full_forward(setup):
+    """A bank stage's LLM-only step sees exactly what the full model sees (fp16 storage aside)."""
+    from training.needle import FULL_PIXELS, VideoBank, frozen_vision
+    tok, special, batcher = setup
+    model = build_model(tok, special, seed=0).eval()
+    st = Stage((4,), 1, bank=3, families=("count",))
+    bank = VideoBank(model, batcher, st, seed=0, stage_index=0, first_seed=10)
+    items = bank.buckets[(4, "count", FULL_PIXELS)]
+    vids = [make_video(split_seed("train", 10 + j), "count", 4) for j in range(3)]
+    batch = batcher(vids)
+    fed = {"input_ids": torch.stack([r["input_ids"] for r in items]), "labels": torch.stack([r["labels"] for r in items]),
+           "video_grid_thw": torch.stack([r["grid"] for r in items]),
+           "second_per_grid_ts": torch.stack([r["spg"] for r in items]),
+           "pixel_values_videos": torch.cat([r["emb"] for r in items]).float()}
+    fed["attention_mask"] = torch.ones_like(fed["input_ids"])
+    fed["mm_token_type_ids"] = (fed["input_ids"] == batcher.video_id).long() * 2
+    with torch.no_grad():
+        full, _ = loss_fn(model, batch)
+        with frozen_vision(model):
+            banked, _ = loss_fn(model, fed)
+    assert type(model.model.visual).__name__ != "_Encoded"  # restored
+    assert abs(full.item() - banked.item()) < 1e-3 * max(1.0, abs(full.item()))
