@@ -91,6 +91,8 @@ def parse_options(pairs: list[str]) -> dict:
             raise DyTokError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(names)}")
         try:
             out[key] = json.loads(value)
+            if isinstance(out[key], list):  # Options fields take tuples
+                out[key] = tuple(out[key])
         except json.JSONDecodeError:
             out[key] = value
     return out

@@ -55,6 +55,7 @@ class Options:
     dycoke_kv: bool = False  # DyCoke's decode-time KV pruning (needs the split LLM, runtime/llm_split.py)
     kv_prune_ratio: float = 0.8  # DyCoke's p: share of the visual KV rows layers >= L drop per step
     encoder_slack: float | None = None  # budget-aware encoder resolution (runtime/encoder_plan.py); None: off
+    prior_layers: tuple[int, ...] | None = None  # assistant layers of the prior, among the exported ones; None: all
 
 
 REDUCED_PRIOR = (2, 4)  # the "reduced" assistant: divisors of the frames and of the primary's pixels per frame
@@ -137,7 +138,18 @@ class Pipeline:
         embeds[start:start + n_vis] = tokens
         attn = prior_attention(self.engines["assistant_prior"], embeds, pos, np.arange(start, start + n_vis),
                                self.m.model("assistant"), self.m.graph("assistant_prior"), opts.prefill_chunk)
+        if opts.prior_layers is not None:
+            attn = attn[self.prior_rows(opts.prior_layers)]
         return C.frame_weights(attn, n_vis // patches.grid_thw[0]), patches.grid_thw[0]
+
+    def prior_rows(self, layers) -> list[int]:
+        """Rows of the prior graph's output for assistant ``layers`` (Options.prior_layers)."""
+        exported = list(self.m.model("assistant").get("prior_layers") or [])
+        missing = [x for x in layers if x not in exported]
+        if not layers or missing:
+            raise BudgetError(f"prior_layers {tuple(layers)}: the artifact's prior graph has layers {exported}; "
+                               "choose a non-empty subset (or re-export with --layers)")
+        return [exported.index(x) for x in layers]
 
     @staticmethod
     def map_weights(weights: np.ndarray, groups: int) -> np.ndarray:
@@ -213,6 +225,8 @@ class Pipeline:
                on_token: Callable[[str], None] | None = None) -> Result:
         timings: dict[str, float] = {}
         llm_split.check(self.m, opts)
+        if opts.prior_layers is not None and opts.assistant and opts.method != "none" and self.m.has_assistant:
+            self.prior_rows(opts.prior_layers)  # a bad choice fails before any engine runs
         t_all = t0 = time.perf_counter()
         frames = video if isinstance(video, SampledFrames) else sample_video(
             video, num_frames=opts.num_frames, fps=opts.fps, max_frames=opts.max_frames)

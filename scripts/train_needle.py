@@ -34,12 +34,14 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--init-std", type=float, default=None, help="initializer_range (default: the config's 0.02)")
     ap.add_argument("--lr-scale", type=float, default=1.0, help="multiplies every stage's learning rate")
-    ap.add_argument("--curriculum", default="default", help="default, first (its first stage only), fast, or committed "
-                                                               "(reproduces weights/needle: two runs, ~24 min here)")
+    ap.add_argument("--curriculum", default="wide", help="wide, first (its first stage only), alike, long-bank, or "
+                                                            "committed (reproduces weights/needle: four chained runs)")
     ap.add_argument("--init", help="start from this checkpoint folder (fresh optimizer)")
     ap.add_argument("--first-seed", type=int, default=0, help="index of the first training video seed")
     ap.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
     ap.add_argument("--assistant-only", action="store_true", help="keep the trained primary; derive the assistant")
+    ap.add_argument("--prior-layers", help="comma-separated assistant prior layers (chosen end to end on validation, "
+                                           "README); default: the layer with the largest needle share")
     ap.add_argument("--val-videos", type=int, default=40, help="validation videos per family for the layer choice")
     args = ap.parse_args()
 
@@ -50,9 +52,9 @@ def main() -> int:
     if args.curriculum == "committed":  # the committed weights' runs, chained, in one command
         from training.needle import COMMITTED
         prev = None
-        for i, (seed, first_seed, lr_scale, stages) in enumerate(COMMITTED):
+        for i, (seed, first_seed, lr_scale, threads, stages) in enumerate(COMMITTED):
             out = primary if i == len(COMMITTED) - 1 else os.path.join(args.out, f"run{i}")
-            record = train(out, seed=seed, threads=args.threads, stages=stages, lr_scale=lr_scale, init_from=prev,
+            record = train(out, seed=seed, threads=threads, stages=stages, lr_scale=lr_scale, init_from=prev,
                            first_seed=first_seed, device=args.device, log=lambda s: print(s, flush=True))
             print(json.dumps(record["stages"], indent=1))
             prev = out
@@ -65,8 +67,12 @@ def main() -> int:
         print(json.dumps(record["stages"], indent=1))
     from training.assistant import derive_assistant
 
+    layers = [int(x) for x in args.prior_layers.split(",")] if args.prior_layers else None
+    if layers is None and args.curriculum == "committed":
+        from training.needle import COMMITTED_PRIOR_LAYERS
+        layers = list(COMMITTED_PRIOR_LAYERS)
     choice = derive_assistant(primary, os.path.join(args.out, "assistant"), args.val_videos, threads=args.threads,
-                              log=lambda s: print(s, flush=True))
+                              log=lambda s: print(s, flush=True), layers=layers)
     print(json.dumps(choice, indent=1))
     print(f"wall time {time.perf_counter() - t0:.0f} s")
     return 0

@@ -66,8 +66,11 @@ def val_videos(n_per_family: int, frames=(16, 32, 48, 64)):
             for f in FAMILY_ORDER for i in range(n_per_family)]
 
 
-def derive_assistant(primary: str, out: str, n_per_family: int = 40, threads: int = 1, log=print) -> dict:
-    """Measure every layer's prior on validation, cut the primary after the best layer, save to ``out``."""
+def derive_assistant(primary: str, out: str, n_per_family: int = 40, threads: int = 1, log=print,
+                     layers: list[int] | None = None) -> dict:
+    """Measure every layer's prior on validation, cut the primary after the best layer (or after
+    the deepest of ``layers``, a choice made elsewhere, e.g. end to end with ``scripts/evaluate.py
+    --split val --set prior_layers=[...]``), save to ``out`` with the prior layers in dytok.json."""
     import torch
     from tokenizers import Tokenizer
 
@@ -84,10 +87,11 @@ def derive_assistant(primary: str, out: str, n_per_family: int = 40, threads: in
                           **{f: round(float(shares[[v.family == f for v in vids], i].mean()), 4) for f in FAMILY_ORDER}}
                  for i in range(shares.shape[1])}
     log(f"prior per layer on {len(vids)} validation videos (chance {chance:.3f}): {json.dumps(per_layer)}")
-    best = int(np.argmax(shares.mean(0)))
-    choice = {"prior_layers": [best], "num_layers": best + 1, "chance": round(chance, 4), "per_layer": per_layer,
-              "val_videos": len(vids)}
+    chosen = sorted(layers) if layers else [int(np.argmax(shares.mean(0)))]
+    best = chosen[-1]
+    choice = {"prior_layers": chosen, "num_layers": best + 1, "chance": round(chance, 4), "per_layer": per_layer,
+              "chosen_by": "given" if layers else "needle share", "val_videos": len(vids)}
     save_checkpoint(model, Tokenizer.from_file(os.path.join(primary, "tokenizer.json")), out,
-                    {"derived_from": "primary", **choice}, num_layers=best + 1, prior_layers=[best])
-    log(f"assistant: primary cut after layer {best} ({best + 1} layers) -> {out}")
+                    {"derived_from": "primary", **choice}, num_layers=best + 1, prior_layers=chosen)
+    log(f"assistant: primary cut after layer {best} ({best + 1} layers), prior layers {chosen} -> {out}")
     return choice

@@ -8,8 +8,10 @@ exactly what the exported pipeline feeds.
 
 Loss: cross-entropy on the answer token (at the last prompt position) plus a small weight on
 ``<|im_end|>`` after it (so greedy decoding stops), ``logits_to_keep=2``. AdamW, warm-up, clip 1.0.
-A curriculum by video length (2 -> 4 -> 8 -> 16 -> 32 frames, then 16-64): training straight on
-long videos sits at chance (``/work/shared/notes/training-facts.md``). Each batch holds one family
+A curriculum by video length (2 -> 4 -> 8 frames, then 16-64): training straight on long videos
+sits at chance (``/work/shared/notes/training-facts.md``). While clips are short, an auxiliary
+per-token head (``Perception``, training only) supervises what the vision tower sees; on long
+clips the tower is frozen and the LLM trains on videos encoded once (``VideoBank``). Each batch holds one family
 and one frame count, so prompts have one length and need no padding.
 """
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Stage:
     bank: int = 0  # > 0: vision frozen; the LLM trains on this many videos encoded once (``VideoBank``)
     bank_batch: int = 16  # videos per step in a bank stage
     perception: float = 0.0  # weight of the auxiliary per-token loss (``Perception``); 0: off
+    alike: bool = True  # the perception head also predicts each token's alike count (``cell_labels``)
 
     @staticmethod
     def batch(frames: int) -> int:
@@ -56,67 +59,14 @@ class Stage:
         return min(32, max(8, 256 // frames))
 
 
-CURRICULUM = (
-    Stage((2,), 400, 0.9, distractors=0.0),
-    Stage((2,), 1500, 0.9),
-    Stage((4,), 600, 0.9),
-    Stage((8,), 500, 0.9),
-    Stage((16,), 500, 0.95, reduced_every=4),
-    Stage(tuple(range(16, 65, 2)), 500, 0.99, lr=5e-4, reduced_every=4, cosine=True),
-)
-
-
-# After CURRICULUM[0] (single groups without distractors): shorter stages, for the committed pair.
-FAST = (
-    Stage((2,), 200, 0.9),
-    Stage((4,), 200, 0.9),
-    Stage((8,), 200, 0.9),
-    Stage((16,), 300, 0.95, reduced_every=4),
-    Stage(tuple(range(16, 65, 2)), 400, 0.99, lr=5e-4, reduced_every=4, cosine=True),
-)
-# Per family (perception first): star and count on single groups (2 frames) until they are
-# answered with all distractors, then order joins at 4 frames, then longer clips.
-PERFAM = (
-    Stage((2,), 300, 0.97, distractors=0.0, families=("star", "count")),
-    Stage((2,), 500, 0.95, distractors=0.5, families=("star", "count")),
-    Stage((2,), 800, 0.95, families=("star", "count", "count")),
-    Stage((4,), 600, 0.93),
-    Stage((8,), 500, 0.93),
-    Stage((16,), 500, 0.93, reduced_every=4),
-    Stage(tuple(range(16, 65, 2)), 500, 0.99, lr=5e-4, reduced_every=4, cosine=True),
-)
-# After PERFAM's first two stages: shorter stages (what a shared 2-core machine allowed).
-LONG = (
-    Stage((4,), 300, 0.93),
-    Stage((8,), 200, 0.93),
-    Stage((16,), 200, 0.93, reduced_every=4),
-    Stage(tuple(range(16, 65, 2)), 250, 0.99, lr=5e-4, reduced_every=4, cosine=True),
-)
-DECAY = (Stage((2,), 500, 0.95, lr=5e-4, cosine=True, families=("star", "count", "count")),) + LONG
-# Order (which of two groups comes first) stayed at chance in LONG's 4-frame stage, where it had a
-# quarter of the steps: half of them here, first without distractors.
-ORDER = (
-    Stage((4,), 300, 0.95, distractors=0.0, families=("order", "star", "order", "count")),
-    Stage((4,), 300, 0.93, families=("order", "star", "order", "count")),
-) + LONG[1:]
-# After ORDER's 4-frame stages: mixed lengths (fewer forgotten skills), then 16-64 frames with decay.
-MIX = (
-    Stage((4, 8, 16), 400, 0.93),
-    Stage(tuple(range(16, 65, 2)), 300, 0.99, lr=5e-4, reduced_every=4, cosine=True),
-)
-# More 16-64-frame steps after either: two decayed stages (a checkpoint after each).
-MORE = (
-    Stage(tuple(range(16, 65, 2)), 200, 0.99, lr=5e-4, reduced_every=4, cosine=True),
-    Stage(tuple(range(16, 65, 2)), 200, 0.99, lr=3e-4, reduced_every=4, cosine=True),
-)
 # The committed pair (twice tiny's width): perception on single groups, then order and short clips
 # with all weights, then 16-64-frame retrieval with the vision tower frozen (the LLM trains on a
 # bank of videos encoded once, ~6x cheaper per step here), then a short end-to-end decay.
 WIDE = (
-    Stage((2,), 300, 0.97, distractors=0.0, families=("star", "count"), perception=1.0),
-    Stage((2,), 800, 0.97, families=("star", "count", "count"), perception=1.0),
-    Stage((4,), 800, 0.97, families=("order", "star", "order", "count"), perception=1.0, reduced_every=5),
-    Stage((8,), 300, 0.95, perception=0.5, reduced_every=5),
+    Stage((2,), 300, 0.97, distractors=0.0, families=("star", "count"), perception=1.0, alike=False),
+    Stage((2,), 800, 0.97, families=("star", "count", "count"), perception=1.0, alike=False),
+    Stage((4,), 800, 0.97, families=("order", "star", "order", "count"), perception=1.0, reduced_every=5, alike=False),
+    Stage((8,), 300, 0.95, perception=0.5, reduced_every=5, alike=False),
     Stage(tuple(range(16, 65, 8)), 3000, 0.99, lr=5e-4, cosine=True, bank=4200, reduced_every=6),
     Stage(tuple(range(16, 65, 2)), 200, 0.99, lr=1e-4, reduced_every=4, cosine=True, perception=0.2),
 )
@@ -127,21 +77,37 @@ ALIKE = (
     Stage((4,), 400, 0.97, families=("count", "star", "order", "count"), perception=1.0, reduced_every=5),
     Stage((8,), 300, 0.95, perception=0.5, reduced_every=5),
 )
-CURRICULA = {"wide": WIDE, "alike": ALIKE, "wide-bank": WIDE[4:], "wide-end": WIDE[5:], "default": CURRICULUM, "first": CURRICULUM[:1], "fast": FAST, "perfam": PERFAM,
-             "perfam-init": PERFAM[1:], "long": LONG, "decay": DECAY, "order": ORDER, "mix": MIX, "more": MORE,
-             "more2": MORE[1:]}
-
-# The committed pair, as it was trained: six chained runs (seed, first training seed, learning-rate
-# scale, stages), each from the previous one's checkpoint with a fresh optimizer; every stage ran to
-# its step cap. Picked among parallel variants by validation accuracy at 16-64 frames (README).
-COMMITTED = (
-    (1, 0, 1.0, PERFAM[:2]),
-    (5, 7_000_000, 1.0, DECAY[:2]),
-    (7, 11_000_000, 1.0, ORDER[:2]),
-    (8, 13_000_000, 1.0, MIX),
-    (10, 17_000_000, 1.0, MORE[:1]),
-    (11, 19_000_000, 1.0, MORE[1:]),
+# After ALIKE: short clips with a decaying learning rate (count-heavy), then 16-64-frame retrieval
+# with the vision tower frozen (LLM-only steps on a bank of videos encoded once), then a short
+# end-to-end decay at all lengths.
+LONG_BANK = (
+    Stage((2, 4), 400, 0.99, cosine=True, families=("count", "star", "count", "order"), perception=1.0, reduced_every=5),
+    Stage(tuple(range(16, 65, 8)), 800, 0.99, lr=5e-4, cosine=True, bank=3000, reduced_every=6),
+    Stage(tuple(range(16, 65, 2)), 100, 0.99, lr=1e-4, reduced_every=4, cosine=True, perception=0.2),
 )
+# After LONG_BANK: order (which of two groups comes first) stayed near chance at 16-64 frames with
+# a quarter of the bank steps; half of them here, on a fresh bank.
+ORDER_BANK = (
+    Stage(tuple(range(16, 65, 8)), 1200, 0.99, lr=5e-4, cosine=True, bank=3000, reduced_every=6,
+          families=("order", "star", "order", "count")),
+)
+CURRICULA = {"wide": WIDE, "first": WIDE[:1], "alike": ALIKE, "long-bank": LONG_BANK, "order-bank": ORDER_BANK}
+
+# The committed pair, as it was trained: seven chained runs (seed, first training seed, learning-rate
+# scale, torch threads, stages), each from the previous one's checkpoint with a fresh optimizer (and
+# a fresh perception head). Runs 1 and 2 were stopped after these stages (the rest of WIDE and
+# ALIKE were replaced by ALIKE and LONG_BANK); every listed stage ran to its step cap.
+COMMITTED = (
+    (0, 0, 1.0, 2, WIDE[:4]),
+    (2, 50_000_000, 1.0, 1, ALIKE[:1]),
+    (3, 60_000_000, 1.0, 2, ALIKE[1:]),
+    (4, 70_000_000, 1.0, 2, LONG_BANK),
+    (5, 80_000_000, 1.0, 2, ORDER_BANK),
+    (6, 90_000_000, 1.0, 2, ORDER_BANK),
+    (7, 100_000_000, 1.0, 2, ORDER_BANK),
+)
+# The committed assistant's prior layers: chosen end to end on 150 validation videos (README).
+COMMITTED_PRIOR_LAYERS = (1, 2, 3)
 
 FAMILY_CYCLE = ("star", "count", "order", "count")  # counting is the slowest to learn: twice the steps
 
@@ -336,10 +302,11 @@ class Perception:
     objects like it its group holds (``cell_labels``), so the tower learns to see (and to count
     within a shot) before the LLM learns to find."""
 
-    def __init__(self, model, weight: float = 1.0):
+    def __init__(self, model, weight: float = 1.0, alike: bool = True):
         import torch
         width = model.config.vision_config.out_hidden_size
-        self.head = torch.nn.Linear(width, len(KINDS) + len(CELL_COLOURS) + 4).to(next(model.parameters()).device)
+        self.alike = alike
+        self.head = torch.nn.Linear(width, len(KINDS) + len(CELL_COLOURS) + 4 * alike).to(next(model.parameters()).device)
         self.weight = weight
         self.tokens = None
         model.model.visual.register_forward_hook(self._keep)
@@ -354,8 +321,9 @@ class Perception:
         z = self.head(self.tokens.float())
         k, c = len(KINDS), len(KINDS) + len(CELL_COLOURS)
         loss = F.cross_entropy(z[:, :k], cells[:, 0], ignore_index=-100) + \
-            F.cross_entropy(z[:, k:c], cells[:, 1], ignore_index=-100) + \
-            F.cross_entropy(z[:, c:], cells[:, 2], ignore_index=-100)
+            F.cross_entropy(z[:, k:c], cells[:, 1], ignore_index=-100)
+        if self.alike:
+            loss = loss + F.cross_entropy(z[:, c:], cells[:, 2], ignore_index=-100)
         self.tokens = None
         return self.weight * loss
 
@@ -424,7 +392,7 @@ def evaluate_torch(model, batcher: Batcher, split: str, n_per_family: int, frame
     return out
 
 
-def train(out_dir: str, seed: int = 0, stages=CURRICULUM, val_per_family: int = 48, log=print,
+def train(out_dir: str, seed: int = 0, stages=WIDE, val_per_family: int = 48, log=print,
           eval_every: int = 50, init_std: float | None = None, threads: int = 1, workers: int = 1,
           lr_scale: float = 1.0, init_from: str | None = None, first_seed: int = 0, device: str = "cpu") -> dict:
     """``threads=1``: on a shared 2-core machine one torch thread ran 7-10x faster than two
@@ -453,7 +421,7 @@ def train(out_dir: str, seed: int = 0, stages=CURRICULUM, val_per_family: int = 
     params = list(model.parameters())
     perception = None
     if any(st.perception for st in stages):
-        perception = Perception(model)
+        perception = Perception(model, alike=any(st.alike for st in stages if st.perception))
         params += list(perception.head.parameters())
     opt = torch.optim.AdamW(params, lr=stages[0].lr, weight_decay=0.01)
     record = {"seed": seed, "lr_scale": lr_scale, "init_std": init_std, "init_from": init_from, "first_seed": first_seed,
@@ -500,7 +468,7 @@ def train(out_dir: str, seed: int = 0, stages=CURRICULUM, val_per_family: int = 
                 log(f"stage {si} T={t} step {step} {fam} loss {loss.item():.3f} acc {acc:.2f} "
                     f"({time.perf_counter() - t0:.0f} s in stage, {time.perf_counter() - t_start:.0f} s total)")
             if (step + 1) % every == 0 or step == st.max_steps - 1:
-                vframes = st.frames if len(st.frames) == 1 else (16, 32, 48, 64)
+                vframes = st.frames if len(st.frames) == 1 or max(st.frames) <= 8 else (16, 32, 48, 64)
                 val = evaluate_torch(model, batcher, "val", val_per_family, vframes, distractors=st.distractors,
                                      families=st.families or FAMILY_ORDER)
                 log(f"stage {si} step {step + 1} val {json.dumps({k: round(v, 3) for k, v in val.items()})}")

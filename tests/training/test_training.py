@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 from evaluation.needle import make_video, split_seed  # noqa: E402
 from export.tokenizer import QWEN_VL_CHAT_TEMPLATE, build_tiny_tokenizer, needle_corpus, special_ids  # noqa: E402
-from training.needle import Batcher, CURRICULUM, Stage, build_model, loss_fn, save_checkpoint, stage_plan  # noqa: E402
+from training.needle import COMMITTED, WIDE, Batcher, Stage, build_model, loss_fn, save_checkpoint, stage_plan  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,8 @@ def test_curriculum_plan_deterministic():
     assert a == b and a[0][2][0] == 100
     assert [p[3] for p in a] == [112 * 112, 56 * 56] * 2 + [112 * 112]
     assert all(len(p[2]) == Stage.batch(p[0]) for p in a)
-    assert CURRICULUM[0].frames == (2,) and max(CURRICULUM[-1].frames) == 64
+    assert WIDE[0].frames == (2,) and max(COMMITTED[-1][-1][-1].frames) == 64
+    assert any(st.bank for st in COMMITTED[-1][-1])  # the long stage trains on encoded videos
 
 
 def test_assistant_cut_keeps_the_first_layers(setup, tmp_path):
@@ -87,18 +88,22 @@ def test_assistant_cut_keeps_the_first_layers(setup, tmp_path):
 
 def test_curricula_by_name_and_committed_chain():
     import importlib.util
-    from training.needle import COMMITTED, CURRICULA, PERFAM
+    from training.needle import ALIKE, COMMITTED, COMMITTED_PRIOR_LAYERS, CURRICULA
     spec = importlib.util.spec_from_file_location("train_needle", os.path.join(os.path.dirname(__file__), "..", "..",
                                                                                "scripts", "train_needle.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    assert mod._stages("perfam") == PERFAM and mod._stages("perfam:2") == PERFAM[2:]
-    for bad in ("nope", "perfam:x"):
+    assert mod._stages("alike") == ALIKE and mod._stages("alike:1") == ALIKE[1:]
+    for bad in ("nope", "alike:x"):
         with pytest.raises(SystemExit):
             mod._stages(bad)
-    assert all(len(run) == 4 and run[3] for run in COMMITTED)
-    assert COMMITTED[0][3][0].frames == (2,) and max(COMMITTED[-1][3][-1].frames) == 64
+    assert all(len(run) == 5 and run[3] in (1, 2) and run[4] for run in COMMITTED)
+    assert len({run[1] for run in COMMITTED}) == len(COMMITTED)  # disjoint training seeds per run
+    assert COMMITTED[0][4][0].frames == (2,) and max(COMMITTED[-1][4][-1].frames) == 64
     assert all(st.families is None or set(st.families) <= {"star", "count", "order"} for c in CURRICULA.values() for st in c)
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "weights", "needle", "assistant", "dytok.json")) as f:
+        import json
+        assert tuple(json.load(f)["prior_layers"]) == COMMITTED_PRIOR_LAYERS
 
 
 def test_cell_labels_match_the_pixels():
