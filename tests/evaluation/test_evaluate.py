@@ -145,3 +145,23 @@ def test_encoder_slack_rows_go_through_the_pipeline(needle_artifacts):
         for a, b in zip(shared, direct):
             assert (a["token"], a["kept"], a["total"]) == (b["token"], b["kept"], b["total"])
             assert abs(a["hit"] - b["hit"]) < 1e-9
+
+
+def test_prior_layers_pick_rows_of_the_exported_prior(needle_artifacts):
+    """Options.prior_layers: a subset of the exported layers gives the mean over those rows only;
+    a layer the graph lacks fails in one line before any engine runs."""
+    from dataclasses import replace
+
+    from runtime.errors import BudgetError
+    pipe = load_pipeline(needle_artifacts)
+    exported = pipe.m.model("assistant")["prior_layers"]
+    assert len(exported) >= 2
+    v = split_videos(1, start=3)[0]
+    base = Options(method="visionzip", retention=0.25, max_new_tokens=1)
+    w_all, _ = pipe.frame_prior(v.question, v.sampled(), base)
+    singles = [pipe.frame_prior(v.question, v.sampled(), replace(base, prior_layers=(x,)))[0] for x in exported]
+    assert not np.allclose(singles[0], singles[-1])  # the layers differ
+    per_layer = [s / s.sum() for s in singles]
+    assert np.allclose(w_all, np.mean(per_layer, axis=0) / np.mean(per_layer, axis=0).sum(), atol=1e-6)
+    with pytest.raises(BudgetError, match="prior_layers"):
+        pipe.answer(v.sampled(), v.question, replace(base, prior_layers=(max(exported) + 7,)))
