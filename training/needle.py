@@ -181,20 +181,23 @@ class VideoBank:
     def sample(self, rng: np.random.Generator, size: int) -> dict:
         """One batch from one bucket (buckets drawn by size), in ``Batcher``'s format, whose
         ``pixel_values_videos`` are the encoded tokens (for ``frozen_vision``)."""
-        import torch
         keys = list(self.buckets)
         sizes = np.array([len(self.buckets[k]) for k in keys], dtype=float)
         key = keys[int(rng.choice(len(keys), p=sizes / sizes.sum()))]
         items = self.buckets[key]
         pick = rng.choice(len(items), size=min(size, len(items)), replace=False)
-        rows = [items[i] for i in pick]
+        return {**self.stack([items[i] for i in pick]), "meta": key[:2]}
+
+    def stack(self, rows: list[dict]) -> dict:
+        """Entries of one bucket -> a batch in ``Batcher``'s format (for ``frozen_vision``)."""
+        import torch
         input_ids = torch.stack([r["input_ids"] for r in rows])
         return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
                 "mm_token_type_ids": (input_ids == self.video_id).long() * 2,
                 "pixel_values_videos": torch.cat([r["emb"] for r in rows]).float(),
                 "video_grid_thw": torch.stack([r["grid"] for r in rows]),
                 "second_per_grid_ts": torch.stack([r["spg"] for r in rows]),
-                "labels": torch.stack([r["labels"] for r in rows]), "meta": key[:2]}
+                "labels": torch.stack([r["labels"] for r in rows])}
 
 
 def frozen_vision(model):

@@ -147,12 +147,8 @@ def test_frozen_vision_bank_equals_the_full_forward(setup):
     items = bank.buckets[(4, "count", FULL_PIXELS)]
     vids = [make_video(split_seed("train", 10 + j), "count", 4) for j in range(3)]
     batch = batcher(vids)
-    fed = {"input_ids": torch.stack([r["input_ids"] for r in items]), "labels": torch.stack([r["labels"] for r in items]),
-           "video_grid_thw": torch.stack([r["grid"] for r in items]),
-           "second_per_grid_ts": torch.stack([r["spg"] for r in items]),
-           "pixel_values_videos": torch.cat([r["emb"] for r in items]).float()}
-    fed["attention_mask"] = torch.ones_like(fed["input_ids"])
-    fed["mm_token_type_ids"] = (fed["input_ids"] == batcher.video_id).long() * 2
+    fed = bank.stack(items)  # in the bank's order (sample() draws a random subset)
+    assert torch.equal(fed["input_ids"], batch["input_ids"])
     with torch.no_grad():
         full, _ = loss_fn(model, batch)
         with frozen_vision(model):
