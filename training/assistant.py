@@ -6,12 +6,16 @@ softmax of the last prompt token's query over the visual keys. Here the same qua
 transformers' eager attention maps; per layer we measure the share of that mass on the temporal
 groups holding the answer (chance: needle groups / groups) and how often a needle group ranks
 first. Layers past the deepest selected one never influence the prior, so the assistant keeps
-only the layers up to it: a smaller Qwen2.5-VL checkpoint, exported like any other.
+only the layers up to it: a smaller Qwen2.5-VL checkpoint, exported like any other. When the cut
+keeps every layer the assistant is the primary itself: no copy is written, the primary folder
+gets the ``dytok.json`` (and the ``needle-assistant`` preset reads the primary's folder).
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 
 import numpy as np
 
@@ -70,7 +74,9 @@ def derive_assistant(primary: str, out: str, n_per_family: int = 40, threads: in
                      layers: list[int] | None = None) -> dict:
     """Measure every layer's prior on validation, cut the primary after the best layer (or after
     the deepest of ``layers``, a choice made elsewhere, e.g. end to end with ``scripts/evaluate.py
-    --split val --set prior_layers=[...]``), save to ``out`` with the prior layers in dytok.json."""
+    --split val --set prior_layers=[...]``), save to ``out`` with the prior layers in dytok.json.
+    A cut that keeps every layer writes only ``primary``/dytok.json (the assistant is the primary;
+    a stale ``out`` folder is removed). Returns the choice, its ``checkpoint`` the assistant's folder."""
     import torch
     from tokenizers import Tokenizer
 
@@ -91,7 +97,28 @@ def derive_assistant(primary: str, out: str, n_per_family: int = 40, threads: in
     best = chosen[-1]
     choice = {"prior_layers": chosen, "num_layers": best + 1, "chance": round(chance, 4), "per_layer": per_layer,
               "chosen_by": "given" if layers else "needle share", "val_videos": len(vids)}
+    if best + 1 == model.config.text_config.num_hidden_layers:  # the primary itself: no 8 MB copy
+        write_dytok(primary, {"prior_layers": chosen, "derived": choice})
+        if os.path.isdir(out) and os.path.abspath(out) != os.path.abspath(primary):
+            shutil.rmtree(out)
+        log(f"assistant: the primary itself (all {best + 1} layers), prior layers {chosen} -> {primary}/dytok.json")
+        return {**choice, "checkpoint": primary}
     save_checkpoint(model, Tokenizer.from_file(os.path.join(primary, "tokenizer.json")), out,
                     {"derived_from": "primary", **choice}, num_layers=best + 1, prior_layers=chosen)
     log(f"assistant: primary cut after layer {best} ({best + 1} layers), prior layers {chosen} -> {out}")
-    return choice
+    return {**choice, "checkpoint": out}
+
+
+def write_dytok(folder: str, record: dict) -> str:
+    """``folder``/dytok.json, written under a temp name and renamed."""
+    path = os.path.join(folder, "dytok.json")
+    fd, tmp = tempfile.mkstemp(prefix=".dytok-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=1)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path

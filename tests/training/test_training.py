@@ -86,6 +86,27 @@ def test_assistant_cut_keeps_the_first_layers(setup, tmp_path):
         assert torch.equal(p, full[name]), name
 
 
+def test_derived_assistant_copies_no_weights_when_the_cut_keeps_every_layer(setup, tmp_path):
+    """Prior layers up to the last: the assistant is the primary (its dytok.json, no second
+    model.safetensors; a stale assistant folder goes). Up to layer 1: a 2-layer checkpoint."""
+    import json
+    from training.assistant import derive_assistant
+    tok, special, _ = setup
+    primary, out = str(tmp_path / "primary"), str(tmp_path / "assistant")
+    save_checkpoint(build_model(tok, special, seed=2), tok, primary)
+    os.makedirs(out)
+    choice = derive_assistant(primary, out, 1, layers=[1, 2, 3], log=lambda s: None)
+    assert choice["checkpoint"] == primary and not os.path.exists(out)
+    with open(os.path.join(primary, "dytok.json")) as f:
+        assert json.load(f)["prior_layers"] == [1, 2, 3]
+    choice = derive_assistant(primary, out, 1, layers=[0, 1], log=lambda s: None)
+    assert choice["checkpoint"] == out and choice["num_layers"] == 2
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["text_config"]["num_hidden_layers"] == 2
+    with open(os.path.join(out, "dytok.json")) as f:
+        assert json.load(f)["prior_layers"] == [0, 1]
+
+
 def test_curricula_by_name_and_committed_chain():
     import importlib.util
     from training.needle import ALIKE, COMMITTED, COMMITTED_PRIOR_LAYERS, CURRICULA
@@ -101,7 +122,7 @@ def test_curricula_by_name_and_committed_chain():
     assert len({run[1] for run in COMMITTED}) == len(COMMITTED)  # disjoint training seeds per run
     assert COMMITTED[0][4][0].frames == (2,) and max(COMMITTED[-1][4][-1].frames) == 64
     assert all(st.families is None or set(st.families) <= {"star", "count", "order"} for c in CURRICULA.values() for st in c)
-    with open(os.path.join(os.path.dirname(__file__), "..", "..", "weights", "needle", "assistant", "dytok.json")) as f:
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "weights", "needle", "primary", "dytok.json")) as f:
         import json
         assert tuple(json.load(f)["prior_layers"]) == COMMITTED_PRIOR_LAYERS
 
