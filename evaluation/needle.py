@@ -189,13 +189,15 @@ def _all_colours():
 
 
 def make_video(seed: int, family: str | None = None, num_frames: int | None = None, size: int = SIZE,
-               distractors: float = 1.0) -> NeedleVideo:
+               distractors: float = 1.0, max_gap: int | None = None) -> NeedleVideo:
     """One needle video from ``seed`` (family, frame count drawn from it unless given).
 
     Returns frames [T, size, size, 3] uint8 with T even in 16..64, the question, the right answer
     and the temporal groups holding it; ``params`` records every drawn object per group.
     ``distractors`` < 1 keeps only that share of the non-needle objects (a training curriculum;
     the kept ones are drawn from a separate stream, so the video is otherwise the same).
+    ``max_gap``: order only, the second needle at most this many groups from the first (a
+    training curriculum: adjacent needles are the hard case; drawn from a separate stream).
     """
     rng = np.random.default_rng(seed)
     fam = FAMILIES[family or FAMILY_ORDER[seed % 3]]
@@ -222,6 +224,9 @@ def make_video(seed: int, family: str | None = None, num_frames: int | None = No
         answer = str(count)
     else:
         g1, g2 = (int(v) for v in rng.choice(groups, 2, replace=False))
+        if max_gap is not None:
+            near = [g for g in range(max(g1 - max_gap, 0), min(g1 + max_gap, groups - 1) + 1) if g != g1]
+            g2 = int(np.random.default_rng([seed, 13]).choice(near))
         needle_groups = tuple(sorted((g1, g2)))
         answer = "circle" if g1 < g2 else "triangle"
 

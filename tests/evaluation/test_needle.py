@@ -47,6 +47,21 @@ def test_answer_right_by_construction(seed):
     assert v.needle_frames == tuple(f for g in v.needle_groups for f in (2 * g, 2 * g + 1))
 
 
+def test_close_order_needles_for_training():
+    """``max_gap`` (a training curriculum) puts the order needles at most that many groups apart,
+    keeps the answer right, and leaves every other video unchanged."""
+    gaps = []
+    for i in range(40):
+        v = make_video(split_seed("train", i), "order", max_gap=3)
+        g1, g2 = v.needle_groups
+        gaps.append(g2 - g1)
+        assert 1 <= g2 - g1 <= 3 and (v.answer, v.needle_groups) == answer_from_params(v.params)
+        assert make_video(split_seed("train", i), "order", max_gap=3).params == v.params  # deterministic
+    assert len(set(gaps)) == 3 and {make_video(split_seed("train", i), "order").answer for i in range(40)} == {"circle", "triangle"}
+    star = make_video(split_seed("train", 1), "star")
+    assert np.array_equal(make_video(split_seed("train", 1), "star", max_gap=3).frames, star.frames)
+
+
 def test_families_chance_and_answers():
     assert [f.chance for f in FAMILIES.values()] == [1 / 6, 1 / 3, 1 / 2]
     assert set(ANSWER_WORDS) == {a for f in FAMILIES.values() for a in f.answers}

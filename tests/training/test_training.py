@@ -176,3 +176,38 @@ def test_frozen_vision_bank_equals_the_full_forward(setup):
             banked, _ = loss_fn(model, fed)
     assert type(model.model.visual).__name__ != "_Encoded"  # restored
     assert abs(full.item() - banked.item()) < 1e-3 * max(1.0, abs(full.item()))
+
+
+def test_compressed_bank_batch_keeps_the_runtime_sequence(setup, monkeypatch):
+    """Compressed bank steps: with every token kept (retention 1) the batch is the plain one (same
+    loss: explicit M-RoPE ids, token order and the per-video split are right); at 25% the prompt
+    keeps its text and the kept visual tokens their original ids."""
+    import training.needle as N
+    tok, special, batcher = setup
+    model = build_model(tok, special, seed=0).eval()
+    bank = N.VideoBank(model, batcher, Stage((8,), 1, bank=3, families=("order",), compress=1.0), 0, 0, 20)
+    plain = N.VideoBank(model, batcher, Stage((8,), 1, bank=3, families=("order",)), 0, 0, 20)
+    key = (8, "order", N.FULL_PIXELS)
+    for a, b in zip(bank.buckets[key], plain.buckets[key]):  # the export's encoder = transformers' tower
+        assert torch.allclose(a["emb"].float(), b["emb"].float(), atol=2e-3) and a["needle"]
+    tps = float(model.config.vision_config.tokens_per_second)
+    with torch.no_grad(), N.frozen_vision(model):
+        monkeypatch.setattr(N, "COMPRESS_RETENTIONS", (1.0,))
+        for seed in range(4):  # both methods, uniform and prior budgets
+            rng = np.random.default_rng(seed)
+            full = bank.compressed(rng, 3, tps)
+            meta = full.pop("meta")
+            chunks = full["pixel_values_videos"].split(len(full["pixel_values_videos"]) // 3)
+            order = [next(i for i, r in enumerate(bank.buckets[key]) if torch.equal(r["emb"].float(), c)) for c in chunks]
+            ref = bank.stack([bank.buckets[key][i] for i in order])
+            got, _ = loss_fn(model, full)
+            want, _ = loss_fn(model, ref)
+            assert abs(got.item() - want.item()) < 1e-5, (meta, got.item(), want.item())
+        monkeypatch.setattr(N, "COMPRESS_RETENTIONS", (0.25,))
+        batch = bank.compressed(np.random.default_rng(0), 3, tps)
+        video = batcher.video_id
+        n_full = int((bank.buckets[key][0]["input_ids"] == video).sum())
+        assert int((batch["input_ids"][0] == video).sum()) == n_full // 4 == len(batch["pixel_values_videos"]) // 3
+        assert batch["position_ids"].shape == (3, 3, batch["input_ids"].shape[1])
+        loss, _ = loss_fn(model, {k: v for k, v in batch.items() if k != "meta"})
+        assert np.isfinite(loss.item())
