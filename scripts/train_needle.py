@@ -43,6 +43,9 @@ def main() -> int:
     ap.add_argument("--prior-layers", help="comma-separated assistant prior layers (chosen end to end on validation, "
                                            "README); default: the layer with the largest needle share")
     ap.add_argument("--val-videos", type=int, default=40, help="validation videos per family for the layer choice")
+    ap.add_argument("--train-prior", type=int, metavar="STEPS", default=0,
+                    help="instead of cutting the primary: train a dedicated assistant for STEPS steps whose prior "
+                         "(--prior-layers, default 1,2,3) finds the answer's groups (training/assistant.py: train_prior)")
     args = ap.parse_args()
 
     from training.needle import CURRICULA, train
@@ -65,9 +68,16 @@ def main() -> int:
                        device=args.device,
                        log=lambda s: print(s, flush=True))
         print(json.dumps(record["stages"], indent=1))
-    from training.assistant import derive_assistant
+    from training.assistant import derive_assistant, train_prior
 
     layers = [int(x) for x in args.prior_layers.split(",")] if args.prior_layers else None
+    if args.train_prior:
+        record = train_prior(primary, os.path.join(args.out, "assistant"), layers=tuple(layers or (1, 2, 3)),
+                             steps=args.train_prior, seed=args.seed, first_seed=args.first_seed, threads=args.threads,
+                             log=lambda s: print(s, flush=True))
+        print(f"assistant: {os.path.join(args.out, 'assistant')} ({record['wall_s']:.0f} s); wall time "
+              f"{time.perf_counter() - t0:.0f} s")
+        return 0
     if layers is None and args.curriculum == "committed":
         from training.needle import COMMITTED_PRIOR_LAYERS
         layers = list(COMMITTED_PRIOR_LAYERS)

@@ -122,3 +122,87 @@ def write_dytok(folder: str, record: dict) -> str:
         os.unlink(tmp)
         raise
     return path
+
+
+def prior_groups(model, batch: dict, layers, video_id: int):
+    """The keyframe prior per video, layer and temporal group, differentiable: the last prompt
+    token's head-mean softmax over the visual keys only (spec §1.3; transformers' eager attention
+    rows renormalised over the visual keys), summed per group -> [B, len(layers), groups].
+    ``batch``: a ``Batcher`` (or ``VideoBank``, under ``frozen_vision``) batch whose input_ids end
+    with the answer token."""
+    import torch
+    feeds = {k: (v[:, :-1] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v)
+             for k, v in batch.items() if k not in ("labels", "cells")}
+    out = model(**feeds, output_attentions=True, logits_to_keep=1)
+    vis = feeds["input_ids"][0] == video_id
+    groups = int(batch["video_grid_thw"][0, 0])
+    rows = []
+    for layer in layers:
+        a = out.attentions[layer][:, :, -1, vis].float()  # [B, heads, visual]
+        p = (a / a.sum(-1, keepdim=True)).mean(1)  # softmax over the visual keys, head mean
+        rows.append(p.reshape(p.shape[0], groups, -1).sum(-1))
+    return torch.stack(rows, 1)
+
+
+def prior_shares(model, batch: dict, needles: list[tuple[int, ...]], layers, video_id: int):
+    """The prior's share on the needle groups per video and layer -> [B, len(layers)]."""
+    per_group = prior_groups(model, batch, layers, video_id)
+    mask = per_group.new_zeros(per_group.shape[0], 1, per_group.shape[2])
+    for i, ng in enumerate(needles):
+        mask[i, 0, list(ng)] = 1.0
+    return (per_group * mask).sum(-1)
+
+
+def train_prior(primary: str, out: str, layers=(1, 2, 3), steps: int = 800, bank: int = 2400, lr: float = 3e-4,
+                seed: int = 0, first_seed: int = 0, threads: int = 2, batch: int = 8, log=print) -> dict:
+    """A dedicated assistant: the primary fine-tuned so that its keyframe prior (``layers``) finds
+    the answer's groups. Loss: -log of the prior's needle share, mean over ``layers`` and videos,
+    on a bank of 16-64-frame training videos (vision frozen, as encoded by the primary; a quarter
+    at the reduced resolution); cut after the deepest prior layer. Returns the training record."""
+    import math
+    import time
+
+    import torch
+    from tokenizers import Tokenizer
+
+    from .needle import Stage, VideoBank, frozen_vision, save_checkpoint
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    model = load_model(primary)
+    model.model.language_model.layers = model.model.language_model.layers[:max(layers) + 1]
+    model.config.text_config.num_hidden_layers = max(layers) + 1
+    model.config.text_config.layer_types = model.config.text_config.layer_types[:max(layers) + 1]
+    batcher = batcher_for(primary)
+    stage = Stage(tuple(range(16, 65, 8)), steps, bank=bank, reduced_every=4)
+    videos = VideoBank(model, batcher, stage, seed, 0, first_seed)
+    log(f"prior bank: {len(videos)} videos encoded in {time.perf_counter() - t0:.0f} s")
+    params = [p for n, p in model.named_parameters() if "language_model" in n or "embed" in n]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    rng = np.random.default_rng([seed, 23])
+    model.train()
+    record = {"primary": primary, "layers": list(layers), "steps": steps, "bank": bank, "lr": lr, "seed": seed,
+              "first_seed": first_seed, "log": []}
+    for step in range(steps):
+        key = videos._bucket(rng)
+        items = videos.buckets[key]
+        rows = [items[i] for i in rng.choice(len(items), size=min(batch, len(items)), replace=False)]
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / 50) * max(0.5 * (1 + math.cos(math.pi * step / steps)), 0.05)
+        with frozen_vision(model):
+            share = prior_shares(model, videos.stack(rows), [r["needle"] for r in rows], layers, batcher.video_id)
+        loss = -torch.log(share.clamp_min(1e-6)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            line = f"prior step {step} T={key[0]} {key[1]} loss {loss.item():.3f} needle share {share.mean().item():.3f}"
+            record["log"].append(line)
+            log(f"{line} ({time.perf_counter() - t0:.0f} s)")
+    model.eval()
+    record["wall_s"] = round(time.perf_counter() - t0, 1)
+    save_checkpoint(model, Tokenizer.from_file(os.path.join(primary, "tokenizer.json")), out, record,
+                    prior_layers=list(layers))
+    return record

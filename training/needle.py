@@ -209,10 +209,10 @@ class VideoBank:
                 for j in range(k):
                     bucket.append({"input_ids": batch["input_ids"][j], "labels": batch["labels"][j],
                                    "grid": batch["video_grid_thw"][j], "spg": batch["second_per_grid_ts"][j],
-                                   "emb": emb[j * per:(j + 1) * per].half()})
+                                   "emb": emb[j * per:(j + 1) * per].half(), "needle": vids[j].needle_groups})
                     if stage.compress:
                         bucket[-1].update(importance=importance[j * per:(j + 1) * per],
-                                          metric=metric[j * per:(j + 1) * per], needle=vids[j].needle_groups)
+                                          metric=metric[j * per:(j + 1) * per])
         model.train(was_training)
 
     @staticmethod

@@ -165,3 +165,21 @@ def test_prior_layers_pick_rows_of_the_exported_prior(needle_artifacts):
     assert np.allclose(w_all, np.mean(per_layer, axis=0) / np.mean(per_layer, axis=0).sum(), atol=1e-6)
     with pytest.raises(BudgetError, match="prior_layers"):
         pipe.answer(v.sampled(), v.question, replace(base, prior_layers=(max(exported) + 7,)))
+
+
+def test_training_prior_is_the_runtime_prior(needle_artifacts):
+    """What ``train_prior`` optimises (``prior_groups``, transformers' attention) is the exported
+    prior the runtime reads (``Pipeline.frame_prior``), to 1e-4 per group."""
+    import torch
+
+    from export.presets import get_preset
+    from training.assistant import batcher_for, load_model, prior_groups
+    folder = get_preset("needle-assistant").local_path
+    model, batcher = load_model(folder), batcher_for(folder)
+    pipe = load_pipeline(needle_artifacts)
+    layers = pipe.m.model("assistant")["prior_layers"]
+    for v in split_videos(2, start=4):
+        with torch.no_grad():
+            torch_w = prior_groups(model, batcher([v]), layers, batcher.video_id)[0].mean(0).numpy()
+        w, _ = pipe.frame_prior(v.question, v.sampled(), Options(method="visionzip", max_new_tokens=1))
+        np.testing.assert_allclose(w, torch_w / torch_w.sum(), atol=1e-4)
