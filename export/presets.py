@@ -81,11 +81,11 @@ PRESETS: dict[str, Preset] = {
     "tiny-assistant": Preset("tiny-assistant", None, None, _TINY_VISION,
                              {**_TINY_TEXT, "num_hidden_layers": 3}, qk_scale=8.0),
     # Trained on the needle videos (training/needle.py, scripts/train_needle.py): twice tiny's width,
-    # 112x112 frames (16 tokens per temporal group). The assistant is the primary itself (its prior
-    # layers in weights/needle/primary/dytok.json): one checkpoint, no second copy of the weights.
+    # 112x112 frames (16 tokens per temporal group). The assistant is a copy trained so that its
+    # keyframe prior finds the answer's groups (training/assistant.py: train_prior; dytok.json).
     "needle": Preset("needle", None, "needle-assistant", _NEEDLE_VISION, _NEEDLE_TEXT, local="weights/needle/primary",
                      preprocess=dict(min_pixels=56 * 56, max_pixels=112 * 112)),
-    "needle-assistant": Preset("needle-assistant", None, None, _NEEDLE_VISION, _NEEDLE_TEXT, local="weights/needle/primary",
+    "needle-assistant": Preset("needle-assistant", None, None, _NEEDLE_VISION, _NEEDLE_TEXT, local="weights/needle/assistant",
                                preprocess=dict(min_pixels=56 * 56, max_pixels=112 * 112)),
     "small": Preset("small", None, "small-assistant", _SMALL_VISION, _SMALL_TEXT),
     "small-assistant": Preset("small-assistant", None, None, {**_SMALL_VISION, "depth": 4, "fullatt_block_indexes": [1, 3]},

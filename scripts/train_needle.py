@@ -1,11 +1,14 @@
 """Train the needle pair from scratch on CPU (one command, seeded) and write both checkpoint folders.
 
-  python scripts/train_needle.py --out weights/needle            # primary/ and assistant/
-  python scripts/train_needle.py --out out/needle --assistant-only  # re-derive the assistant
+  python scripts/train_needle.py --out out/needle --curriculum committed   # the committed pair
+  python scripts/train_needle.py --out out/needle --assistant-only --train-prior 800  # a trained assistant
+  python scripts/train_needle.py --out out/needle --assistant-only  # re-derive a cut assistant
 
 1. The primary: a tiny Qwen2.5-VL trained with a curriculum by video length (training/needle.py).
-2. The assistant: the primary cut after the LLM layer whose last-token attention puts the most
-   mass on the needle groups of validation videos (per layer, measured here and printed).
+2. The assistant: either the primary trained so that its keyframe prior (the last prompt token's
+   attention over the visual keys in --prior-layers) lands on the answer's groups (--train-prior,
+   the committed one), or the primary cut after the layer whose prior puts the most mass on the
+   needle groups of validation videos (per layer, measured here and printed).
 Prints the wall time. CI never trains: it uses the committed weights.
 """
 import argparse
@@ -35,7 +38,8 @@ def main() -> int:
     ap.add_argument("--init-std", type=float, default=None, help="initializer_range (default: the config's 0.02)")
     ap.add_argument("--lr-scale", type=float, default=1.0, help="multiplies every stage's learning rate")
     ap.add_argument("--curriculum", default="wide", help="wide, first (its first stage only), alike, long-bank, or "
-                                                            "committed (reproduces weights/needle: four chained runs)")
+                                                            "committed (reproduces weights/needle: eleven chained runs, then the assistant's "
+                                                            "prior training)")
     ap.add_argument("--init", help="start from this checkpoint folder (fresh optimizer)")
     ap.add_argument("--first-seed", type=int, default=0, help="index of the first training video seed")
     ap.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
@@ -61,7 +65,12 @@ def main() -> int:
                            first_seed=first_seed, device=args.device, log=lambda s: print(s, flush=True))
             print(json.dumps(record["stages"], indent=1))
             prev = out
-        args.val_videos = 30
+        from training.assistant import train_prior
+        from training.needle import COMMITTED_PRIOR
+        record = train_prior(primary, os.path.join(args.out, "assistant"), threads=2, log=lambda s: print(s, flush=True),
+                             **COMMITTED_PRIOR)
+        print(f"assistant: {os.path.join(args.out, 'assistant')}; wall time {time.perf_counter() - t0:.0f} s")
+        return 0
     elif not args.assistant_only:
         record = train(primary, seed=args.seed, init_std=args.init_std, threads=args.threads, lr_scale=args.lr_scale,
                        stages=_stages(args.curriculum), init_from=args.init, first_seed=args.first_seed,

@@ -154,7 +154,7 @@ def prior_shares(model, batch: dict, needles: list[tuple[int, ...]], layers, vid
 
 
 def train_prior(primary: str, out: str, layers=(1, 2, 3), steps: int = 800, bank: int = 2400, lr: float = 3e-4,
-                seed: int = 0, first_seed: int = 0, threads: int = 2, batch: int = 8, log=print) -> dict:
+                seed: int = 0, first_seed: int = 0, threads: int = 2, batch: int = 12, log=print) -> dict:
     """A dedicated assistant: the primary fine-tuned so that its keyframe prior (``layers``) finds
     the answer's groups. Loss: -log of the prior's needle share, mean over ``layers`` and videos,
     on a bank of 16-64-frame training videos (vision frozen, as encoded by the primary; a quarter

@@ -118,10 +118,10 @@ COMPRESS_BANK = (
 )
 CURRICULA = {"wide": WIDE, "first": WIDE[:1], "alike": ALIKE, "long-bank": LONG_BANK, "order-bank": ORDER_BANK, "order-close": ORDER_CLOSE, "close-bank": CLOSE_BANK, "compress-bank": COMPRESS_BANK}
 
-# The committed pair, as it was trained: seven chained runs (seed, first training seed, learning-rate
-# scale, torch threads, stages), each from the previous one's checkpoint with a fresh optimizer (and
-# a fresh perception head). Runs 1 and 2 were stopped after these stages (the rest of WIDE and
-# ALIKE were replaced by ALIKE and LONG_BANK); every listed stage ran to its step cap.
+# The committed primary, as it was trained: eleven chained runs (seed, first training seed,
+# learning-rate scale, torch threads, stages), each from the previous one's checkpoint with a fresh
+# optimizer (and a fresh perception head). Runs 1 and 2 were stopped after these stages (the rest of
+# WIDE and ALIKE were replaced by ALIKE and LONG_BANK); every listed stage ran to its step cap.
 COMMITTED = (
     (0, 0, 1.0, 2, WIDE[:4]),
     (2, 50_000_000, 1.0, 1, ALIKE[:1]),
@@ -130,9 +130,15 @@ COMMITTED = (
     (5, 80_000_000, 1.0, 2, ORDER_BANK),
     (6, 90_000_000, 1.0, 2, ORDER_BANK),
     (7, 100_000_000, 1.0, 2, ORDER_BANK),
+    (8, 110_000_000, 1.0, 2, ORDER_BANK),
+    (9, 120_000_000, 1.0, 2, ORDER_CLOSE),
+    (10, 130_000_000, 1.0, 2, CLOSE_BANK),
+    (11, 140_000_000, 1.0, 2, COMPRESS_BANK),
 )
 # The committed assistant's prior layers: chosen end to end on 150 validation videos (README).
 COMMITTED_PRIOR_LAYERS = (1, 2, 3)
+# The committed assistant: the primary trained for its prior (training/assistant.py: train_prior).
+COMMITTED_PRIOR = dict(layers=COMMITTED_PRIOR_LAYERS, steps=800, bank=2400, seed=12, first_seed=160_000_000, batch=12)
 
 FAMILY_CYCLE = ("star", "count", "order", "count")  # counting is the slowest to learn: twice the steps
 

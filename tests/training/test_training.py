@@ -122,7 +122,7 @@ def test_curricula_by_name_and_committed_chain():
     assert len({run[1] for run in COMMITTED}) == len(COMMITTED)  # disjoint training seeds per run
     assert COMMITTED[0][4][0].frames == (2,) and max(COMMITTED[-1][4][-1].frames) == 64
     assert all(st.families is None or set(st.families) <= {"star", "count", "order"} for c in CURRICULA.values() for st in c)
-    with open(os.path.join(os.path.dirname(__file__), "..", "..", "weights", "needle", "primary", "dytok.json")) as f:
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "weights", "needle", "assistant", "dytok.json")) as f:
         import json
         assert tuple(json.load(f)["prior_layers"]) == COMMITTED_PRIOR_LAYERS
 
