@@ -11,8 +11,10 @@ Loss: cross-entropy on the answer token (at the last prompt position) plus a sma
 A curriculum by video length (2 -> 4 -> 8 frames, then 16-64): training straight on long videos
 sits at chance (``/work/shared/notes/training-facts.md``). While clips are short, an auxiliary
 per-token head (``Perception``, training only) supervises what the vision tower sees; on long
-clips the tower is frozen and the LLM trains on videos encoded once (``VideoBank``). Each batch holds one family
-and one frame count, so prompts have one length and need no padding.
+clips the tower is frozen and the LLM trains on videos encoded once (``VideoBank``), part of the
+time on token sets compressed by the runtime's own code (``VideoBank.compressed``). Each batch
+holds one family and one frame count, so prompts have one length and need no padding. The
+assistant is trained separately for its keyframe prior (``training.assistant.train_prior``).
 """
 from __future__ import annotations
 
