@@ -211,3 +211,24 @@ def test_compressed_bank_batch_keeps_the_runtime_sequence(setup, monkeypatch):
         assert batch["position_ids"].shape == (3, 3, batch["input_ids"].shape[1])
         loss, _ = loss_fn(model, {k: v for k, v in batch.items() if k != "meta"})
         assert np.isfinite(loss.item())
+
+
+def test_train_prior_writes_a_cut_assistant(setup, tmp_path):
+    """``train_prior`` (a few steps here): a checkpoint cut after the deepest prior layer, its
+    layers in dytok.json, its loss log in training.json; the vision tower is the primary's."""
+    import json
+    from training.assistant import load_model, train_prior
+    tok, special, _ = setup
+    primary = str(tmp_path / "primary")
+    model = build_model(tok, special, seed=3)
+    save_checkpoint(model, tok, primary)
+    out = str(tmp_path / "assistant")
+    record = train_prior(primary, out, layers=(0, 1), steps=2, bank=16, batch=4, threads=1, log=lambda s: None)
+    assert len(record["log"]) == 2 and all("needle share" in line for line in record["log"])
+    with open(os.path.join(out, "dytok.json")) as f:
+        assert json.load(f)["prior_layers"] == [0, 1]
+    cut = load_model(out)
+    assert len(cut.model.language_model.layers) == 2
+    full = dict(model.named_parameters())
+    assert all(torch.equal(p, full[n]) for n, p in cut.named_parameters() if ".visual." in n or n.startswith("model.visual"))
+    assert any(not torch.equal(p, full[n]) for n, p in cut.named_parameters() if "language_model.layers" in n)
