@@ -154,11 +154,14 @@ def prior_shares(model, batch: dict, needles: list[tuple[int, ...]], layers, vid
 
 
 def train_prior(primary: str, out: str, layers=(1, 2, 3), steps: int = 800, bank: int = 2400, lr: float = 3e-4,
-                seed: int = 0, first_seed: int = 0, threads: int = 2, batch: int = 12, log=print) -> dict:
+                seed: int = 0, first_seed: int = 0, threads: int = 2, batch: int = 12, reduced_every: int = 4,
+                reduced_frames: bool = False, log=print) -> dict:
     """A dedicated assistant: the primary fine-tuned so that its keyframe prior (``layers``) finds
     the answer's groups. Loss: -log of the prior's needle share, mean over ``layers`` and videos,
     on a bank of 16-64-frame training videos (vision frozen, as encoded by the primary; a quarter
-    at the reduced resolution); cut after the deepest prior layer. Returns the training record."""
+    at the reduced resolution, every ``reduced_every``-th chunk; with ``reduced_frames`` those chunks
+    also keep half the frames, as the reduced assistant samples them); cut after the deepest prior
+    layer. Returns the training record."""
     import math
     import time
 
@@ -175,7 +178,7 @@ def train_prior(primary: str, out: str, layers=(1, 2, 3), steps: int = 800, bank
     model.config.text_config.num_hidden_layers = max(layers) + 1
     model.config.text_config.layer_types = model.config.text_config.layer_types[:max(layers) + 1]
     batcher = batcher_for(primary)
-    stage = Stage(tuple(range(16, 65, 8)), steps, bank=bank, reduced_every=4)
+    stage = Stage(tuple(range(16, 65, 8)), steps, bank=bank, reduced_every=reduced_every, reduced_frames=reduced_frames)
     videos = VideoBank(model, batcher, stage, seed, 0, first_seed)
     log(f"prior bank: {len(videos)} videos encoded in {time.perf_counter() - t0:.0f} s")
     params = [p for n, p in model.named_parameters() if "language_model" in n or "embed" in n]
@@ -183,7 +186,7 @@ def train_prior(primary: str, out: str, layers=(1, 2, 3), steps: int = 800, bank
     rng = np.random.default_rng([seed, 23])
     model.train()
     record = {"primary": primary, "layers": list(layers), "steps": steps, "bank": bank, "lr": lr, "seed": seed,
-              "first_seed": first_seed, "log": []}
+              "first_seed": first_seed, "reduced_every": reduced_every, "reduced_frames": reduced_frames, "log": []}
     for step in range(steps):
         key = videos._bucket(rng)
         items = videos.buckets[key]

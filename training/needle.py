@@ -57,6 +57,7 @@ class Stage:
     alike: bool = True  # the perception head also predicts each token's alike count (``cell_labels``)
     close: float = 0.0  # share of order videos whose needles are at most CLOSE_GAP groups apart
     compress: float = 0.0  # bank stages: share of steps on compressed visual tokens (``VideoBank.compressed``)
+    reduced_frames: bool = False  # bank chunks at the reduced resolution also keep half the frames (the reduced prior)
 
     @staticmethod
     def batch(frames: int) -> int:
@@ -168,6 +169,20 @@ def train_video(index: int, family: str, frames: int, stage: Stage):
                       max_gap=CLOSE_GAP if close else None)
 
 
+def half_frames(video):
+    """``video`` as the reduced assistant samples it: half the frames, picked as
+    ``Pipeline.frame_prior`` picks them (``linspace``, truncated); its temporal groups' needle flags
+    follow the shots their frames come from (a group holds a needle if either frame does)."""
+    import dataclasses
+    n = len(video.frames)
+    pick = np.linspace(0, n - 1, max(n // 2, 1)).astype(int)
+    if len(pick) % 2:
+        pick = pick[:-1]
+    shots = pick // 2  # a shot is one 2-frame group of the full video
+    needle = tuple(j for j in range(len(pick) // 2) if {int(shots[2 * j]), int(shots[2 * j + 1])} & set(video.needle_groups))
+    return dataclasses.replace(video, frames=video.frames[pick], needle_groups=needle, fps=video.fps * len(pick) / n)
+
+
 class _StageData:
     """Iterable over a stage's model inputs (built in a DataLoader worker, overlapping compute)."""
 
@@ -207,6 +222,12 @@ class VideoBank:
                 pixels = REDUCED_PIXELS if every and (c // self.CHUNK) % every == every - 1 else FULL_PIXELS
                 k = min(self.CHUNK, stage.bank - c)
                 vids = [train_video(first_seed + c + j, fam, t, stage) for j in range(k)]
+                if stage.reduced_frames and pixels == REDUCED_PIXELS:  # what the reduced assistant sees
+                    vids = [half_frames(v) for v in vids]
+                    vids = [v for v in vids if v.needle_groups] or vids[:0]
+                    if not vids:
+                        continue
+                    k, t = len(vids), len(vids[0].frames)
                 batch = batcher(vids, pixels)
                 if stage.compress:  # the export's encoder: tokens plus VisionZip's importance and metric
                     emb, importance, metric = self._encode(model, batch)

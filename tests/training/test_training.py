@@ -232,3 +232,18 @@ def test_train_prior_writes_a_cut_assistant(setup, tmp_path):
     full = dict(model.named_parameters())
     assert all(torch.equal(p, full[n]) for n, p in cut.named_parameters() if ".visual." in n or n.startswith("model.visual"))
     assert any(not torch.equal(p, full[n]) for n, p in cut.named_parameters() if "language_model.layers" in n)
+
+
+def test_half_frames_is_what_the_reduced_assistant_sees():
+    """``half_frames``: the frames ``Pipeline.frame_prior`` picks for half the frame count, whole
+    groups, and a group is a needle group exactly when one of its frames shows the needle."""
+    from evaluation.needle import make_video, split_seed
+    from training.needle import half_frames
+    for i in range(12):
+        v = make_video(split_seed("train", i))
+        h = half_frames(v)
+        n = len(v.frames)
+        pick = np.linspace(0, n - 1, n // 2).astype(int)[:len(h.frames)]
+        assert len(h.frames) % 2 == 0 and np.array_equal(h.frames, v.frames[pick])
+        shows = [any(np.array_equal(f, v.frames[2 * g]) for g in v.needle_groups) for f in h.frames]
+        assert h.needle_groups == tuple(j for j in range(len(h.frames) // 2) if shows[2 * j] or shows[2 * j + 1])
