@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
@@ -111,16 +110,9 @@ def derive_assistant(primary: str, out: str, n_per_family: int = 40, threads: in
 
 def write_dytok(folder: str, record: dict) -> str:
     """``folder``/dytok.json, written under a temp name and renamed."""
+    from runtime.fileio import write_atomic
     path = os.path.join(folder, "dytok.json")
-    fd, tmp = tempfile.mkstemp(prefix=".dytok-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=1)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(path, json.dumps(record, indent=1).encode())
     return path
 
 
@@ -162,21 +154,17 @@ def train_prior(primary: str, out: str, layers=(1, 2, 3), steps: int = 800, bank
     at the reduced resolution, every ``reduced_every``-th chunk; with ``reduced_frames`` those chunks
     also keep half the frames, as the reduced assistant samples them); cut after the deepest prior
     layer. Returns the training record."""
-    import math
     import time
 
     import torch
     from tokenizers import Tokenizer
 
-    from .needle import Stage, VideoBank, frozen_vision, save_checkpoint
+    from .needle import Stage, VideoBank, cut_layers, frozen_vision, lr_factor, save_checkpoint
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    model = load_model(primary)
-    model.model.language_model.layers = model.model.language_model.layers[:max(layers) + 1]
-    model.config.text_config.num_hidden_layers = max(layers) + 1
-    model.config.text_config.layer_types = model.config.text_config.layer_types[:max(layers) + 1]
+    model = cut_layers(load_model(primary), max(layers) + 1)
     batcher = batcher_for(primary)
     stage = Stage(tuple(range(16, 65, 8)), steps, bank=bank, reduced_every=reduced_every, reduced_frames=reduced_frames)
     videos = VideoBank(model, batcher, stage, seed, 0, first_seed)
@@ -188,11 +176,9 @@ def train_prior(primary: str, out: str, layers=(1, 2, 3), steps: int = 800, bank
     record = {"primary": primary, "layers": list(layers), "steps": steps, "bank": bank, "lr": lr, "seed": seed,
               "first_seed": first_seed, "reduced_every": reduced_every, "reduced_frames": reduced_frames, "log": []}
     for step in range(steps):
-        key = videos._bucket(rng)
-        items = videos.buckets[key]
-        rows = [items[i] for i in rng.choice(len(items), size=min(batch, len(items)), replace=False)]
+        key, rows = videos.draw(rng, batch)
         for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / 50) * max(0.5 * (1 + math.cos(math.pi * step / steps)), 0.05)
+            g["lr"] = lr * lr_factor(step, steps)
         with frozen_vision(model):
             share = prior_shares(model, videos.stack(rows), [r["needle"] for r in rows], layers, batcher.video_id)
         loss = -torch.log(share.clamp_min(1e-6)).mean()

@@ -224,7 +224,7 @@ class VideoBank:
                 vids = [train_video(first_seed + c + j, fam, t, stage) for j in range(k)]
                 if stage.reduced_frames and pixels == REDUCED_PIXELS:  # what the reduced assistant sees
                     vids = [half_frames(v) for v in vids]
-                    vids = [v for v in vids if v.needle_groups] or vids[:0]
+                    vids = [v for v in vids if v.needle_groups]  # a skipped needle shot: nothing to find
                     if not vids:
                         continue
                     k, t = len(vids), len(vids[0].frames)
@@ -276,14 +276,11 @@ class VideoBank:
 
         from runtime import compression as C
         from runtime.positions import kept_sequence_indices, mrope_positions
-        key = self._bucket(rng)
-        items = self.buckets[key]
-        pick = rng.choice(len(items), size=min(size, len(items)), replace=False)
+        key, rows = self.draw(rng, size)
         retention = float(rng.choice(COMPRESS_RETENTIONS))
         method = "visionzip" if rng.random() < 0.75 else "uniform"
         ids, pos, toks = [], [], []
-        for i in pick:
-            r = items[i]
+        for r in rows:
             grid = tuple(int(x) for x in r["grid"])
             groups, per = grid[0], grid[1] * grid[2] // merge ** 2
             n_vis = groups * per
@@ -314,21 +311,22 @@ class VideoBank:
                 "pixel_values_videos": torch.from_numpy(np.concatenate(toks)).float(),
                 # only the split into videos reads this grid (positions are explicit): rows = kept tokens
                 "video_grid_thw": torch.tensor([[1, merge, merge * len(t)] for t in toks]),
-                "labels": torch.stack([items[i]["labels"] for i in pick]),
+                "labels": torch.stack([r["labels"] for r in rows]),
                 "meta": (key[0], f"{key[1]}@{method}{retention:g}")}
 
-    def _bucket(self, rng: np.random.Generator) -> tuple:
+    def draw(self, rng: np.random.Generator, size: int) -> tuple[tuple, list[dict]]:
+        """A bucket (drawn by size) and up to ``size`` of its entries, without replacement."""
         keys = list(self.buckets)
         sizes = np.array([len(self.buckets[k]) for k in keys], dtype=float)
-        return keys[int(rng.choice(len(keys), p=sizes / sizes.sum()))]
+        key = keys[int(rng.choice(len(keys), p=sizes / sizes.sum()))]
+        items = self.buckets[key]
+        return key, [items[i] for i in rng.choice(len(items), size=min(size, len(items)), replace=False)]
 
     def sample(self, rng: np.random.Generator, size: int) -> dict:
         """One batch from one bucket (buckets drawn by size), in ``Batcher``'s format, whose
         ``pixel_values_videos`` are the encoded tokens (for ``frozen_vision``)."""
-        key = self._bucket(rng)
-        items = self.buckets[key]
-        pick = rng.choice(len(items), size=min(size, len(items)), replace=False)
-        return {**self.stack([items[i] for i in pick]), "meta": key[:2]}
+        key, rows = self.draw(rng, size)
+        return {**self.stack(rows), "meta": key[:2]}
 
     def stack(self, rows: list[dict]) -> dict:
         """Entries of one bucket -> a batch in ``Batcher``'s format (for ``frozen_vision``)."""
@@ -537,6 +535,22 @@ def evaluate_torch(model, batcher: Batcher, split: str, n_per_family: int, frame
     return out
 
 
+def lr_factor(step: int, steps: int, warmup: bool = True, cosine: bool = True) -> float:
+    """Learning-rate multiplier at ``step`` of ``steps``: linear warm-up over 50 steps, then a
+    cosine decay floored at 0.05 (each optional)."""
+    warm = min(1.0, (step + 1) / 50) if warmup else 1.0
+    decay = max(0.5 * (1 + math.cos(math.pi * step / steps)), 0.05) if cosine else 1.0
+    return warm * decay
+
+
+def cut_layers(model, num_layers: int):
+    """``model`` (in place) keeping only its first ``num_layers`` LLM layers; returns it."""
+    model.model.language_model.layers = model.model.language_model.layers[:num_layers]
+    model.config.text_config.num_hidden_layers = num_layers
+    model.config.text_config.layer_types = model.config.text_config.layer_types[:num_layers]
+    return model
+
+
 def train(out_dir: str, seed: int = 0, stages=WIDE, val_per_family: int = 48, log=print,
           eval_every: int = 50, init_std: float | None = None, threads: int = 1, workers: int = 1,
           lr_scale: float = 1.0, init_from: str | None = None, first_seed: int = 0, device: str = "cpu") -> dict:
@@ -598,10 +612,8 @@ def train(out_dir: str, seed: int = 0, stages=WIDE, val_per_family: int = 48, lo
         step = -1
         for step, batch in enumerate(loader):
             t, fam = batch.pop("meta")
-            warm = min(1.0, (step + 1) / 50) if si == 0 else 1.0
-            decay = max(0.5 * (1 + math.cos(math.pi * step / st.max_steps)), 0.05) if st.cosine else 1.0
             for g in opt.param_groups:
-                g["lr"] = st.lr * lr_scale * warm * decay
+                g["lr"] = st.lr * lr_scale * lr_factor(step, st.max_steps, warmup=si == 0, cosine=st.cosine)
             if st.bank:
                 with frozen_vision(model):
                     loss, acc = loss_fn(model, batch)
@@ -651,10 +663,7 @@ def save_checkpoint(model, tokenizer, out_dir: str, record: dict | None = None, 
     try:
         m = model
         if num_layers is not None:
-            m = copy.deepcopy(model)
-            m.model.language_model.layers = m.model.language_model.layers[:num_layers]
-            m.config.text_config.num_hidden_layers = num_layers
-            m.config.text_config.layer_types = m.config.text_config.layer_types[:num_layers]
+            m = cut_layers(copy.deepcopy(model), num_layers)
         m.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save(os.path.join(tmp, "tokenizer.json"))
         with open(os.path.join(tmp, "chat_template.json"), "w") as f:
