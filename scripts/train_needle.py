@@ -38,7 +38,7 @@ def main() -> int:
     ap.add_argument("--init-std", type=float, default=None, help="initializer_range (default: the config's 0.02)")
     ap.add_argument("--lr-scale", type=float, default=1.0, help="multiplies every stage's learning rate")
     ap.add_argument("--curriculum", default="wide", help="wide, first (its first stage only), alike, long-bank, or "
-                                                            "committed (reproduces weights/needle: eleven chained runs, then the assistant's "
+                                                            "committed (reproduces weights/needle: twelve chained runs, then the assistant's "
                                                             "prior training)")
     ap.add_argument("--init", help="start from this checkpoint folder (fresh optimizer)")
     ap.add_argument("--first-seed", type=int, default=0, help="index of the first training video seed")
@@ -66,9 +66,9 @@ def main() -> int:
             print(json.dumps(record["stages"], indent=1))
             prev = out
         from training.assistant import train_prior
-        from training.needle import COMMITTED_PRIOR
-        record = train_prior(primary, os.path.join(args.out, "assistant"), threads=2, log=lambda s: print(s, flush=True),
-                             **COMMITTED_PRIOR)
+        from training.needle import COMMITTED_PRIOR, PRIOR_FROM_RUN
+        record = train_prior(os.path.join(args.out, f"run{PRIOR_FROM_RUN}"), os.path.join(args.out, "assistant"),
+                             threads=2, log=lambda s: print(s, flush=True), **COMMITTED_PRIOR)
         print(f"assistant: {os.path.join(args.out, 'assistant')}; wall time {time.perf_counter() - t0:.0f} s")
         return 0
     elif not args.assistant_only:

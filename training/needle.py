@@ -58,6 +58,8 @@ class Stage:
     close: float = 0.0  # share of order videos whose needles are at most CLOSE_GAP groups apart
     compress: float = 0.0  # bank stages: share of steps on compressed visual tokens (``VideoBank.compressed``)
     reduced_frames: bool = False  # bank chunks at the reduced resolution also keep half the frames (the reduced prior)
+    slacks: tuple[float, ...] = ()  # compressed steps: encoder slack drawn per batch (0: every group at its full grid),
+    # groups re-encoded at the grid runtime.encoder_plan picks for their budget (per-group mixed grids)
 
     @staticmethod
     def batch(frames: int) -> int:
@@ -119,9 +121,25 @@ COMPRESS_BANK = (
     Stage(tuple(range(16, 65, 8)), 1500, 0.99, lr=3e-4, cosine=True, bank=3000, reduced_every=6,
           families=("order", "star", "count", "order", "count", "star"), close=0.5, compress=0.5),
 )
-CURRICULA = {"wide": WIDE, "first": WIDE[:1], "alike": ALIKE, "long-bank": LONG_BANK, "order-bank": ORDER_BANK, "order-close": ORDER_CLOSE, "close-bank": CLOSE_BANK, "compress-bank": COMPRESS_BANK}
+# Budget-aware encoder resolution (runtime.encoder_plan) re-encodes low-budget groups at smaller
+# grids, which the primary never saw next to full-size ones: slack 2 cost 5 points at 10% (count
+# 0.91 -> 0.81 with uniform selection). Compressed steps here also draw an encoder slack and see
+# the per-group mixed grids the runtime feeds (``VideoBank.compressed(slacks=)``).
+MIXED_BANK = (
+    Stage(tuple(range(16, 65, 8)), 1500, 0.99, lr=2e-4, cosine=True, bank=3000, reduced_every=6,
+          families=("order", "star", "count", "order", "count", "star"), close=0.5, compress=0.6,
+          slacks=(0.0, 1.0, 2.0, 2.0, 3.0)),
+)
+# After MIXED_BANK: order is the weakest family (0.92 on validation): the same on a fresh bank, half
+# of the videos order.
+ORDER_MIXED = (
+    Stage(tuple(range(16, 65, 8)), 1500, 0.99, lr=2e-4, cosine=True, bank=3000, reduced_every=6,
+          families=("order", "count", "order", "star", "order", "count"), close=0.5, compress=0.6,
+          slacks=(0.0, 1.0, 2.0, 2.0, 3.0)),
+)
+CURRICULA = {"wide": WIDE, "first": WIDE[:1], "alike": ALIKE, "long-bank": LONG_BANK, "order-bank": ORDER_BANK, "order-close": ORDER_CLOSE, "close-bank": CLOSE_BANK, "compress-bank": COMPRESS_BANK, "mixed-bank": MIXED_BANK, "order-mixed": ORDER_MIXED}
 
-# The committed primary, as it was trained: eleven chained runs (seed, first training seed,
+# The committed primary, as it was trained: twelve chained runs (seed, first training seed,
 # learning-rate scale, torch threads, stages), each from the previous one's checkpoint with a fresh
 # optimizer (and a fresh perception head). Runs 1 and 2 were stopped after these stages (the rest of
 # WIDE and ALIKE were replaced by ALIKE and LONG_BANK); every listed stage ran to its step cap.
@@ -137,10 +155,13 @@ COMMITTED = (
     (9, 120_000_000, 1.0, 2, ORDER_CLOSE),
     (10, 130_000_000, 1.0, 2, CLOSE_BANK),
     (11, 140_000_000, 1.0, 2, COMPRESS_BANK),
+    (12, 170_000_000, 1.0, 2, MIXED_BANK),
 )
 # The committed assistant's prior layers: chosen end to end on 150 validation videos (README).
 COMMITTED_PRIOR_LAYERS = (1, 2, 3)
-# The committed assistant: the primary trained for its prior (training/assistant.py: train_prior).
+# The committed assistant: run 11's primary (``COMMITTED[PRIOR_FROM_RUN]``; its vision tower is the
+# final primary's, bank runs freeze it) trained for its prior (training/assistant.py: train_prior).
+PRIOR_FROM_RUN = 10
 COMMITTED_PRIOR = dict(layers=COMMITTED_PRIOR_LAYERS, steps=800, bank=2400, seed=12, first_seed=160_000_000, batch=12)
 
 FAMILY_CYCLE = ("star", "count", "order", "count")  # counting is the slowest to learn: twice the steps
@@ -242,6 +263,15 @@ class VideoBank:
                     if stage.compress:
                         bucket[-1].update(importance=importance[j * per:(j + 1) * per],
                                           metric=metric[j * per:(j + 1) * per])
+                if stage.slacks and pixels == FULL_PIXELS:  # every smaller grid the encoder plan can pick
+                    full = tuple(int(x) // 2 for x in batch["video_grid_thw"][0][1:])
+                    for grid in self.smaller_grids(full):
+                        emb, importance, metric = self._encode_groups(model, vids, grid)
+                        per = emb.shape[0] // k
+                        for j in range(k):
+                            sl = slice(j * per, (j + 1) * per)
+                            bucket[len(bucket) - k + j].setdefault("grids", {})[grid] = {
+                                "tokens": emb[sl].half().numpy(), "importance": importance[sl], "metric": metric[sl]}
         model.train(was_training)
 
     @staticmethod
@@ -262,23 +292,52 @@ class VideoBank:
             *[torch.as_tensor(feeds[n]) for n in VISION_INPUTS])
         return tokens, importance.float().numpy(), metric.float().numpy()
 
+    @staticmethod
+    def smaller_grids(full: tuple[int, int]) -> list[tuple[int, int]]:
+        """The merged grids below ``full`` that ``runtime.encoder_plan.group_grid`` can pick."""
+        from runtime.encoder_plan import group_grid
+        return sorted({group_grid(full, n) for n in range(1, full[0] * full[1] + 1)} - {full})
+
+    @staticmethod
+    def _encode_groups(model, vids, grid: tuple[int, int]):
+        """Every temporal group of same-length videos resized to merged ``grid`` as the runtime's
+        encoder plan does (``group_patches``), in one vision call -> tokens [k*G*a*b, D] (torch),
+        importance, metric (NumPy)."""
+        import torch
+
+        from runtime.encoder_plan import group_patches
+        cfg = preprocess_config()
+        groups = -(-len(vids[0].frames) // cfg.temporal_patch_size)
+        pixels = np.concatenate([group_patches(v.frames, g, grid, cfg) for v in vids for g in range(groups)])
+        batch = {"video_grid_thw": torch.tensor([[len(vids) * groups, 2 * grid[0], 2 * grid[1]]]),
+                 "pixel_values_videos": torch.from_numpy(pixels)}
+        return VideoBank._encode(model, batch)
+
     def __len__(self) -> int:
         return sum(len(b) for b in self.buckets.values())
 
-    def compressed(self, rng: np.random.Generator, size: int, tokens_per_second: float, merge: int = 2) -> dict:
+    def compressed(self, rng: np.random.Generator, size: int, tokens_per_second: float, merge: int = 2,
+                   slacks: tuple[float, ...] = ()) -> dict:
         """One batch whose visual tokens are compressed as the runtime compresses them: one
         retention (``COMPRESS_RETENTIONS``) and method (VisionZip 3 in 4, else uniform) per batch;
         per video, budgets from frame weights that put a random share m ~ U(0, 1) on the needle
         groups (the rest Dirichlet), or uniform budgets (1 in 4: no assistant), through
         ``runtime.compression``; the kept tokens keep their original M-RoPE ids (explicit
-        ``position_ids``). Needs a bank built with ``Stage.compress``."""
+        ``position_ids``). Needs a bank built with ``Stage.compress``.
+
+        ``slacks`` (a bank built with ``Stage.slacks``): one encoder slack drawn per batch; with a
+        slack > 0 each group comes from the grid ``runtime.encoder_plan.plan_group_grids`` picks
+        for its budget, is compressed by ``compress_groups`` and gets M-RoPE ids on its own grid
+        (``mrope_positions_grouped``), as budget-aware encoder resolution runs it."""
         import torch
 
         from runtime import compression as C
-        from runtime.positions import kept_sequence_indices, mrope_positions
+        from runtime.encoder_plan import compress_groups, plan_group_grids
+        from runtime.positions import kept_sequence_indices, mrope_positions, mrope_positions_grouped
         key, rows = self.draw(rng, size)
         retention = float(rng.choice(COMPRESS_RETENTIONS))
         method = "visionzip" if rng.random() < 0.75 else "uniform"
+        slack = float(rng.choice(slacks)) if slacks else 0.0
         ids, pos, toks = [], [], []
         for r in rows:
             grid = tuple(int(x) for x in r["grid"])
@@ -292,15 +351,32 @@ class VideoBank:
                 w[list(r["needle"])] += m / len(r["needle"])
                 budgets = C.allocate_budgets(w.astype(np.float32), C.budget_for_retention(per, retention), per)
             emb = r["emb"].float().numpy()
-            if method == "visionzip":
-                kept = C.visionzip_groups(emb, r["importance"], r["metric"], budgets)
-                tokens, source = kept.tokens, kept.source
-            else:
-                source = C.select_groups(n_vis, budgets, "uniform")
-                tokens = emb[source]
             full = r["input_ids"].numpy()
-            p, _ = mrope_positions(full, self.video_id, [grid], [float(r["spg"])], merge, tokens_per_second)
             start = int(np.flatnonzero(full == self.video_id)[0])
+            if slack and "grids" in r:  # per-group mixed grids
+                fg = (grid[1] // merge, grid[2] // merge)
+                plan = [tuple(g) for g in plan_group_grids(fg, budgets, slack).tolist()]
+                parts, offset = [], {g: 0 for g in set(plan)}
+                for g, (a, b) in enumerate(plan):
+                    if (a, b) == fg:
+                        sl, src = slice(g * per, (g + 1) * per), {"tokens": emb, "importance": r["importance"],
+                                                                  "metric": r["metric"]}
+                    else:
+                        src = r["grids"][(a, b)]
+                        sl = slice(g * a * b, (g + 1) * a * b)
+                    parts.append({k: v[sl].astype(np.float32) if k == "tokens" else v[sl] for k, v in src.items()})
+                tokens, source, _ = compress_groups(parts, budgets, method)
+                n_vis = sum(a * b for a, b in plan)
+                full = np.concatenate([full[:start], np.full(n_vis, self.video_id), full[start + groups * per:]])
+                p = mrope_positions_grouped(full, self.video_id, plan, tokens_per_second * float(r["spg"]))
+            else:
+                if method == "visionzip":
+                    kept = C.visionzip_groups(emb, r["importance"], r["metric"], budgets)
+                    tokens, source = kept.tokens, kept.source
+                else:
+                    source = C.select_groups(n_vis, budgets, "uniform")
+                    tokens = emb[source]
+                p, _ = mrope_positions(full, self.video_id, [grid], [float(r["spg"])], merge, tokens_per_second)
             keep = kept_sequence_indices(len(full), start, n_vis, np.sort(source))
             order = np.argsort(source, kind="stable")
             ids.append(full[keep]), pos.append(p[:, keep]), toks.append(tokens[order])
@@ -312,7 +388,7 @@ class VideoBank:
                 # only the split into videos reads this grid (positions are explicit): rows = kept tokens
                 "video_grid_thw": torch.tensor([[1, merge, merge * len(t)] for t in toks]),
                 "labels": torch.stack([r["labels"] for r in rows]),
-                "meta": (key[0], f"{key[1]}@{method}{retention:g}")}
+                "meta": (key[0], f"{key[1]}@{method}{retention:g}" + (f"/s{slack:g}" if slack else ""))}
 
     def draw(self, rng: np.random.Generator, size: int) -> tuple[tuple, list[dict]]:
         """A bucket (drawn by size) and up to ``size`` of its entries, without replacement."""
@@ -598,7 +674,7 @@ def train(out_dir: str, seed: int = 0, stages=WIDE, val_per_family: int = 48, lo
             brng = np.random.default_rng([seed, si, 11])
             if st.compress:
                 tps = float(model.config.vision_config.tokens_per_second)
-                loader = (bank.compressed(brng, st.bank_batch, tps) if brng.random() < st.compress
+                loader = (bank.compressed(brng, st.bank_batch, tps, slacks=st.slacks) if brng.random() < st.compress
                           else bank.sample(brng, st.bank_batch) for _ in range(st.max_steps))
             else:
                 loader = (bank.sample(brng, st.bank_batch) for _ in range(st.max_steps))

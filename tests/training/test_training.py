@@ -125,6 +125,18 @@ def test_curricula_by_name_and_committed_chain():
     with open(os.path.join(os.path.dirname(__file__), "..", "..", "weights", "needle", "assistant", "dytok.json")) as f:
         import json
         assert tuple(json.load(f)["prior_layers"]) == COMMITTED_PRIOR_LAYERS
+    weights = os.path.join(os.path.dirname(__file__), "..", "..", "weights", "needle")
+    with open(os.path.join(weights, "primary", "training.json")) as f:
+        rec = json.load(f)
+    assert (rec["seed"], rec["first_seed"]) == COMMITTED[-1][:2]  # the committed primary is the chain's last run
+    # the assistant trains from an earlier run; bank runs freeze vision, so the two towers are one
+    from safetensors.numpy import load_file
+    from training.needle import COMMITTED_PRIOR, PRIOR_FROM_RUN
+    assert 0 <= PRIOR_FROM_RUN < len(COMMITTED) - 1 and COMMITTED_PRIOR["first_seed"] not in {r[1] for r in COMMITTED}
+    assert all(st.bank for run in COMMITTED[PRIOR_FROM_RUN + 1:] for st in run[4])
+    a, p = (load_file(os.path.join(weights, m, "model.safetensors")) for m in ("assistant", "primary"))
+    vision = [k for k in p if k.startswith("visual.")]
+    assert vision and all(np.array_equal(a[k], p[k]) for k in vision)
 
 
 def test_cell_labels_match_the_pixels():
@@ -211,6 +223,58 @@ def test_compressed_bank_batch_keeps_the_runtime_sequence(setup, monkeypatch):
         assert batch["position_ids"].shape == (3, 3, batch["input_ids"].shape[1])
         loss, _ = loss_fn(model, {k: v for k, v in batch.items() if k != "meta"})
         assert np.isfinite(loss.item())
+
+
+def test_mixed_grid_bank_batch_is_what_budget_aware_encoding_feeds(setup, monkeypatch):
+    """Compressed bank steps with an encoder slack: each group's tokens, M-RoPE ids and the prompt
+    are those ``runtime.encoder_plan`` builds for the same budgets (groups re-encoded at their
+    planned grid through the export's vision module, then ``compress_groups``)."""
+    import runtime.encoder_plan as E
+    import training.needle as N
+    from export.graphs.vision import VISION_INPUTS, VisionEncoder
+    from runtime.positions import mrope_positions_grouped
+    from runtime.vision_inputs import VisionGeometry
+    tok, special, batcher = setup
+    model = build_model(tok, special, seed=0).eval()
+    st = Stage((8,), 1, bank=1, families=("star",), compress=1.0, slacks=(2.0,))
+    bank = N.VideoBank(model, batcher, st, 0, 0, 30)
+    entry = bank.buckets[(8, "star", N.FULL_PIXELS)][0]
+    assert sorted(entry["grids"]) == [(1, 1), (2, 2), (3, 3)]  # what group_grid picks below the full 4x4
+    video = N.train_video(30, "star", 8, st)
+    tps = float(model.config.vision_config.tokens_per_second)
+    seen = {}
+    real_plan = E.plan_group_grids
+    monkeypatch.setattr(E, "plan_group_grids", lambda full, b, s: seen.setdefault("plan", (b.copy(), real_plan(full, b, s)))[1])
+    monkeypatch.setattr(N, "COMPRESS_RETENTIONS", (0.25,))
+    vc = model.config.vision_config
+    encoder = VisionEncoder(model.model.visual)
+
+    def run_vision(feeds):
+        with torch.no_grad():
+            out = encoder(*[torch.as_tensor(feeds[n]) for n in VISION_INPUTS])
+        return {k: v.float().numpy() for k, v in zip(("tokens", "importance", "metric"), out)}
+
+    methods, kinds = set(), set()
+    for seed in range(6):
+        seen.clear()
+        batch = bank.compressed(np.random.default_rng(seed), 1, tps, slacks=(2.0,))
+        method = batch["meta"][1].split("@")[1].rstrip("0123456789./s")
+        methods.add(method)
+        budgets, grids = seen["plan"]
+        kinds.add(len({tuple(g) for g in grids.tolist()}))
+        parts = E.encode_groups(run_vision, video.frames, grids, N.preprocess_config(),
+                                VisionGeometry(vc.patch_size, vc.spatial_merge_size, vc.window_size))
+        tokens, source, _ = E.compress_groups(parts, budgets, method)
+        want = tokens[np.argsort(source, kind="stable")]
+        assert torch.allclose(batch["pixel_values_videos"], torch.from_numpy(want), atol=2e-3)
+        n_vis = int(sum(a * b for a, b in grids.tolist()))
+        ids, start = batcher.prompt.input_ids(video.question, n_vis)
+        pos = mrope_positions_grouped(ids, batcher.video_id, [tuple(g) for g in grids.tolist()],
+                                      tps * 2 / video.fps)
+        keep = np.concatenate([np.arange(start), start + np.sort(source), np.arange(start + n_vis, len(ids))])
+        assert np.array_equal(batch["input_ids"][0, :-1].numpy(), ids[keep])
+        assert np.array_equal(batch["position_ids"][:, 0, :-1].numpy(), pos[:, keep])
+    assert methods == {"visionzip", "uniform"} and max(kinds) > 1  # both methods, mixed grids seen
 
 
 def test_train_prior_writes_a_cut_assistant(setup, tmp_path):
