@@ -40,6 +40,25 @@ BUDGET_METHODS = ("visionzip", "uniform", "dycoke", "dyntok")
 NO_ASSISTANT_METHODS = ("visionzip", "uniform", "fastv", "evs")
 
 
+def wilson_interval(correct: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% by default): ``correct`` successes of
+    ``n`` -> (low, high). An accuracy on a few hundred videos sits near 0.9, where the normal
+    approximation's interval is lopsided and can pass 1.0; Wilson's cannot."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def with_interval(row: dict) -> dict:
+    """``row`` with ``ci_low`` / ``ci_high``: the Wilson 95% interval of its accuracy over n."""
+    low, high = wilson_interval(round(row["accuracy"] * row["n"]), row["n"])
+    return dict(row, ci_low=low, ci_high=high)
+
+
 @dataclass(frozen=True)
 class Config:
     method: str  # the pipeline's method (infer.py --method)
@@ -194,7 +213,8 @@ def score_video_answer(pipe: Pipeline, video: NeedleVideo, configs: list[Config]
 def evaluate(pipe: Pipeline, configs: list[Config], videos: list[NeedleVideo], base: Options = Options(),
              progress: bool = True) -> list[dict]:
     """Score ``configs`` on ``videos``. Returns one row per config: method, retention, assistant,
-    accuracy, hit_rate, n, per-family accuracy and hit rate, mean kept tokens, prior share."""
+    accuracy (with its Wilson 95% interval ``ci_low`` / ``ci_high``), hit_rate, n, per-family
+    accuracy and hit rate, mean kept tokens, prior share."""
     acc = defaultdict(list)
     bar = videos
     if progress:
@@ -220,7 +240,7 @@ def evaluate(pipe: Pipeline, configs: list[Config], videos: list[NeedleVideo], b
             "kept_tokens": float(np.mean([r["kept"] for _, r in res])),
             "total_tokens": float(np.mean([r["total"] for _, r in res])),
         })
-    return rows
+    return [with_interval(r) for r in rows]
 
 
 def merge(reports: list[dict]) -> dict:
@@ -241,7 +261,7 @@ def merge(reports: list[dict]) -> dict:
             new[key] = {f: sum(p[key].get(f, 0) * p["n_by_family"].get(f, 0) for p in parts)
                         / max(1, sum(p["n_by_family"].get(f, 0) for p in parts)) for f in FAMILY_ORDER}
         new["n_by_family"] = {f: sum(p["n_by_family"].get(f, 0) for p in parts) for f in FAMILY_ORDER}
-        rows.append(new)
+        rows.append(with_interval(new))
     out["rows"] = rows
     return out
 

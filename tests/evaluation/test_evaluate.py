@@ -26,6 +26,21 @@ def needle_artifacts(tmp_path_factory):
 SCRIPT_METHODS = ("visionzip", "uniform", "dycoke", "dyntok", "none")  # scripts/evaluate.py --methods default
 
 
+def test_wilson_interval_against_scipy():
+    """The accuracy interval in every row: scipy's Wilson interval (scipy is a dev dependency)."""
+    stats = pytest.importorskip("scipy.stats")
+    from evaluation.evaluate import merge, wilson_interval
+    for k, n in ((85, 100), (279, 300), (300, 300), (0, 300), (3, 5)):
+        want = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
+        assert np.allclose(wilson_interval(k, n), (want.low, want.high), atol=1e-6), (k, n)
+    row = {"method": "none", "retention": 1.0, "assistant": "none", "n": 150, "n_by_family": {}, "accuracy_by_family": {},
+           "hit_rate_by_family": {}, **{k: 0.0 for k in ("hit_rate", "prior_share", "chance_share", "kept_tokens", "total_tokens")}}
+    halves = [{"videos": 150, "wall_s": 1.0, "first_seed_index": i * 150, "families": {}, "rows": [dict(row, accuracy=a)]}
+              for i, a in enumerate((0.9, 1.0))]
+    merged = merge(halves)["rows"][0]  # the interval of the merged n, not of either half
+    assert np.allclose((merged["ci_low"], merged["ci_high"]), wilson_interval(285, 300))
+
+
 def test_grid_and_options():
     configs = grid(methods=SCRIPT_METHODS)
     assert Config("none", 1.0, "none") in configs
@@ -105,6 +120,7 @@ def test_evaluate_script_end_to_end(needle_artifacts, tmp_path):
         assert {"method", "retention", "assistant", "accuracy", "hit_rate", "n"} <= set(r)
         assert r["n"] == 5 and 0 <= r["accuracy"] <= 1 and 0 < r["hit_rate"] <= 1
         assert r["assistant"] in ASSISTANTS and r["options"] == {"vision_chunk": 4}
+        assert 0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1 and r["ci_high"] - r["ci_low"] > 0.2  # n = 5
     assert png.stat().st_size > 10_000
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), "--artifacts", needle_artifacts,
                           "--videos", "2", "--json", str(out), "--set", "bogus=1"], capture_output=True, text=True,
