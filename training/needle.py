@@ -353,10 +353,10 @@ class VideoBank:
             emb = r["emb"].float().numpy()
             full = r["input_ids"].numpy()
             start = int(np.flatnonzero(full == self.video_id)[0])
-            if slack and "grids" in r:  # per-group mixed grids
+            if slack and "grids" in r:  # per-group mixed grids (reduced-resolution chunks have none: plain)
                 fg = (grid[1] // merge, grid[2] // merge)
                 plan = [tuple(g) for g in plan_group_grids(fg, budgets, slack).tolist()]
-                parts, offset = [], {g: 0 for g in set(plan)}
+                parts = []
                 for g, (a, b) in enumerate(plan):
                     if (a, b) == fg:
                         sl, src = slice(g * per, (g + 1) * per), {"tokens": emb, "importance": r["importance"],
