@@ -3,6 +3,7 @@
   python scripts/train_needle.py --out out/needle --curriculum committed   # the committed pair
   python scripts/train_needle.py --out out/needle --assistant-only --train-prior 800  # a trained assistant
   python scripts/train_needle.py --out out/needle --assistant-only  # re-derive a cut assistant
+  python scripts/train_needle.py --out weights/needle --train-prior-reduced 600 --seed 14  # a reduced-input prior
 
 1. The primary: a tiny Qwen2.5-VL trained with a curriculum by video length (training/needle.py).
 2. The assistant: either the primary trained so that its keyframe prior (the last prompt token's
@@ -50,7 +51,20 @@ def main() -> int:
     ap.add_argument("--train-prior", type=int, metavar="STEPS", default=0,
                     help="instead of cutting the primary: train a dedicated assistant for STEPS steps whose prior "
                          "(--prior-layers, default 1,2,3) finds the answer's groups (training/assistant.py: train_prior)")
+    ap.add_argument("--train-prior-reduced", type=int, metavar="STEPS", default=0,
+                    help="fine-tune OUT/assistant end to end (vision included) for STEPS steps at the reduced "
+                         "assistant's input (half the frames, 56x56) into OUT/assistant-reduced "
+                         "(training/assistant.py: train_prior_reduced)")
     args = ap.parse_args()
+    if args.train_prior_reduced:
+        from training.assistant import train_prior_reduced
+        t0 = time.perf_counter()
+        record = train_prior_reduced(os.path.join(args.out, "assistant"), os.path.join(args.out, "assistant-reduced"),
+                                     steps=args.train_prior_reduced, seed=args.seed, first_seed=args.first_seed,
+                                     threads=args.threads, log=lambda s: print(s, flush=True))
+        print(f"assistant: {os.path.join(args.out, 'assistant-reduced')} ({record['wall_s']:.0f} s); wall time "
+              f"{time.perf_counter() - t0:.0f} s")
+        return 0
 
     from training.needle import CURRICULA, train
 

@@ -195,3 +195,61 @@ def train_prior(primary: str, out: str, layers=(1, 2, 3), steps: int = 800, bank
     save_checkpoint(model, Tokenizer.from_file(os.path.join(primary, "tokenizer.json")), out, record,
                     prior_layers=list(layers))
     return record
+
+
+def train_prior_reduced(assistant: str, out: str, steps: int = 600, lr: float = 2e-4, seed: int = 0,
+                        first_seed: int = 0, threads: int = 2, batch: int = 12, log=print) -> dict:
+    """The assistant fine-tuned end to end, vision tower included, at the reduced assistant's
+    input only: half the frames as ``Pipeline.frame_prior`` picks them (``half_frames``) at 56x56
+    (4 merged tokens per group). Same loss as ``train_prior`` (-log of the prior's share on the
+    answer's groups over the prior layers of ``assistant``/dytok.json), fresh 16-64-frame training
+    videos each step (one family and frame count per batch). The vision tower stops being the
+    primary's, so the primary's vision output can no longer stand in for it. Returns the record."""
+    import time
+
+    import torch
+    from tokenizers import Tokenizer
+
+    from .needle import REDUCED_PIXELS, Stage, _family_cycle, half_frames, lr_factor, save_checkpoint, train_video
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    with open(os.path.join(assistant, "dytok.json")) as f:
+        layers = tuple(json.load(f)["prior_layers"])
+    model = load_model(assistant)
+    batcher = batcher_for(assistant)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    rng = np.random.default_rng([seed, 29])
+    stage = Stage(tuple(range(16, 65, 8)), steps)
+    record = {"assistant": assistant, "layers": list(layers), "steps": steps, "lr": lr, "seed": seed,
+              "first_seed": first_seed, "input": "reduced (half frames, 56x56), end to end", "log": []}
+    model.train()
+    index = first_seed
+    for step in range(steps):
+        t = int(rng.choice(stage.frames))
+        fams = _family_cycle(t)
+        fam = fams[step % len(fams)]
+        vids = [half_frames(train_video(index + j, fam, t, stage)) for j in range(batch)]
+        index += batch
+        vids = [v for v in vids if v.needle_groups]  # a skipped needle shot: nothing to find
+        if not vids:
+            continue
+        for g in opt.param_groups:
+            g["lr"] = lr * lr_factor(step, steps)
+        share = prior_shares(model, batcher(vids, REDUCED_PIXELS), [v.needle_groups for v in vids], layers,
+                             batcher.video_id)
+        loss = -torch.log(share.clamp_min(1e-6)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            line = f"reduced prior step {step} T={t} {fam} loss {loss.item():.3f} needle share {share.mean().item():.3f}"
+            record["log"].append(line)
+            log(f"{line} ({time.perf_counter() - t0:.0f} s)")
+    model.eval()
+    record["wall_s"] = round(time.perf_counter() - t0, 1)
+    save_checkpoint(model, Tokenizer.from_file(os.path.join(assistant, "tokenizer.json")), out, record,
+                    prior_layers=list(layers))
+    return record

@@ -298,6 +298,25 @@ def test_train_prior_writes_a_cut_assistant(setup, tmp_path):
     assert any(not torch.equal(p, full[n]) for n, p in cut.named_parameters() if "language_model.layers" in n)
 
 
+def test_train_prior_reduced_trains_the_vision_tower_at_the_reduced_input(setup, tmp_path):
+    """``train_prior_reduced`` (two steps here): every weight may move, the vision tower included,
+    the prior layers stay those of the assistant's dytok.json, the record names the input."""
+    import json
+    from training.assistant import load_model, train_prior_reduced
+    tok, special, _ = setup
+    src = str(tmp_path / "assistant")
+    model = build_model(tok, special, seed=4)
+    save_checkpoint(model, tok, src, prior_layers=[0, 1])
+    out = str(tmp_path / "reduced")
+    record = train_prior_reduced(src, out, steps=2, batch=3, threads=1, log=lambda s: None)
+    assert len(record["log"]) == 2 and record["layers"] == [0, 1] and "56x56" in record["input"]
+    with open(os.path.join(out, "dytok.json")) as f:
+        assert json.load(f)["prior_layers"] == [0, 1]
+    new = dict(load_model(out).named_parameters())
+    old = dict(model.named_parameters())
+    assert any(not torch.equal(new[n], old[n]) for n in old if n.startswith("model.visual"))
+
+
 def test_half_frames_is_what_the_reduced_assistant_sees():
     """``half_frames``: the frames ``Pipeline.frame_prior`` picks for half the frame count, whole
     groups, and a group is a needle group exactly when one of its frames shows the needle."""
