@@ -136,24 +136,34 @@ def prior_groups(model, batch: dict, layers, video_id: int):
     return torch.stack(rows, 1)
 
 
-def prior_shares(model, batch: dict, needles: list[tuple[int, ...]], layers, video_id: int):
-    """The prior's share on the needle groups per video and layer -> [B, len(layers)]."""
-    per_group = prior_groups(model, batch, layers, video_id)
+def needle_loss(per_group, needles: list[tuple[int, ...]], each_group: bool = False):
+    """Prior loss and needle share. per_group [B, L, G] (``prior_groups``), needles: the answer's
+    groups per video -> (scalar loss, shares [B, L]). Loss: -log of the share on the answer's
+    groups, or with ``each_group`` the mean over those groups of -log of each one's own share:
+    budgets are per group, so an order question (two groups) needs mass on both, and the plain
+    share is already 1 with all of it on one."""
+    import torch
     mask = per_group.new_zeros(per_group.shape[0], 1, per_group.shape[2])
     for i, ng in enumerate(needles):
         mask[i, 0, list(ng)] = 1.0
-    return (per_group * mask).sum(-1)
+    share = (per_group * mask).sum(-1)
+    if each_group:
+        loss = -(torch.log(per_group.clamp_min(1e-6)) * mask).sum(-1) / mask.sum(-1)
+    else:
+        loss = -torch.log(share.clamp_min(1e-6))
+    return loss.mean(), share
 
 
 def train_prior(primary: str, out: str, layers=(1, 2, 3), steps: int = 800, bank: int = 2400, lr: float = 3e-4,
                 seed: int = 0, first_seed: int = 0, threads: int = 2, batch: int = 12, reduced_every: int = 4,
-                reduced_frames: bool = False, log=print) -> dict:
+                reduced_frames: bool = False, each_group: bool = False, log=print) -> dict:
     """A dedicated assistant: the primary fine-tuned so that its keyframe prior (``layers``) finds
     the answer's groups. Loss: -log of the prior's needle share, mean over ``layers`` and videos,
     on a bank of 16-64-frame training videos (vision frozen, as encoded by the primary; a quarter
     at the reduced resolution, every ``reduced_every``-th chunk; with ``reduced_frames`` those chunks
     also keep half the frames, as the reduced assistant samples them); cut after the deepest prior
-    layer. Returns the training record."""
+    layer. ``each_group``: the loss of ``needle_loss(each_group=True)`` (mass on every answer
+    group). Returns the training record."""
     import time
 
     import torch
@@ -174,14 +184,15 @@ def train_prior(primary: str, out: str, layers=(1, 2, 3), steps: int = 800, bank
     rng = np.random.default_rng([seed, 23])
     model.train()
     record = {"primary": primary, "layers": list(layers), "steps": steps, "bank": bank, "lr": lr, "seed": seed,
-              "first_seed": first_seed, "reduced_every": reduced_every, "reduced_frames": reduced_frames, "log": []}
+              "first_seed": first_seed, "reduced_every": reduced_every, "reduced_frames": reduced_frames, "each_group": each_group,
+              "log": []}
     for step in range(steps):
         key, rows = videos.draw(rng, batch)
         for g in opt.param_groups:
             g["lr"] = lr * lr_factor(step, steps)
         with frozen_vision(model):
-            share = prior_shares(model, videos.stack(rows), [r["needle"] for r in rows], layers, batcher.video_id)
-        loss = -torch.log(share.clamp_min(1e-6)).mean()
+            per_group = prior_groups(model, videos.stack(rows), layers, batcher.video_id)
+        loss, share = needle_loss(per_group, [r["needle"] for r in rows], each_group)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -237,9 +248,8 @@ def train_prior_reduced(assistant: str, out: str, steps: int = 600, lr: float = 
             continue
         for g in opt.param_groups:
             g["lr"] = lr * lr_factor(step, steps)
-        share = prior_shares(model, batcher(vids, REDUCED_PIXELS), [v.needle_groups for v in vids], layers,
-                             batcher.video_id)
-        loss = -torch.log(share.clamp_min(1e-6)).mean()
+        per_group = prior_groups(model, batcher(vids, REDUCED_PIXELS), layers, batcher.video_id)
+        loss, share = needle_loss(per_group, [v.needle_groups for v in vids])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

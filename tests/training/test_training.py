@@ -317,6 +317,20 @@ def test_train_prior_reduced_trains_the_vision_tower_at_the_reduced_input(setup,
     assert any(not torch.equal(new[n], old[n]) for n in old if n.startswith("model.visual"))
 
 
+def test_needle_loss_wants_mass_on_every_answer_group():
+    """``needle_loss``: one answer group -> both losses are -log of its share; two (order) -> the
+    plain share is 1 with all the mass on one of them, ``each_group`` asks for both."""
+    from training.assistant import needle_loss
+    one = torch.tensor([[[0.1, 0.7, 0.2]]])  # [B=1, L=1, G=3]
+    for each in (False, True):
+        loss, share = needle_loss(one, [(1,)], each_group=each)
+        assert torch.allclose(loss, -torch.log(torch.tensor(0.7))) and torch.allclose(share, torch.tensor([[0.7]]))
+    lopsided, even = torch.tensor([[[1.0, 0.0, 0.0]]]), torch.tensor([[[0.5, 0.5, 0.0]]])
+    assert needle_loss(lopsided, [(0, 1)])[0].item() < 1e-5 and needle_loss(even, [(0, 1)])[0].item() < 1e-5
+    assert needle_loss(lopsided, [(0, 1)], each_group=True)[0].item() > 6.0  # -(log 1 + log 1e-6) / 2
+    assert abs(needle_loss(even, [(0, 1)], each_group=True)[0].item() - np.log(2)) < 1e-5
+
+
 def test_half_frames_is_what_the_reduced_assistant_sees():
     """``half_frames``: the frames ``Pipeline.frame_prior`` picks for half the frame count, whole
     groups, and a group is a needle group exactly when one of its frames shows the needle."""
