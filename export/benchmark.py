@@ -73,7 +73,8 @@ def compression_in_llm_configs() -> list[Config]:
 def variant_configs(variant: str, slack: float = 1.0, prior: tuple[int, int] = REDUCED_PRIOR) -> list[Config]:
     """Rows for one quantized CPU folder: full tokens, and DyToK+VisionZip with the cheap prior
     (``prior`` = frames, pixels divisors) and budget-aware encoder resolution at ``slack``; DyToK
-    with uniform selection inside each group (no merged tokens) at 25% and 10% with both."""
+    with uniform selection inside each group (no merged tokens) and DyToK+DynTok at 25% and 10%
+    with both."""
     tag = f"prior 1/{prior[0]} frames 1/{prior[1]} px"
     return [
         Config(f"runtime full [{variant}]", "runtime", "none", 1.0, False, variant=variant),
@@ -87,6 +88,8 @@ def variant_configs(variant: str, slack: float = 1.0, prior: tuple[int, int] = R
                False, variant=variant, encoder_slack=slack),
         *[Config(f"runtime DyToK+uniform {round(100 * r)}%, {tag}, encoder slack {slack:g} [{variant}]", "runtime",
                  "uniform", r, True, variant=variant, encoder_slack=slack, assistant_scale=prior) for r in (0.25, 0.1)],
+        *[Config(f"runtime DyToK+DynTok {round(100 * r)}%, {tag}, encoder slack {slack:g} [{variant}]", "runtime",
+                 "dyntok", r, True, variant=variant, encoder_slack=slack, assistant_scale=prior) for r in (0.25, 0.1)],
     ]
 
 

@@ -6,7 +6,8 @@ prior, or are uniform). A group that keeps 20 of 192 tokens does not need its fr
 full resolution: here every group is resized to the smallest merged grid ``(a, b)`` (aspect
 kept, at most the full grid) with ``a * b >= ceil(budget * slack)``. Groups that share a grid
 share one vision call; each group is then compressed to its budget (VisionZip or uniform) and
-its tokens get M-RoPE ids on its own grid (``positions.mrope_positions_grouped``). With a slack
+its tokens get M-RoPE ids on its own grid (``positions.mrope_positions_grouped``). VisionZip,
+uniform selection and DynTok (merging along each group's own rows) run per group. With a slack
 that keeps every group at full size, the tokens and the answer are those of the plain pipeline.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .positions import kept_sequence_indices, mrope_positions_grouped, next_posi
 from .preprocess import PreprocessConfig, normalize, patchify, plan_size, resize_bicubic
 from .vision_inputs import VisionGeometry, vision_feeds
 
-METHODS = ("visionzip", "uniform")
+METHODS = ("visionzip", "uniform", "dyntok")
 
 
 def group_grid(full: tuple[int, int], need: int) -> tuple[int, int]:
@@ -82,18 +83,25 @@ def encode_groups(run_vision, frames: np.ndarray, grids: np.ndarray, cfg: Prepro
     return out
 
 
-def compress_groups(parts: list[dict[str, np.ndarray]], budgets: np.ndarray, method: str):
+def compress_groups(parts: list[dict[str, np.ndarray]], budgets: np.ndarray, method: str,
+                    grids: np.ndarray | None = None):
     """Per-group compression over groups of different sizes. -> (tokens [K, D], source [K] into the
-    concatenated groups, dominant [K] bool), in original order."""
+    concatenated groups, dominant [K] bool), in original order. DynTok merges along each group's
+    rows, so it needs ``grids`` [G, 2] (merged rows, cols per group)."""
     if method not in METHODS:
         raise BudgetError(f"encoder resolution supports methods {METHODS}, not {method!r}")
+    if method == "dyntok" and grids is None:
+        raise BudgetError("DynTok under encoder resolution needs each group's grid")
     toks, srcs, doms, offset = [], [], [], 0
-    for part, b in zip(parts, np.asarray(budgets, np.int64)):
+    for g, (part, b) in enumerate(zip(parts, np.asarray(budgets, np.int64))):
         n = len(part["tokens"])
         b = min(int(b), n)
         if method == "visionzip":
             kept = C.visionzip_groups(part["tokens"], part["importance"], part["metric"], np.array([b]))
             toks.append(kept.tokens), srcs.append(kept.source + offset), doms.append(kept.dominant)
+        elif method == "dyntok":
+            merged = C.dyntok_frame(part["metric"], part["tokens"], int(grids[g][1]), budget=b)
+            toks.append(merged.tokens), srcs.append(merged.source + offset), doms.append(np.ones(b, bool))
         else:
             idx = C.uniform_indices(n, b)
             toks.append(part["tokens"][idx]), srcs.append(idx + offset), doms.append(np.ones(b, bool))
@@ -133,7 +141,7 @@ def answer_budget_aware(pipe, frames, question: str, opts, weights, timings: dic
     timings["preprocess"] = timings.get("preprocess", 0.0) + timings.pop("preprocess_groups")
 
     t0 = time.perf_counter()
-    kept_tokens, source, dominant = compress_groups(parts, budgets, opts.method)
+    kept_tokens, source, dominant = compress_groups(parts, budgets, opts.method, grids)
     n_vis = int(sum(a * b for a, b in grids.tolist()))
     ids, start = pipe.prompt.input_ids(question, n_vis)
     pos = mrope_positions_grouped(ids, pipe.m.tokens["video"], [tuple(g) for g in grids.tolist()],

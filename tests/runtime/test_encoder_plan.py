@@ -76,9 +76,13 @@ def test_full_size_slack_gives_todays_tokens_and_small_slack_encodes_less(pipe, 
     small = pipe.answer(clip, "What happens?", Options(**base, encoder_slack=1.0))
     np.testing.assert_array_equal(small.budgets, today.budgets)
     assert small.visual_tokens[0] == int(today.budgets.sum()) and len(small.token_ids) == 8
-    for method in ("uniform",):
+    for method in ("uniform", "dyntok"):
         r = pipe.answer(clip, "What happens?", Options(**{**base, "method": method}, encoder_slack=2.0))
         assert r.visual_tokens[0] == int(r.budgets.sum())
+        plain = pipe.answer(clip, "What happens?", Options(**{**base, "method": method}))
+        full = pipe.answer(clip, "What happens?", Options(**{**base, "method": method}, encoder_slack=1e9))
+        assert full.token_ids == plain.token_ids  # every group at full size: today's tokens
+        np.testing.assert_array_equal(full.kept_source, plain.kept_source)
     with pytest.raises(BudgetError, match="encoder resolution supports"):
         pipe.answer(clip, "What happens?", Options(**{**base, "method": "dycoke"}, encoder_slack=1.0))
     assert math.isfinite(small.timings["vision"]) and small.timings["vision"] >= 0
