@@ -5,7 +5,7 @@ Token budgets are known before the primary vision engine runs (they come from th
 prior, or are uniform). A group that keeps 20 of 192 tokens does not need its frames encoded at
 full resolution: here every group is resized to the smallest merged grid ``(a, b)`` (aspect
 kept, at most the full grid) with ``a * b >= ceil(budget * slack)``. Groups that share a grid
-share one vision call; each group is then compressed to its budget (VisionZip or uniform) and
+share one vision call; each group is then compressed to its budget and
 its tokens get M-RoPE ids on its own grid (``positions.mrope_positions_grouped``). VisionZip,
 uniform selection and DynTok (merging along each group's own rows) run per group. With a slack
 that keeps every group at full size, the tokens and the answer are those of the plain pipeline.
