@@ -60,6 +60,8 @@ def main() -> int:
     ap.add_argument("--dycoke-kv", action="store_true", help="DyCoke's decode-time KV pruning (needs a folder "
                     "exported with --fastv-layer K; plain attention)")
     ap.add_argument("--kv-prune-ratio", type=float, default=0.8, help="DyCoke's p: visual KV rows dropped per step")
+    ap.add_argument("--encoder-slack", type=float, help="budget-aware encoder resolution: encode each temporal group at the "
+                                                        "smallest grid holding budget x SLACK tokens (>= 1; visionzip, uniform, dyntok)")
     ap.add_argument("--vision-chunk", type=int, help="temporal groups per vision-engine call (bounds memory on small devices)")
     ap.add_argument("--max-frames", type=int, default=64, help="most frames fps sampling takes (--frames 0)")
     ap.add_argument("--prefill-chunk", type=int, default=2048,
@@ -82,6 +84,9 @@ def main() -> int:
     ap.add_argument("--profile", metavar="DIR", help="ONNX Runtime per-node traces into DIR; prints the top operators per graph")
     ap.add_argument("--visualize", metavar="PNG", help="write a contact sheet of frames, weights, budgets and kept tokens")
     args = ap.parse_args()
+    if args.encoder_slack is not None and not args.encoder_slack >= 1:  # before any engine loads
+        print(f"error: --encoder-slack {args.encoder_slack:g}: must be >= 1 (tokens encoded per kept token)", file=sys.stderr)
+        return 2
 
     from runtime.errors import DyTokError
 
@@ -92,7 +97,7 @@ def main() -> int:
                    temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                    vision_chunk=args.vision_chunk, max_frames=args.max_frames, prefill_chunk=args.prefill_chunk or None,
                    fit=args.fit, memory_budget=args.memory_budget,
-                   dycoke_kv=args.dycoke_kv, kv_prune_ratio=args.kv_prune_ratio)
+                   dycoke_kv=args.dycoke_kv, kv_prune_ratio=args.kv_prune_ratio, encoder_slack=args.encoder_slack)
     try:
         if args.profile:
             os.makedirs(args.profile, exist_ok=True)

@@ -46,6 +46,15 @@ def test_infer_prints_answer_and_timing(tiny_artifacts, video_path):
     assert code == 0 and out.strip() and err.startswith("timing:") and "visual tokens" in err
 
 
+def test_infer_encoder_slack(tiny_artifacts, video_path):
+    common = ("scripts/infer.py", "--artifacts", tiny_artifacts, "--video", video_path, "--question", "What moves?",
+              "--max-new-tokens", "2", "--min-pixels", "3136", "--max-pixels", "50176", "--method", "dyntok")
+    code, out, err = script(*common, "--encoder-slack", "2")
+    assert code == 0 and out.strip() and err.startswith("timing:"), err
+    code, out, err = script(*common, "--encoder-slack", "0.5")
+    assert code == 2 and out == "" and err.startswith("error: --encoder-slack") and len(err.splitlines()) == 1
+
+
 def test_torch_only_folder_runs_on_the_torch_backend_only(tmp_path, video_path):
     folder = str(tmp_path / "tiny-torch")
     code, _, err = script("scripts/export.py", "--model", "tiny", "--torch-only", "--dtype", "bfloat16", "--out", folder)
