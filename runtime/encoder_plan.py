@@ -42,10 +42,15 @@ def group_grid(full: tuple[int, int], need: int) -> tuple[int, int]:
     return best[2], best[3]
 
 
-def plan_group_grids(full: tuple[int, int], budgets: np.ndarray, slack: float) -> np.ndarray:
-    """Merged grid per group. full (rows, cols) of merged tokens, budgets [G] -> [G, 2] int64."""
+def check_slack(slack: float) -> None:
+    """Raise unless ``slack`` is a usable encoder slack (>= 1 tokens encoded per kept token)."""
     if not slack >= 1:
         raise BudgetError(f"encoder slack must be >= 1 (tokens encoded per kept token), got {slack}")
+
+
+def plan_group_grids(full: tuple[int, int], budgets: np.ndarray, slack: float) -> np.ndarray:
+    """Merged grid per group. full (rows, cols) of merged tokens, budgets [G] -> [G, 2] int64."""
+    check_slack(slack)
     budgets = np.asarray(budgets, np.int64)
     if (budgets > full[0] * full[1]).any():
         raise BudgetError(f"a budget of {budgets.max()} exceeds the {full[0] * full[1]} tokens of a group")

@@ -84,11 +84,16 @@ def main() -> int:
     ap.add_argument("--profile", metavar="DIR", help="ONNX Runtime per-node traces into DIR; prints the top operators per graph")
     ap.add_argument("--visualize", metavar="PNG", help="write a contact sheet of frames, weights, budgets and kept tokens")
     args = ap.parse_args()
-    if args.encoder_slack is not None and not args.encoder_slack >= 1:  # before any engine loads
-        print(f"error: --encoder-slack {args.encoder_slack:g}: must be >= 1 (tokens encoded per kept token)", file=sys.stderr)
-        return 2
 
+    from runtime.encoder_plan import check_slack
     from runtime.errors import DyTokError
+
+    if args.encoder_slack is not None:  # before any engine loads
+        try:
+            check_slack(args.encoder_slack)
+        except DyTokError as e:
+            print(f"error: --encoder-slack: {e}", file=sys.stderr)
+            return 2
 
     opts = Options(num_frames=args.frames or None, fps=args.fps, max_pixels=args.max_pixels, min_pixels=args.min_pixels,
                    method=args.method, retention=args.retention, budget=args.budget, cap=args.cap,

@@ -154,6 +154,25 @@ def needle_loss(per_group, needles: list[tuple[int, ...]], each_group: bool = Fa
     return loss.mean(), share
 
 
+def _optimizer_step(opt, params, loss, lr: float) -> None:
+    """One step of ``opt`` at learning rate ``lr`` on ``loss``, gradients clipped to norm 1."""
+    import torch
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
+def _log_step(record: dict, log, t0: float, step: int, steps: int, line: str) -> None:
+    """Every 50th and the last step: ``line`` into the record's log and out through ``log``."""
+    import time
+    if step % 50 == 0 or step == steps - 1:
+        record["log"].append(line)
+        log(f"{line} ({time.perf_counter() - t0:.0f} s)")
+
+
 def train_prior(primary: str, out: str, layers=(1, 2, 3), steps: int = 800, bank: int = 2400, lr: float = 3e-4,
                 seed: int = 0, first_seed: int = 0, threads: int = 2, batch: int = 12, reduced_every: int = 4,
                 reduced_frames: bool = False, each_group: bool = False, log=print) -> dict:
@@ -188,19 +207,12 @@ def train_prior(primary: str, out: str, layers=(1, 2, 3), steps: int = 800, bank
               "log": []}
     for step in range(steps):
         key, rows = videos.draw(rng, batch)
-        for g in opt.param_groups:
-            g["lr"] = lr * lr_factor(step, steps)
         with frozen_vision(model):
             per_group = prior_groups(model, videos.stack(rows), layers, batcher.video_id)
         loss, share = needle_loss(per_group, [r["needle"] for r in rows], each_group)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if step % 50 == 0 or step == steps - 1:
-            line = f"prior step {step} T={key[0]} {key[1]} loss {loss.item():.3f} needle share {share.mean().item():.3f}"
-            record["log"].append(line)
-            log(f"{line} ({time.perf_counter() - t0:.0f} s)")
+        _optimizer_step(opt, params, loss, lr * lr_factor(step, steps))
+        _log_step(record, log, t0, step, steps,
+                  f"prior step {step} T={key[0]} {key[1]} loss {loss.item():.3f} needle share {share.mean().item():.3f}")
     model.eval()
     record["wall_s"] = round(time.perf_counter() - t0, 1)
     save_checkpoint(model, Tokenizer.from_file(os.path.join(primary, "tokenizer.json")), out, record,
@@ -246,18 +258,11 @@ def train_prior_reduced(assistant: str, out: str, steps: int = 600, lr: float = 
         vids = [v for v in vids if v.needle_groups]  # a skipped needle shot: nothing to find
         if not vids:
             continue
-        for g in opt.param_groups:
-            g["lr"] = lr * lr_factor(step, steps)
         per_group = prior_groups(model, batcher(vids, REDUCED_PIXELS), layers, batcher.video_id)
         loss, share = needle_loss(per_group, [v.needle_groups for v in vids])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if step % 50 == 0 or step == steps - 1:
-            line = f"reduced prior step {step} T={t} {fam} loss {loss.item():.3f} needle share {share.mean().item():.3f}"
-            record["log"].append(line)
-            log(f"{line} ({time.perf_counter() - t0:.0f} s)")
+        _optimizer_step(opt, list(model.parameters()), loss, lr * lr_factor(step, steps))
+        _log_step(record, log, t0, step, steps,
+                  f"reduced prior step {step} T={t} {fam} loss {loss.item():.3f} needle share {share.mean().item():.3f}")
     model.eval()
     record["wall_s"] = round(time.perf_counter() - t0, 1)
     save_checkpoint(model, Tokenizer.from_file(os.path.join(assistant, "tokenizer.json")), out, record,

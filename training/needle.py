@@ -359,15 +359,11 @@ class VideoBank:
             if slack and "grids" in r:  # per-group mixed grids (reduced-resolution chunks have none: plain)
                 fg = (grid[1] // merge, grid[2] // merge)
                 plan = [tuple(g) for g in plan_group_grids(fg, budgets, slack).tolist()]
+                encoded = {fg: {"tokens": emb, "importance": r["importance"], "metric": r["metric"]}, **r["grids"]}
                 parts = []
                 for g, (a, b) in enumerate(plan):
-                    if (a, b) == fg:
-                        sl, src = slice(g * per, (g + 1) * per), {"tokens": emb, "importance": r["importance"],
-                                                                  "metric": r["metric"]}
-                    else:
-                        src = r["grids"][(a, b)]
-                        sl = slice(g * a * b, (g + 1) * a * b)
-                    parts.append({k: v[sl].astype(np.float32) if k == "tokens" else v[sl] for k, v in src.items()})
+                    sl = slice(g * a * b, (g + 1) * a * b)  # at the full grid a * b is per
+                    parts.append({k: v[sl].astype(np.float32) if k == "tokens" else v[sl] for k, v in encoded[(a, b)].items()})
                 tokens, source, _ = compress_groups(parts, budgets, method)
                 n_vis = sum(a * b for a, b in plan)
                 full = np.concatenate([full[:start], np.full(n_vis, self.video_id), full[start + groups * per:]])
