@@ -8,7 +8,8 @@ visual tokens that lie in the temporal groups holding the answer.
 
 Methods are the pipeline's (``--method`` of infer.py); ``assistant`` is "full" (DyToK prior at the
 primary's frames and pixels), "reduced" (half the frames, a quarter of the pixels:
-``runtime.pipeline.reduced_assistant``) or "none" (uniform budgets). DyCoke's TTM takes no
+``runtime.pipeline.reduced_assistant``), "frames/F pixels/P" (the prior at 1/F of the frames and
+1/P of the pixels; ``F:P`` on the command line) or "none" (uniform budgets). DyCoke's TTM takes no
 budgets, so its rows do not depend on the assistant. FastV prunes inside the LLM, on the split
 graphs of a folder exported with ``--fastv-layer`` (``runtime/llm_split.py``); its hit rate counts
 the visual tokens layers >= K see. EVS without the assistant is vLLM's global rule, with it
@@ -28,14 +29,14 @@ import numpy as np
 from runtime import compression as C
 from runtime import llm_split
 from runtime.errors import DyTokError
-from runtime.pipeline import METHODS, Options, Pipeline, reduced_assistant
+from runtime.pipeline import METHODS, REDUCED_PRIOR, Options, Pipeline, reduced_assistant
 from runtime.positions import gather_positions, kept_sequence_indices, next_position
 from runtime.preprocess import preprocess_video
 
 from .needle import FAMILY_ORDER, NeedleVideo, make_video, split_seed
 
 RETENTIONS = (1.0, 0.5, 0.25, 0.1, 0.05)
-ASSISTANTS = ("full", "reduced", "none")
+ASSISTANTS = ("full", "reduced", "none")  # and any prior shape "frames/F pixels/P" (prior_shape)
 BUDGET_METHODS = ("visionzip", "uniform", "dycoke", "dyntok")
 NO_ASSISTANT_METHODS = ("visionzip", "uniform", "fastv", "evs")
 
@@ -59,17 +60,51 @@ def with_interval(row: dict) -> dict:
     return dict(row, ci_low=low, ci_high=high)
 
 
+def prior_shape(assistant: str) -> str:
+    """An assistant setting -> its canonical name: "full", "reduced", "none", or "frames/F
+    pixels/P" for the prior at 1/F of the frames and 1/P of the pixels (given as "F:P" or in the
+    canonical form; 1:1 is "full"). Raises DyTokError naming the setting when it is none of these."""
+    if assistant in ASSISTANTS:
+        return assistant
+    text = assistant.replace("frames/", "").replace(" pixels/", ":")
+    f, sep, p = text.partition(":")
+    if sep and f.isdigit() and p.isdigit() and int(f) >= 1 and int(p) >= 1:
+        return "full" if (int(f), int(p)) == (1, 1) else f"frames/{int(f)} pixels/{int(p)}"
+    raise DyTokError(f"assistant {assistant!r}: expected one of {', '.join(ASSISTANTS)} or F:P "
+                     "(the prior at 1/F of the frames and 1/P of the pixels, F and P positive integers)")
+
+
+def prior_divisors(assistant: str) -> tuple[int, int] | None:
+    """(frames divisor, pixels divisor) of a canonical assistant setting; None for "none"."""
+    if assistant == "none":
+        return None
+    if assistant == "full":
+        return 1, 1
+    if assistant == "reduced":
+        return REDUCED_PRIOR
+    f, p = assistant.replace("frames/", "").split(" pixels/")
+    return int(f), int(p)
+
+
+def assistant_options(base: Options, assistant: str, num_frames: int, manifest_max_pixels: int) -> Options:
+    """``base`` with the prior's frames and pixels of ``assistant`` (a canonical setting)."""
+    div = prior_divisors(assistant)
+    return base if div in (None, (1, 1)) else reduced_assistant(base, num_frames, manifest_max_pixels, div)
+
+
 @dataclass(frozen=True)
 class Config:
     method: str  # the pipeline's method (infer.py --method)
     retention: float
-    assistant: str  # full | reduced | none
+    assistant: str  # full | reduced | none | frames/F pixels/P
 
     @property
     def label(self) -> str:
         if self.method == "none":
             return "none (all tokens)"
-        prefix = {"full": "DyToK+", "reduced": "DyToK(reduced)+", "none": ""}[self.assistant]
+        prefix = {"full": "DyToK+", "reduced": "DyToK(reduced)+", "none": ""}.get(self.assistant)
+        if prefix is None:
+            prefix = "DyToK(prior 1/{} frames 1/{} px)+".format(*prior_divisors(self.assistant))
         name = {"visionzip": "VisionZip", "uniform": "uniform", "dycoke": "DyCoke", "dyntok": "DynTok", "fastv": "FastV",
                 "evs": "EVS"}[self.method]
         return prefix + name + ("" if self.assistant != "none" else " (no assistant)")
@@ -82,9 +117,7 @@ def grid(methods=METHODS, retentions=RETENTIONS, assistants=ASSISTANTS) -> list[
     for m in methods:
         if m not in METHODS:
             raise DyTokError(f"method {m!r}: expected one of {', '.join(METHODS)}")
-    for a in assistants:
-        if a not in ASSISTANTS:
-            raise DyTokError(f"assistant {a!r}: expected one of {', '.join(ASSISTANTS)}")
+    assistants = list(dict.fromkeys(prior_shape(a) for a in assistants))
     for r in retentions:
         if not 0 < r <= 1:
             raise DyTokError(f"retention {r}: expected a value in (0, 1]")
@@ -146,7 +179,7 @@ def score_video(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base:
     for a in {c.assistant for c in configs if c.method != "none"} - {"none"}:
         if not pipe.m.has_assistant:
             raise DyTokError("the artifact folder has no assistant: use --assistants none")
-        opts = base if a == "full" else reduced_assistant(base, len(frames.frames), pipe.m.data["preprocess"]["max_pixels"])
+        opts = assistant_options(base, a, len(frames.frames), pipe.m.data["preprocess"]["max_pixels"])
         priors[a] = _prior(pipe, video.question, frames, opts, groups)
     table = pipe.tables["primary"]
     answers: dict[bytes, int] = {}  # configs that keep the same tokens (e.g. all of them) share one LLM run
@@ -197,8 +230,7 @@ def score_video_answer(pipe: Pipeline, video: NeedleVideo, configs: list[Config]
     for cfg in configs:
         opts = replace(base, method=cfg.method, retention=cfg.retention, max_new_tokens=1,
                        assistant=cfg.assistant != "none")
-        if cfg.assistant == "reduced":
-            opts = reduced_assistant(opts, len(frames.frames), pipe.m.data["preprocess"]["max_pixels"])
+        opts = assistant_options(opts, cfg.assistant, len(frames.frames), pipe.m.data["preprocess"]["max_pixels"])
         r = pipe.answer(frames, video.question, opts)
         needle = np.zeros(len(r.budgets), bool)
         needle[list(video.needle_groups)] = True
@@ -285,7 +317,7 @@ def plot(rows: list[dict], path: str, title: str = "") -> None:
             if method == "none":
                 ax.axhline(rs[0][key], color="k", lw=1, alpha=0.5, label=label)
             else:
-                ax.plot(x, [r[key] for r in rs], styles[assistant], marker="o", label=label, color=colours[method])
+                ax.plot(x, [r[key] for r in rs], styles.get(assistant, "-."), marker="o", label=label, color=colours[method])
     for ax, name in zip(axes, ("accuracy", "hit rate (kept tokens on the answer's groups)")):
         ax.set_xscale("log")
         ax.set_xticks(RETENTIONS, [str(r) for r in RETENTIONS])

@@ -61,10 +61,12 @@ class Options:
 REDUCED_PRIOR = (2, 4)  # the "reduced" assistant: divisors of the frames and of the primary's pixels per frame
 
 
-def reduced_assistant(opts: Options, num_frames: int, manifest_max_pixels: int) -> Options:
-    """The "reduced" assistant: half the frames and a quarter of the primary's pixels per frame."""
-    frames_div, pixels_div = REDUCED_PRIOR
-    return replace(opts, assistant_num_frames=max(num_frames // frames_div, 1),
+def reduced_assistant(opts: Options, num_frames: int, manifest_max_pixels: int,
+                      divisors: tuple[int, int] = REDUCED_PRIOR) -> Options:
+    """The assistant at ``num_frames / divisors[0]`` frames and ``1 / divisors[1]`` of the
+    primary's pixels per frame; by default the "reduced" one (half the frames, a quarter of the pixels)."""
+    frames_div, pixels_div = divisors
+    return replace(opts, assistant_num_frames=max(num_frames // frames_div, 1) if frames_div > 1 else None,
                    assistant_max_pixels=(opts.max_pixels or manifest_max_pixels) // pixels_div)
 
 

@@ -6,7 +6,10 @@
 
 Exports the preset first if --artifacts has none (real-size random presets: --torch-only, bf16).
 Prints a Markdown table (ratios against eager full tokens first), and with --project 7b a
-FLOPs-based projection for the real 7B/3B pair.
+FLOPs-based projection for the real 7B/3B pair. --report re-prints a saved run (its table, and
+the projection with today's --accuracy rows) without measuring:
+
+  python scripts/benchmark.py --report docs/bench_small.json --accuracy out/accuracy.json --project 7b
 """
 import argparse
 import os
@@ -50,66 +53,97 @@ def main() -> int:
     ap.add_argument("--json")
     ap.add_argument("--plot")
     ap.add_argument("--project", choices=["7b"])
+    ap.add_argument("--report", metavar="JSON", help="a saved run (from --json) to print instead of measuring")
     args = ap.parse_args()
 
     from export import benchmark as B
-    from export.exporter import export_artifacts
     from runtime.errors import DyTokError
-    from runtime.video import write_test_video
 
+    accuracy_rows = None
     try:
-        folder = args.artifacts or os.path.join("artifacts", args.model)
-        if not os.path.isfile(os.path.join(folder, "manifest.json")):
-            real_size = args.model.endswith("-random")  # billions of parameters: no fp32 ONNX export
-            # ONNX Runtime's fused GroupQueryAttention: the fastest LLM graph for the runtime rows
-            export_artifacts(args.model, folder, checkpoint=args.checkpoint, validate=False, torch_only=real_size,
-                             dtype="bfloat16" if real_size else "float32", llm_attention="gqa",
-                             fastv_layer="default")  # the split LLM graphs for the FastV rows
-        video = args.video
-        if not video:
-            os.makedirs("out", exist_ok=True)
-            video = write_test_video(os.path.join("out", "bench.mp4"), num_frames=96, size=(448, 336), fps=24.0)
-        variants, configs = {}, B.default_configs()
-        prior = tuple(int(x) for x in args.prior.split(","))
-        for mode in filter(None, args.variants.split(",")):
-            variants[mode] = B.quantized_folder(folder, mode, log=lambda s: print(s, file=sys.stderr))
-            configs += B.variant_configs(mode, args.encoder_slack, prior)
-        if args.variants:  # fp32 with the same cheap prior and encoder resolution, for the lossless comparison
-            configs += B.variant_configs("fp32", args.encoder_slack, prior)[1:]
-        if args.only:
-            import re
-            configs = [c for c in configs if any(t in c.name or re.search(t, c.name) for t in args.only)]
-        report = B.run_benchmark(folder, video, args.question, args.frames, args.runs, args.warmup, args.max_new_tokens,
-                                 args.max_pixels, args.min_pixels, args.threads, args.device, configs=configs,
-                                 runtime_backend=args.runtime_backend, attn=args.attn, variants=variants,
-                                 interleave=not args.sequential,
-                                 log=lambda s: print(s, file=sys.stderr))
+        report = load_report(args.report) if args.report else measure(args, B)
         if args.accuracy:
-            import json
-            rows = json.load(open(args.accuracy))
-            rows = rows.get("rows", rows) if isinstance(rows, dict) else rows
-            print(f"accuracy: joined {B.join_accuracy(report, rows)} rows from {args.accuracy}", file=sys.stderr)
+            accuracy_rows = load_accuracy(args.accuracy)
+            print(f"accuracy: joined {B.join_accuracy(report, accuracy_rows)} rows from {args.accuracy}", file=sys.stderr)
     except DyTokError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     m = report["machine"]
-    print(f"{report['model']} (+{report['assistant']}), {args.frames} frames, {args.max_new_tokens} new tokens, "
-          f"medians of {args.runs} runs after {args.warmup} warm-up | {m['processor']} x{m['cpu_count']}, "
+    print(f"{report['model']} (+{report['assistant']}), {report['frames']} frames, {report['max_new_tokens']} new tokens, "
+          f"medians of {report['runs']} runs after {report['warmup']} warm-up | {m['processor']} x{m['cpu_count']}, "
           f"torch {m['torch']} ({m['torch_threads']} threads), onnxruntime {m['onnxruntime']}, transformers {m['transformers']}"
-          + (f" | {m['gpu']}" if args.device == "cuda" and "gpu" in m else "")
+          + (f" | {m['gpu']}" if report.get("device") == "cuda" and "gpu" in m else "")
           + f" | runtime rows on {report['runtime_backend']} (LLM attention: {report['llm_attention']}), "
-            f"eager attention {report['attn']}")
+            f"eager attention {report['attn']}" + (f" | saved run {args.report}" if args.report else ""))
     print(B.markdown_table(report))
     if args.project:
         print()
         for variant in dict.fromkeys(r.get("variant", "fp32") for r in report["configs"] if r["backend"] == "runtime"):
-            print(B.project_7b(report, variant=variant))
+            print(B.project_7b(report, variant=variant, accuracy_rows=accuracy_rows))
             print()
-    if args.json:
+    if args.json and not args.report:
         B.write_json(report, args.json)
     if args.plot:
         B.plot(report, args.plot)
     return 0
+
+
+def load_report(path: str) -> dict:
+    """A run saved with --json."""
+    import json
+    from runtime.errors import DyTokError
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DyTokError(f"--report {path}: not a readable JSON file ({e})") from None
+    if not isinstance(report, dict) or "configs" not in report or "machine" not in report:
+        raise DyTokError(f"--report {path}: not a benchmark run (no configs/machine; write one with --json)")
+    return report
+
+
+def load_accuracy(path: str) -> list[dict]:
+    """scripts/evaluate.py rows (a report, or a list of rows)."""
+    import json
+    from runtime.errors import DyTokError
+    try:
+        with open(path) as f:
+            rows = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DyTokError(f"--accuracy {path}: not a readable JSON file ({e})") from None
+    return rows.get("rows", rows) if isinstance(rows, dict) else rows
+
+
+def measure(args, B) -> dict:
+    """Export the preset if needed, then run every configuration (the run itself)."""
+    from export.exporter import export_artifacts
+    from runtime.video import write_test_video
+
+    folder = args.artifacts or os.path.join("artifacts", args.model)
+    if not os.path.isfile(os.path.join(folder, "manifest.json")):
+        real_size = args.model.endswith("-random")  # billions of parameters: no fp32 ONNX export
+        # ONNX Runtime's fused GroupQueryAttention: the fastest LLM graph for the runtime rows
+        export_artifacts(args.model, folder, checkpoint=args.checkpoint, validate=False, torch_only=real_size,
+                         dtype="bfloat16" if real_size else "float32", llm_attention="gqa",
+                         fastv_layer="default")  # the split LLM graphs for the FastV rows
+    video = args.video
+    if not video:
+        os.makedirs("out", exist_ok=True)
+        video = write_test_video(os.path.join("out", "bench.mp4"), num_frames=96, size=(448, 336), fps=24.0)
+    variants, configs = {}, B.default_configs()
+    prior = tuple(int(x) for x in args.prior.split(","))
+    for mode in filter(None, args.variants.split(",")):
+        variants[mode] = B.quantized_folder(folder, mode, log=lambda s: print(s, file=sys.stderr))
+        configs += B.variant_configs(mode, args.encoder_slack, prior)
+    if args.variants:  # fp32 with the same cheap prior and encoder resolution, for the lossless comparison
+        configs += B.variant_configs("fp32", args.encoder_slack, prior)[1:]
+    if args.only:
+        import re
+        configs = [c for c in configs if any(t in c.name or re.search(t, c.name) for t in args.only)]
+    return B.run_benchmark(folder, video, args.question, args.frames, args.runs, args.warmup, args.max_new_tokens,
+                           args.max_pixels, args.min_pixels, args.threads, args.device, configs=configs,
+                           runtime_backend=args.runtime_backend, attn=args.attn, variants=variants,
+                           interleave=not args.sequential, log=lambda s: print(s, file=sys.stderr))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
       --retentions 0.1,0.05 --assistants full,none --set max_pixels=3136 --json out/variant.json
 
 Every method x retention x assistant setting (full, reduced = half the frames and a quarter of the
-pixels, none) on the test split (or --split val), on ONNX Runtime. JSON rows: method, retention,
+pixels, F:P = the prior at 1/F of the frames and 1/P of the pixels, none) on the test split (or --split val), on ONNX Runtime. JSON rows: method, retention,
 assistant, accuracy, hit_rate (share of the kept tokens on the answer's temporal groups), n, per
 family, and the --set overrides of runtime.pipeline.Options under "options".
 """
@@ -30,7 +30,8 @@ def main() -> int:
     ap.add_argument("--split", default="test", choices=["test", "val"])
     ap.add_argument("--methods", default="visionzip,uniform,dycoke,dyntok,none")
     ap.add_argument("--retentions", default="1.0,0.5,0.25,0.1,0.05")
-    ap.add_argument("--assistants", default="full,reduced,none")
+    ap.add_argument("--assistants", default="full,reduced,none",
+                    help="prior settings: full, reduced (= 2:4), none, or F:P (1/F of the frames, 1/P of the pixels)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a field of runtime.pipeline.Options (repeatable), e.g. cap=8, max_pixels=3136")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")

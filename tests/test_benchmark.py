@@ -134,3 +134,71 @@ def test_variant_rows_and_accuracy_join(tiny_artifacts, video_path, tmp_path):
     assert B.join_accuracy(report, acc) == 2
     assert rows[0]["accuracy"]["accuracy"] == 0.9 and rows[3]["accuracy"]["accuracy"] == 0.8
     assert "accuracy" not in rows[1] and "80.0 [75.0, 85.0] (300)" in B.markdown_table(report)
+
+
+def test_projection_rows_accuracy_and_bound():
+    """The 7B projection from measured stage throughputs: stage seconds are FLOPs over the best
+    rate, the free-prior bound is the fastest at each slack, and a row counts only within 2
+    points of full tokens (accuracy joined on method, retention, prior shape and slack)."""
+    rate = {"vision": 2e11, "prefill": 2e11, "decode": 2e10, "assistant": 1.6e11}
+    row = {"backend": "runtime", "variant": "fp32", "flops": {k: v for k, v in rate.items()},
+           "stages_s": {k: 1.0 for k in rate}}
+    report = {"configs": [row], "best_throughput_flops_per_s": 2e11}
+    full = B.projected_stages(rate, None, None, 1.0)
+    assert full["assistant"] == 0 and full["vision"] == pytest.approx(F.vision_flops(B.REAL["7b"], (16, 32, 32)) / 2e11)
+    cheap = B.projected_stages(rate, (2, 4), 1.0, 0.25)
+    a_grid = (8, 16, 16)
+    assert cheap["assistant"] == pytest.approx((F.vision_flops(B.REAL["3b"], a_grid) + F.prior_flops(B.REAL["3b"], 512 + 40)) / 1.6e11)
+    for slack in B.PROJECT_SLACKS:
+        bound = sum(B.projected_stages(rate, (1, 1), slack, 0.25, free_prior=True).values())
+        assert all(bound < sum(B.projected_stages(rate, p, slack, 0.25).values()) for p in B.PROJECT_PRIORS)
+    acc = [{"method": "none", "retention": 1.0, "assistant": "none", "accuracy": 0.95, "n": 300},
+           {"method": "visionzip", "retention": 0.25, "assistant": "full", "accuracy": 0.93, "n": 300},
+           {"method": "visionzip", "retention": 0.25, "assistant": "reduced", "encoder_slack": 1.0, "accuracy": 0.72, "n": 300},
+           {"method": "visionzip", "retention": 0.25, "assistant": "frames/1 pixels/4", "encoder_slack": 2.0,
+            "accuracy": 0.94, "n": 300}]
+    text = B.project_7b(report, accuracy_rows=acc)
+    lines = {(c[1].strip(), c[2].strip(), c[3].strip()): c for c in (ln.split("|") for ln in text.splitlines()) if len(c) > 11}
+    assert lines[("DyToK+VisionZip 25%", "1/1, 1/1", "off")][10:12] == [" 93.0 (300) ", " yes "]
+    assert lines[("DyToK+VisionZip 25%", "1/2, 1/4", "1")][10:12] == [" 72.0 (300) ", " no "]
+    assert [c.strip() for c in lines[("DyToK+VisionZip 25%", "1/2, 1/1", "1")][10:12]] == ["", ""]  # not measured
+    assert lines[("no compression (full tokens)", "–", "off")][9] == " 1.00x "
+    fastest = sum(B.projected_stages(rate, (1, 4), 2.0, 0.25).values())
+    base = sum(full.values())
+    assert f"fastest that counts: DyToK+VisionZip 25%, prior 1/1 frames 1/4 px, slack 2: {base / fastest:.2f}x" in text
+    assert "PROJECTION: no measured runtime rows" in B.project_7b(report, variant="int4")
+
+
+def test_script_reprints_a_saved_run_with_projection(tmp_path):
+    """scripts/benchmark.py --report: a saved run's table and the projection with today's accuracy
+    rows, nothing measured; a file that is not a run gets one line and exit code 2."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    stages = {"decode_video": 0.0, "preprocess": 0.1, "assistant": 0.0, "vision": 1.0, "compress": 0.0, "prefill": 2.0,
+              "decode": 0.5}
+    common = {"visual_tokens": 100, "visual_tokens_total": 100, "ttft_s": 3.1, "e2e_s": 3.6, "decode_tokens_per_s": 10.0,
+              "stages_s": stages, "over_floor": 1.5, "method": "none", "retention": 1.0, "assistant": False}
+    report = {"model": "small", "assistant": "small-assistant", "frames": 16, "runs": 3, "warmup": 1, "max_new_tokens": 16,
+              "device": "cpu", "runtime_backend": "onnxruntime", "attn": "sdpa", "llm_attention": "gqa",
+              "best_throughput_flops_per_s": 1e11,
+              "machine": {"processor": "x86_64", "cpu_count": 2, "torch": "t", "torch_threads": 2, "onnxruntime": "o",
+                          "transformers": "tr"},
+              "configs": [dict(common, name="eager full", backend="eager", engine="transformers"),
+                          dict(common, name="runtime full", backend="runtime", engine="onnxruntime", e2e_s=2.4,
+                               flops={"vision": 1e11, "prefill": 2e11, "decode": 1e9})]}
+    (tmp_path / "run.json").write_text(json.dumps(report))
+    (tmp_path / "acc.json").write_text(json.dumps({"rows": [{"method": "none", "retention": 1.0, "assistant": "none",
+                                                             "accuracy": 0.95, "n": 300}]}))
+    proc = subprocess.run([sys.executable, os.path.join(root, "scripts", "benchmark.py"), "--report", str(tmp_path / "run.json"),
+                           "--accuracy", str(tmp_path / "acc.json"), "--project", "7b"],
+                          capture_output=True, text=True, timeout=120, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| runtime full | onnxruntime | 100/100 |" in proc.stdout and "1.50x" in proc.stdout
+    assert "PROJECTION [fp32]" in proc.stdout and "| no compression (full tokens) | – | off |" in proc.stdout
+    assert "95.0 [" not in proc.stdout and "| 95.0 (300) | yes |" in proc.stdout
+    assert "joined 2 rows" in proc.stderr
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    bad = subprocess.run([sys.executable, os.path.join(root, "scripts", "benchmark.py"), "--report", str(tmp_path / "bad.json")],
+                         capture_output=True, text=True, timeout=120, cwd=root)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "not a benchmark run" in bad.stderr

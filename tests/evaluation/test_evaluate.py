@@ -57,6 +57,31 @@ def test_grid_and_options():
         grid(methods=("fastest",))
     with pytest.raises(DyTokError, match="assistant"):
         grid(assistants=("half",))
+    with pytest.raises(DyTokError, match="'0:4'"):
+        grid(assistants=("0:4",))
+
+
+def test_prior_shapes():
+    """F:P assistant settings: canonical names (what scripts/benchmark.py --accuracy joins on),
+    divisors, and the options the prior then runs with."""
+    from evaluation.evaluate import assistant_options, prior_divisors, prior_shape
+    from export.benchmark import accuracy_key, row_accuracy_key
+    assert prior_shape("1:4") == "frames/1 pixels/4" == prior_shape("frames/1 pixels/4")
+    assert prior_shape("1:1") == "full" and prior_shape("reduced") == "reduced"
+    assert prior_divisors("frames/2 pixels/1") == (2, 1) and prior_divisors("reduced") == (2, 4)
+    configs = grid(methods=("visionzip",), retentions=(0.25,), assistants=("full", "2:1", "frames/2 pixels/1", "1:1"))
+    assert [c.assistant for c in configs] == ["full", "frames/2 pixels/1"]  # duplicates dropped
+    assert configs[1].label == "DyToK(prior 1/2 frames 1/1 px)+VisionZip"
+    assert [c.label for c in grid(methods=("visionzip",), retentions=(0.1,), assistants=("none", "reduced"))] == [
+        "VisionZip (no assistant)", "DyToK(reduced)+VisionZip"]
+    base = Options(max_pixels=12544)
+    assert assistant_options(base, "full", 32, 12544) is base
+    half = assistant_options(base, "frames/2 pixels/1", 32, 12544)
+    assert (half.assistant_num_frames, half.assistant_max_pixels) == (16, 12544)
+    quarter = assistant_options(base, "frames/1 pixels/4", 32, 12544)
+    assert (quarter.assistant_num_frames, quarter.assistant_max_pixels) == (None, 3136)
+    row = {"method": "visionzip", "retention": 0.25, "assistant": True, "assistant_scale": (1, 4), "backend": "runtime"}
+    assert row_accuracy_key(row) == accuracy_key("visionzip", 0.25, "frames/1 pixels/4")
 
 
 # The first six test-split videos (2 per family). The committed pair is right on 93% of the test
