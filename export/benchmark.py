@@ -449,7 +449,7 @@ def plot(report: dict, path: str) -> None:
 REAL = {"7b": REAL_MODELS["qwen2.5-vl-7b"], "3b": dict(REAL_MODELS["qwen2.5-vl-3b"], prior_layers=list(range(24, 36)))}
 # The projection's prior shapes, (frames divisor, pixels divisor), and encoder slacks (None: off).
 PROJECT_PRIORS = ((1, 1), (2, 1), (1, 4), (2, 4))
-PROJECT_SLACKS = (None, 2.0, 1.0)
+PROJECT_SLACKS = (None, 2.0, 1.5, 1.0)
 
 
 def stage_rates(report: dict, variant: str = "fp32") -> dict[str, float]:
