@@ -155,8 +155,8 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
         checkpoint = resolve_checkpoint(preset, checkpoint)
     if assistant is not None and not assistant.is_random:
         assistant_checkpoint = resolve_checkpoint(assistant, assistant_checkpoint)
-    if prior_layers is None:  # the assistant checkpoint's measured choice (dytok.json), else the last third
-        prior_layers = _checkpoint_prior_layers(assistant_checkpoint) or "last_third"
+    if prior_layers is None:  # the assistant checkpoint's measured choice (dytok.json), the preset's, else the last third
+        prior_layers = _checkpoint_prior_layers(assistant_checkpoint) or (assistant and assistant.prior_layers) or "last_third"
 
     import onnx
     import onnxruntime

@@ -175,14 +175,15 @@ def _log_step(record: dict, log, t0: float, step: int, steps: int, line: str) ->
 
 def train_prior(primary: str, out: str, layers=(1, 2, 3), steps: int = 800, bank: int = 2400, lr: float = 3e-4,
                 seed: int = 0, first_seed: int = 0, threads: int = 2, batch: int = 12, reduced_every: int = 4,
-                reduced_frames: bool = False, each_group: bool = False, log=print) -> dict:
+                reduced_frames: bool = False, each_group: bool = False, export_layers=None, log=print) -> dict:
     """A dedicated assistant: the primary fine-tuned so that its keyframe prior (``layers``) finds
     the answer's groups. Loss: -log of the prior's needle share, mean over ``layers`` and videos,
     on a bank of 16-64-frame training videos (vision frozen, as encoded by the primary; a quarter
     at the reduced resolution, every ``reduced_every``-th chunk; with ``reduced_frames`` those chunks
     also keep half the frames, as the reduced assistant samples them); cut after the deepest prior
     layer. ``each_group``: the loss of ``needle_loss(each_group=True)`` (mass on every answer
-    group). Returns the training record."""
+    group). ``export_layers``: the prior layers written to dytok.json for the export (default
+    ``layers``; the trained ones are recorded beside them). Returns the training record."""
     import time
 
     import torch
@@ -215,8 +216,10 @@ def train_prior(primary: str, out: str, layers=(1, 2, 3), steps: int = 800, bank
                   f"prior step {step} T={key[0]} {key[1]} loss {loss.item():.3f} needle share {share.mean().item():.3f}")
     model.eval()
     record["wall_s"] = round(time.perf_counter() - t0, 1)
+    exported = list(export_layers) if export_layers is not None else list(layers)
+    record["export_layers"] = exported
     save_checkpoint(model, Tokenizer.from_file(os.path.join(primary, "tokenizer.json")), out, record,
-                    prior_layers=list(layers))
+                    prior_layers=exported, trained_layers=list(layers) if exported != list(layers) else None)
     return record
 
 
@@ -239,7 +242,8 @@ def train_prior_reduced(assistant: str, out: str, steps: int = 600, lr: float = 
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     with open(os.path.join(assistant, "dytok.json")) as f:
-        layers = tuple(json.load(f)["prior_layers"])
+        dytok = json.load(f)
+    layers = tuple(dytok.get("trained_layers", dytok["prior_layers"]))  # what its prior was trained on
     model = load_model(assistant)
     batcher = batcher_for(assistant)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -266,5 +270,6 @@ def train_prior_reduced(assistant: str, out: str, steps: int = 600, lr: float = 
     model.eval()
     record["wall_s"] = round(time.perf_counter() - t0, 1)
     save_checkpoint(model, Tokenizer.from_file(os.path.join(assistant, "tokenizer.json")), out, record,
-                    prior_layers=list(layers))
+                    prior_layers=list(dytok["prior_layers"]),
+                    trained_layers=list(layers) if list(layers) != list(dytok["prior_layers"]) else None)
     return record

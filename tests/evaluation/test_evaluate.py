@@ -188,15 +188,18 @@ def test_encoder_slack_rows_go_through_the_pipeline(needle_artifacts):
             assert abs(a["hit"] - b["hit"]) < 1e-9
 
 
-def test_prior_layers_pick_rows_of_the_exported_prior(needle_artifacts):
+def test_prior_layers_pick_rows_of_the_exported_prior(tmp_path):
     """Options.prior_layers: a subset of the exported layers gives the mean over those rows only;
-    a layer the graph lacks fails in one line before any engine runs."""
+    a layer the graph lacks fails in one line before any engine runs. (The committed assistant
+    exports layer 1 alone, so this folder is exported with the layers it was trained on.)"""
     from dataclasses import replace
 
+    from export.exporter import export_artifacts
     from runtime.errors import BudgetError
-    pipe = load_pipeline(needle_artifacts)
+    folder = export_artifacts("needle", str(tmp_path / "needle"), prior_layers=[1, 2, 3], validate=False, log=lambda *_: None)
+    pipe = load_pipeline(folder)
     exported = pipe.m.model("assistant")["prior_layers"]
-    assert len(exported) >= 2
+    assert exported == [1, 2, 3]
     v = split_videos(1, start=3)[0]
     base = Options(method="visionzip", retention=0.25, max_new_tokens=1)
     w_all, _ = pipe.frame_prior(v.question, v.sampled(), base)

@@ -109,7 +109,7 @@ def test_derived_assistant_copies_no_weights_when_the_cut_keeps_every_layer(setu
 
 def test_curricula_by_name_and_committed_chain():
     import importlib.util
-    from training.needle import ALIKE, COMMITTED, COMMITTED_PRIOR_LAYERS, CURRICULA
+    from training.needle import ALIKE, COMMITTED, COMMITTED_PRIOR, COMMITTED_PRIOR_LAYERS, CURRICULA
     spec = importlib.util.spec_from_file_location("train_needle", os.path.join(os.path.dirname(__file__), "..", "..",
                                                                                "scripts", "train_needle.py"))
     mod = importlib.util.module_from_spec(spec)
@@ -124,7 +124,9 @@ def test_curricula_by_name_and_committed_chain():
     assert all(st.families is None or set(st.families) <= {"star", "count", "order"} for c in CURRICULA.values() for st in c)
     with open(os.path.join(os.path.dirname(__file__), "..", "..", "weights", "needle", "assistant", "dytok.json")) as f:
         import json
-        assert tuple(json.load(f)["prior_layers"]) == COMMITTED_PRIOR_LAYERS
+        dytok = json.load(f)  # trained on COMMITTED_PRIOR_LAYERS, exported with COMMITTED_PRIOR's export_layers
+        assert tuple(dytok["trained_layers"]) == COMMITTED_PRIOR_LAYERS
+        assert tuple(dytok["prior_layers"]) == COMMITTED_PRIOR["export_layers"]
     weights = os.path.join(os.path.dirname(__file__), "..", "..", "weights", "needle")
     with open(os.path.join(weights, "primary", "training.json")) as f:
         rec = json.load(f)
@@ -290,12 +292,15 @@ def test_train_prior_writes_a_cut_assistant(setup, tmp_path):
     record = train_prior(primary, out, layers=(0, 1), steps=2, bank=16, batch=4, threads=1, log=lambda s: None)
     assert len(record["log"]) == 2 and all("needle share" in line for line in record["log"])
     with open(os.path.join(out, "dytok.json")) as f:
-        assert json.load(f)["prior_layers"] == [0, 1]
+        assert json.load(f) == {"prior_layers": [0, 1]}
     cut = load_model(out)
     assert len(cut.model.language_model.layers) == 2
     full = dict(model.named_parameters())
     assert all(torch.equal(p, full[n]) for n, p in cut.named_parameters() if ".visual." in n or n.startswith("model.visual"))
     assert any(not torch.equal(p, full[n]) for n, p in cut.named_parameters() if "language_model.layers" in n)
+    train_prior(primary, out, layers=(0, 1), steps=1, bank=8, batch=4, threads=1, export_layers=(0,), log=lambda s: None)
+    with open(os.path.join(out, "dytok.json")) as f:  # exported at layer 0, trained on 0-1
+        assert json.load(f) == {"prior_layers": [0], "trained_layers": [0, 1]}
 
 
 def test_train_prior_reduced_trains_the_vision_tower_at_the_reduced_input(setup, tmp_path):
