@@ -139,11 +139,10 @@ def row_accuracy_key(row: dict) -> tuple:
                         row.get("variant", "fp32"), row.get("encoder_slack"))
 
 
-def join_accuracy(report: dict, accuracy_rows: list[dict]) -> int:
-    """Add ``accuracy`` (and its n, interval) to every speed row whose configuration has an
-    accuracy row; returns how many joined. Accuracy rows carry method, retention, assistant
-    ("none", "full", "reduced" as scripts/evaluate.py writes them, "frames/F pixels/P", or
-    true/false), and optionally variant and encoder_slack."""
+def accuracy_table(accuracy_rows: list[dict]) -> dict[tuple, dict]:
+    """Accuracy rows keyed by ``accuracy_key``. Rows carry method, retention, assistant ("none",
+    "full", "reduced" or "frames/F pixels/P" as scripts/evaluate.py writes them, or true/false),
+    and optionally variant and encoder_slack."""
     table = {}
     for a in accuracy_rows:
         assistant = a.get("assistant", "none")
@@ -154,6 +153,13 @@ def join_accuracy(report: dict, accuracy_rows: list[dict]) -> int:
             assistant = "none"
         retention = 1.0 if a.get("method") == "none" else a["retention"]
         table[accuracy_key(a["method"], retention, assistant, a.get("variant", "fp32"), a.get("encoder_slack"))] = a
+    return table
+
+
+def join_accuracy(report: dict, accuracy_rows: list[dict]) -> int:
+    """Add ``accuracy`` (and its n, interval) to every speed row whose configuration has an
+    accuracy row (``accuracy_table``); returns how many joined."""
+    table = accuracy_table(accuracy_rows)
     joined = 0
     for row in report["configs"]:
         if "skipped" in row or row["backend"] != "runtime" and row["method"] != "none":
@@ -508,12 +514,7 @@ def project_7b(report: dict, frames: int = 32, side: int = 448, text_tokens: int
         rate = stage_rates(report, variant)
     except ManifestError as e:
         return f"PROJECTION: {e}"
-    table = {}
-    for a in accuracy_rows or []:
-        assistant = {"full": "frames/1 pixels/1", "reduced": "frames/{} pixels/{}".format(*REDUCED_PRIOR)}.get(
-            a.get("assistant", "none"), a.get("assistant", "none"))
-        table[accuracy_key(a["method"], 1.0 if a["method"] == "none" else a["retention"], assistant,
-                           a.get("variant", "fp32"), a.get("encoder_slack"))] = a
+    table = accuracy_table(accuracy_rows or [])
     full_acc = table.get(accuracy_key("none", 1.0, "none", variant))
     g = side // 14
     total = frames // 2 * g * g // 4
@@ -523,7 +524,7 @@ def project_7b(report: dict, frames: int = 32, side: int = 448, text_tokens: int
     scenarios += [(f"DyToK+VisionZip {retention:.0%}, prior free (bound)", (1, 1), s, retention, True) for s in PROJECT_SLACKS]
     base = sum(projected_stages(rate, None, None, 1.0, frames, side, text_tokens, new_tokens).values())
     lines = [f"PROJECTION [{variant}] (FLOPs / measured runtime throughput; not measured): Qwen2.5-VL-7B + 3B assistant "
-             f"(prior layers 24-35), {frames} frames at {side}x{side} ({total} visual tokens), {new_tokens} new tokens. "
+             f"(prior layers {min(REAL['3b']['prior_layers'])}-{max(REAL['3b']['prior_layers'])}), {frames} frames at {side}x{side} ({total} visual tokens), {new_tokens} new tokens. "
              "Accuracy: the needle pair, same method, retention, prior shape, weights and slack"
              + (f"; counts = within {100 * margin:.0f} points of full tokens ({100 * full_acc['accuracy']:.1f}%)" if full_acc else ""),
              "| scenario | prior frames, pixels | encoder slack | assistant s | vision s | prefill s | decode s | total s "
