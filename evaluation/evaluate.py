@@ -29,7 +29,7 @@ import numpy as np
 from runtime import compression as C
 from runtime import llm_split
 from runtime.errors import DyTokError
-from runtime.pipeline import METHODS, REDUCED_PRIOR, Options, Pipeline, reduced_assistant
+from runtime.pipeline import METHODS, REDUCED_PRIOR, Options, Pipeline, prior_divisors_of, prior_setting, reduced_assistant
 from runtime.positions import gather_positions, kept_sequence_indices, next_position
 from runtime.preprocess import preprocess_video
 
@@ -66,10 +66,13 @@ def prior_shape(assistant: str) -> str:
     canonical form; 1:1 is "full"). Raises DyTokError naming the setting when it is none of these."""
     if assistant in ASSISTANTS:
         return assistant
-    text = assistant.replace("frames/", "").replace(" pixels/", ":")
-    f, sep, p = text.partition(":")
-    if sep and f.isdigit() and p.isdigit() and int(f) >= 1 and int(p) >= 1:
-        return "full" if (int(f), int(p)) == (1, 1) else f"frames/{int(f)} pixels/{int(p)}"
+    f, sep, p = assistant.partition(":")
+    try:
+        div = (int(f), int(p)) if sep and f.isdigit() and p.isdigit() else prior_divisors_of(assistant)
+    except ValueError:
+        div = None
+    if div is not None and min(div) >= 1:
+        return "full" if div == (1, 1) else prior_setting(div)
     raise DyTokError(f"assistant {assistant!r}: expected one of {', '.join(ASSISTANTS)} or F:P "
                      "(the prior at 1/F of the frames and 1/P of the pixels, F and P positive integers)")
 
@@ -82,8 +85,7 @@ def prior_divisors(assistant: str) -> tuple[int, int] | None:
         return 1, 1
     if assistant == "reduced":
         return REDUCED_PRIOR
-    f, p = assistant.replace("frames/", "").split(" pixels/")
-    return int(f), int(p)
+    return prior_divisors_of(assistant)
 
 
 def assistant_options(base: Options, assistant: str, num_frames: int, manifest_max_pixels: int) -> Options:

@@ -17,7 +17,7 @@ from runtime.encoder_plan import group_grid, plan_group_grids
 from runtime.errors import ManifestError
 from runtime.manifest import load_manifest
 from runtime.memory_plan import REAL_MODELS
-from runtime.pipeline import REDUCED_PRIOR, Options, Pipeline, load_pipeline
+from runtime.pipeline import REDUCED_PRIOR, Options, Pipeline, load_pipeline, prior_setting
 from runtime.preprocess import plan_grid, preprocess_video
 from runtime.video import sample_video
 
@@ -133,8 +133,7 @@ def row_accuracy_key(row: dict) -> tuple:
     if not row["assistant"] or row["method"] == "none":
         prior = "none"
     else:
-        f, p = prior_scale(row)
-        prior = f"frames/{f} pixels/{p}"
+        prior = prior_setting(prior_scale(row))
     return accuracy_key(row["method"], 1.0 if row["method"] == "none" else row["retention"], prior,
                         row.get("variant", "fp32"), row.get("encoder_slack"))
 
@@ -146,9 +145,9 @@ def accuracy_table(accuracy_rows: list[dict]) -> dict[tuple, dict]:
     table = {}
     for a in accuracy_rows:
         assistant = a.get("assistant", "none")
-        assistant = {"full": True, "reduced": "frames/{} pixels/{}".format(*REDUCED_PRIOR)}.get(assistant, assistant)  # evaluate.py's names
+        assistant = {"full": True, "reduced": prior_setting(REDUCED_PRIOR)}.get(assistant, assistant)  # evaluate.py's names
         if assistant is True:
-            assistant = "frames/1 pixels/1"
+            assistant = prior_setting((1, 1))
         elif assistant is False or a.get("method") == "none":
             assistant = "none"
         retention = 1.0 if a.get("method") == "none" else a["retention"]
@@ -471,6 +470,14 @@ def stage_rates(report: dict, variant: str = "fp32") -> dict[str, float]:
     return rate
 
 
+def projection_grid(frames: int = 32, side: int = 448) -> tuple[tuple[int, int, int], int]:
+    """The 7B's patch grid (groups, rows, cols) for ``frames`` square frames of ``side`` pixels,
+    and its merged visual tokens."""
+    g = side // 14
+    grid = (frames // 2, g, g)
+    return grid, grid[0] * g * g // 4
+
+
 def projected_stages(rate: dict[str, float], prior: tuple[int, int] | None, slack: float | None, retention: float,
                      frames: int = 32, side: int = 448, text_tokens: int = 40, new_tokens: int = 64,
                      free_prior: bool = False) -> dict[str, float]:
@@ -479,9 +486,8 @@ def projected_stages(rate: dict[str, float], prior: tuple[int, int] | None, slac
     compression), from FLOPs over ``rate``. ``slack``: budget-aware encoder resolution, assuming
     uniform budgets (each group at the smallest grid covering retention x slack of its tokens;
     skewed budgets cost at most that). ``free_prior``: the prior's cost set to 0 (a bound)."""
-    g = side // 14
-    grid = (frames // 2, g, g)
-    total = grid[0] * g * g // 4
+    grid, total = projection_grid(frames, side)
+    g = grid[1]
     kept = total if retention >= 1 else int(total * retention)
     pm, am = REAL["7b"], REAL["3b"]
     a = 0.0
@@ -516,8 +522,7 @@ def project_7b(report: dict, frames: int = 32, side: int = 448, text_tokens: int
         return f"PROJECTION: {e}"
     table = accuracy_table(accuracy_rows or [])
     full_acc = table.get(accuracy_key("none", 1.0, "none", variant))
-    g = side // 14
-    total = frames // 2 * g * g // 4
+    _, total = projection_grid(frames, side)
     scenarios = [("no compression (full tokens)", None, None, 1.0, False)]
     scenarios += [(f"VisionZip {retention:.0%}, no assistant", None, s, retention, False) for s in (None, 1.0)]
     scenarios += [(f"DyToK+VisionZip {retention:.0%}", p, s, retention, False) for s in PROJECT_SLACKS for p in PROJECT_PRIORS]
@@ -536,7 +541,7 @@ def project_7b(report: dict, frames: int = 32, side: int = 448, text_tokens: int
         if r >= 1:
             key = accuracy_key("none", 1.0, "none", variant)
         else:
-            key = accuracy_key("visionzip", r, "none" if prior is None else "frames/{} pixels/{}".format(*prior), variant, slack)
+            key = accuracy_key("visionzip", r, "none" if prior is None else prior_setting(prior), variant, slack)
         acc = None if free else table.get(key)
         counts = "" if acc is None or full_acc is None else ("yes" if acc["accuracy"] >= full_acc["accuracy"] - margin - 1e-9 else "no")
         if counts == "yes" and r < 1 and (best is None or tot < best[1]):

@@ -61,6 +61,20 @@ class Options:
 REDUCED_PRIOR = (2, 4)  # the "reduced" assistant: divisors of the frames and of the primary's pixels per frame
 
 
+def prior_setting(divisors: tuple[int, int]) -> str:
+    """The name of a prior at 1/F of the frames and 1/P of the pixels, ``divisors`` = (F, P):
+    "frames/F pixels/P", what evaluation rows carry and benchmark rows are joined on."""
+    return "frames/{} pixels/{}".format(*divisors)
+
+
+def prior_divisors_of(setting: str) -> tuple[int, int]:
+    """(F, P) of a "frames/F pixels/P" name (``prior_setting``'s inverse). ValueError if it is not one."""
+    f, sep, p = setting.removeprefix("frames/").partition(" pixels/")
+    if not (setting.startswith("frames/") and sep and f.isdigit() and p.isdigit()):
+        raise ValueError(f"not a prior setting: {setting!r}")
+    return int(f), int(p)
+
+
 def reduced_assistant(opts: Options, num_frames: int, manifest_max_pixels: int,
                       divisors: tuple[int, int] = REDUCED_PRIOR) -> Options:
     """The assistant at ``num_frames / divisors[0]`` frames and ``1 / divisors[1]`` of the

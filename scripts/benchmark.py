@@ -9,7 +9,7 @@ Prints a Markdown table (ratios against eager full tokens first), and with --pro
 FLOPs-based projection for the real 7B/3B pair. --report re-prints a saved run (its table, and
 the projection with today's --accuracy rows) without measuring:
 
-  python scripts/benchmark.py --report docs/bench_small.json --accuracy out/accuracy.json --project 7b
+  python scripts/benchmark.py --report docs/bench_small.json --accuracy docs/needle_prior_shapes.json --project 7b
 """
 import argparse
 import os
@@ -88,15 +88,21 @@ def main() -> int:
     return 0
 
 
-def load_report(path: str) -> dict:
-    """A run saved with --json."""
+def read_json(path: str, option: str):
+    """The JSON in ``path``; a DyTokError naming ``option`` if it cannot be read or parsed."""
     import json
     from runtime.errors import DyTokError
     try:
         with open(path) as f:
-            report = json.load(f)
+            return json.load(f)
     except (OSError, ValueError) as e:
-        raise DyTokError(f"--report {path}: not a readable JSON file ({e})") from None
+        raise DyTokError(f"{option} {path}: not a readable JSON file ({e})") from None
+
+
+def load_report(path: str) -> dict:
+    """A run saved with --json."""
+    from runtime.errors import DyTokError
+    report = read_json(path, "--report")
     if not isinstance(report, dict) or "configs" not in report or "machine" not in report:
         raise DyTokError(f"--report {path}: not a benchmark run (no configs/machine; write one with --json)")
     return report
@@ -104,13 +110,7 @@ def load_report(path: str) -> dict:
 
 def load_accuracy(path: str) -> list[dict]:
     """scripts/evaluate.py rows (a report, or a list of rows)."""
-    import json
-    from runtime.errors import DyTokError
-    try:
-        with open(path) as f:
-            rows = json.load(f)
-    except (OSError, ValueError) as e:
-        raise DyTokError(f"--accuracy {path}: not a readable JSON file ({e})") from None
+    rows = read_json(path, "--accuracy")
     return rows.get("rows", rows) if isinstance(rows, dict) else rows
 
 
