@@ -9,15 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runtime.compare import cosine
 from runtime.engines.base import Engine
 
 from .dataset import CalibrationSet
-
-
-def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine of matching rows. a, b [N, D] -> [N]"""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-30)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -59,7 +54,7 @@ def accuracy_report(reference: dict[str, Engine], candidate: dict[str, Engine], 
     """Run both engine sets on the recorded feeds of ``split`` and compare their outputs."""
     report = AccuracyReport(samples={})
     if "primary_vision" in candidate:
-        cos = [row_cosine(reference["primary_vision"].run(f)["tokens"], candidate["primary_vision"].run(f)["tokens"])
+        cos = [cosine(reference["primary_vision"].run(f)["tokens"], candidate["primary_vision"].run(f)["tokens"], axis=-1)
                for f in calib.feeds("primary_vision", split)]
         if cos:
             cos = np.concatenate(cos)

@@ -24,7 +24,8 @@ import numpy as np
 
 from runtime.engines.base import Engine
 from runtime.errors import ManifestError, VideoError
-from runtime.pipeline import Options, Pipeline
+from runtime.options import Options
+from runtime.pipeline import Pipeline
 from runtime.video import probe, read_frames
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")

@@ -148,7 +148,6 @@ def quantize_dynamic_graph(src: str, dst: str) -> None:
 def quantize_int4_graph(src: str, dst: str, block_size: int = 128) -> None:
     import logging
 
-    import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # a line per node

@@ -26,19 +26,19 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-from runtime import compression as C
-from runtime import llm_split
+from runtime.compression import METHODS, get_method
+from runtime.compression.method import Request
 from runtime.errors import DyTokError
-from runtime.pipeline import METHODS, REDUCED_PRIOR, Options, Pipeline, prior_divisors_of, prior_setting, reduced_assistant
-from runtime.positions import gather_positions, kept_sequence_indices, next_position
+from runtime.fileio import atomic_path
+from runtime.options import Options
+from runtime.pipeline import Pipeline, load_pipeline
+from runtime.prefill_input import prefill_input
 from runtime.preprocess import preprocess_video
+from synthetic.needle import FAMILY_ORDER, NeedleVideo, make_video, split_seed
 
-from .needle import FAMILY_ORDER, NeedleVideo, make_video, split_seed
+from .prior_shapes import ASSISTANTS, assistant_options, prior_divisors, prior_shape
 
 RETENTIONS = (1.0, 0.5, 0.25, 0.1, 0.05)
-ASSISTANTS = ("full", "reduced", "none")  # and any prior shape "frames/F pixels/P" (prior_shape)
-BUDGET_METHODS = ("visionzip", "uniform", "dycoke", "dyntok")
-NO_ASSISTANT_METHODS = ("visionzip", "uniform", "fastv", "evs")
 
 
 def wilson_interval(correct: float, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -60,40 +60,6 @@ def with_interval(row: dict) -> dict:
     return dict(row, ci_low=low, ci_high=high)
 
 
-def prior_shape(assistant: str) -> str:
-    """An assistant setting -> its canonical name: "full", "reduced", "none", or "frames/F
-    pixels/P" for the prior at 1/F of the frames and 1/P of the pixels (given as "F:P" or in the
-    canonical form; 1:1 is "full"). Raises DyTokError naming the setting when it is none of these."""
-    if assistant in ASSISTANTS:
-        return assistant
-    f, sep, p = assistant.partition(":")
-    try:
-        div = (int(f), int(p)) if sep and f.isdigit() and p.isdigit() else prior_divisors_of(assistant)
-    except ValueError:
-        div = None
-    if div is not None and min(div) >= 1:
-        return "full" if div == (1, 1) else prior_setting(div)
-    raise DyTokError(f"assistant {assistant!r}: expected one of {', '.join(ASSISTANTS)} or F:P "
-                     "(the prior at 1/F of the frames and 1/P of the pixels, F and P positive integers)")
-
-
-def prior_divisors(assistant: str) -> tuple[int, int] | None:
-    """(frames divisor, pixels divisor) of a canonical assistant setting; None for "none"."""
-    if assistant == "none":
-        return None
-    if assistant == "full":
-        return 1, 1
-    if assistant == "reduced":
-        return REDUCED_PRIOR
-    return prior_divisors_of(assistant)
-
-
-def assistant_options(base: Options, assistant: str, num_frames: int, manifest_max_pixels: int) -> Options:
-    """``base`` with the prior's frames and pixels of ``assistant`` (a canonical setting)."""
-    div = prior_divisors(assistant)
-    return base if div in (None, (1, 1)) else reduced_assistant(base, num_frames, manifest_max_pixels, div)
-
-
 @dataclass(frozen=True)
 class Config:
     method: str  # the pipeline's method (infer.py --method)
@@ -107,15 +73,13 @@ class Config:
         prefix = {"full": "DyToK+", "reduced": "DyToK(reduced)+", "none": ""}.get(self.assistant)
         if prefix is None:
             prefix = "DyToK(prior 1/{} frames 1/{} px)+".format(*prior_divisors(self.assistant))
-        name = {"visionzip": "VisionZip", "uniform": "uniform", "dycoke": "DyCoke", "dyntok": "DynTok", "fastv": "FastV",
-                "evs": "EVS"}[self.method]
-        return prefix + name + ("" if self.assistant != "none" else " (no assistant)")
+        return prefix + get_method(self.method).label + ("" if self.assistant != "none" else " (no assistant)")
 
 
 def grid(methods=METHODS, retentions=RETENTIONS, assistants=ASSISTANTS) -> list[Config]:
     """The issue's grid, narrowed to the given methods, retentions and assistant settings:
-    budget methods x retention x {full, reduced}; VisionZip and uniform without the assistant;
-    ``none`` once (all tokens)."""
+    compressing methods x retention x assistant settings (without the assistant only the methods
+    that are published baselines of their own, ``Method.baseline``); ``none`` once (all tokens)."""
     for m in methods:
         if m not in METHODS:
             raise DyTokError(f"method {m!r}: expected one of {', '.join(METHODS)}")
@@ -125,12 +89,12 @@ def grid(methods=METHODS, retentions=RETENTIONS, assistants=ASSISTANTS) -> list[
             raise DyTokError(f"retention {r}: expected a value in (0, 1]")
     out = []
     for m in methods:
-        if m == "none":
-            out.append(Config("none", 1.0, "none"))
+        if not get_method(m).compresses:
+            out.append(Config(m, 1.0, "none"))
             continue
         for r in retentions:
             for a in assistants:
-                if a != "none" or m in NO_ASSISTANT_METHODS:
+                if a != "none" or get_method(m).baseline:
                     out.append(Config(m, float(r), a))
     return out
 
@@ -157,66 +121,50 @@ def split_videos(n: int, start: int | None = None, split: str = "test") -> list[
     return [make_video(split_seed(split, (start or 0) + i)) for i in range(n)]
 
 
-def _prior(pipe: Pipeline, question: str, frames, opts: Options, groups: int) -> np.ndarray:
-    weights, _ = pipe.frame_prior(question, frames, opts)
-    return pipe.map_weights(weights, groups)
-
-
 def score_video(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base: Options) -> list[dict]:
-    """One video through every config; the stages shared by configs run once.
-
-    Mirrors ``Pipeline.answer`` (budgets, compression, kept M-RoPE ids, prefill) with greedy
-    decoding of one token. Returns one dict per config: correct, hit (needle share of the kept
-    tokens), kept tokens, the frame weights' needle share."""
+    """One video through every config; the stages shared by configs (preprocessing, the primary's
+    vision, each prior setting) run once, then ``Pipeline.answer``'s own steps (budgets, the
+    method, the prefill input, the LLM) with greedy decoding of one token. Returns one dict per
+    config: correct, hit (needle share of the kept tokens), kept tokens, the frame weights' needle share."""
     frames = video.sampled()
     patches = preprocess_video(frames.frames, pipe.preprocess_config("primary", base.max_pixels, base.min_pixels))
-    ids, pos, start, n_vis = pipe.sequence("primary", video.question, patches, 2 / frames.sampled_fps)
-    groups = patches.grid_thw[0]
-    per_group = n_vis // groups
-    needle = np.zeros(groups, bool)
+    seq = pipe.sequence("primary", video.question, patches, 2 / frames.sampled_fps)
+    grid = pipe.merged_grid("primary", patches.grid_thw)
+    per_group = grid[1] * grid[2]
+    needle = np.zeros(grid[0], bool)
     needle[list(video.needle_groups)] = True
     vision = pipe.run_vision("primary", patches, base.vision_chunk)
     answer_id = pipe.prompt.tokenizer.token_to_id(video.answer)
     priors: dict[str, np.ndarray | None] = {"none": None}
-    for a in {c.assistant for c in configs if c.method != "none"} - {"none"}:
+    for a in {c.assistant for c in configs if get_method(c.method).compresses} - {"none"}:
         if not pipe.m.has_assistant:
             raise DyTokError("the artifact folder has no assistant: use --assistants none")
         opts = assistant_options(base, a, len(frames.frames), pipe.m.data["preprocess"]["max_pixels"])
-        priors[a] = _prior(pipe, video.question, frames, opts, groups)
-    table = pipe.tables["primary"]
+        priors[a] = pipe.map_weights(pipe.frame_prior(video.question, frames, opts)[0], grid[0])
+    context = pipe.m.model("primary")["context_length"]
     answers: dict[bytes, int] = {}  # configs that keep the same tokens (e.g. all of them) share one LLM run
     out = []
     for cfg in configs:
+        method = get_method(cfg.method)
         opts = replace(base, method=cfg.method, retention=cfg.retention, max_new_tokens=1)
-        weights = priors[cfg.assistant] if cfg.method != "none" else None
-        budget = opts.budget if opts.budget is not None else C.budget_for_retention(per_group, opts.retention)
-        cap = opts.cap if opts.cap is not None else per_group
-        if cfg.method == "none":
-            budgets = C.uniform_budgets(groups, per_group)
-        elif weights is not None:
-            budgets = C.allocate_budgets(weights, budget, min(cap, per_group))
+        weights = priors[cfg.assistant] if method.compresses else None
+        budgets = pipe.budgets(weights, grid, opts, method)
+        kept = method.compress(vision, Request(grid, budgets, opts.retention, opts.budget, weights is not None))
+        inp = prefill_input(seq, kept, pipe.tables["primary"], opts.max_new_tokens, context)
+        source = inp.source
+        key = None if method.in_llm or opts.dycoke_kv else hashlib.sha1(
+            inp.source.tobytes() + np.ascontiguousarray(inp.visual, np.float32).tobytes()).digest()
+        if key is None or key not in answers:
+            ids, kept_visual = pipe.generate(inp, opts, budgets, weights is not None)
+            if kept_visual is not None:  # FastV: the visual tokens layers >= K saw
+                source = kept_visual
+            if key is not None:
+                answers[key] = ids[0]
+            token = ids[0]
         else:
-            budgets = C.uniform_budgets(groups, min(budget, cap))
-        kept, source, _ = pipe.compress(vision, groups, budgets, opts, patches.grid_thw[2] // 2, weights is not None)
-        order = np.argsort(source, kind="stable")
-        kept, source = kept[order], source[order]
-        keep = kept_sequence_indices(len(ids), start, n_vis, source)
-        embeds = np.asarray(table[ids[keep]], np.float32)
-        embeds[start:start + len(source)] = kept
-        split = llm_split.plan(opts, start, len(source), budgets, weights is not None)  # FastV: pruned inside the LLM
-        if split:
-            token = split.generate(pipe, embeds, gather_positions(pos, keep), next_position(pos), opts, None, {})[0]
-            source = split.kept_visual if split.kept_visual is not None else source
-            out.append({"correct": token == answer_id, "hit": float(needle[source // per_group].mean()),
-                        "kept": len(source), "total": n_vis, "token": int(token),
-                        "prior_share": float(weights[needle].sum()) if weights is not None else float(needle.mean())})
-            continue
-        key = hashlib.sha1(source.tobytes() + np.ascontiguousarray(kept, np.float32).tobytes()).digest()
-        if key not in answers:
-            answers[key] = pipe.generate(embeds, gather_positions(pos, keep), next_position(pos), opts, None, {})[0]
-        token = answers[key]
+            token = answers[key]
         out.append({"correct": token == answer_id, "hit": float(needle[source // per_group].mean()),
-                    "kept": len(source), "total": n_vis, "token": int(token),
+                    "kept": len(source), "total": seq.n_visual, "token": int(token),
                     "prior_share": float(weights[needle].sum()) if weights is not None else float(needle.mean())})
     return out
 
@@ -334,25 +282,15 @@ def plot(rows: list[dict], path: str, title: str = "") -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = path + ".partial.png"
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def write_json(report: dict, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".partial"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=1)
-    os.replace(tmp, path)
 
 
 def run(artifacts: str, n: int = 300, seed: int | None = None, split: str = "test", methods=METHODS,
         retentions=RETENTIONS, assistants=ASSISTANTS, overrides: dict | None = None, threads: int | None = 1,
         progress: bool = True) -> dict:
     """Load ``artifacts``, score the grid on ``n`` videos of ``split``; the report as a dict."""
-    from runtime.pipeline import load_pipeline
     pipe = load_pipeline(artifacts, threads=threads)
     base = Options(**(overrides or {}))
     configs = grid(methods, retentions, assistants)

@@ -144,13 +144,6 @@ def save_model(model, dst: str) -> None:
                     location=os.path.basename(dst) + ".data", size_threshold=1024)
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity of two arrays flattened (float64); 1.0 for two all-zero arrays."""
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    den = np.linalg.norm(a) * np.linalg.norm(b)
-    return float(a @ b / den) if den else float(np.array_equal(a, b))
-
-
 def convert_artifacts(artifacts: str, out: str, precision: str = "bf16", roles: tuple[str, ...] | None = None,
                       islands: bool = True, log=print) -> Manifest:
     """Write ``out``: ``artifacts`` with its graphs in ``precision`` (fp32 islands), other files

@@ -4,7 +4,7 @@ Real presets only name a checkpoint; weights come from a local folder (see ``exp
 Random presets (``tiny`` for tests and the demo, ``small`` for benchmarks) keep Qwen2.5-VL's
 structure (windowed + full-attention ViT blocks, 2x2 merger, GQA, M-RoPE) at a small size;
 ``qwen2.5-vl-7b-random`` / ``-3b-random`` have the released checkpoints' exact dimensions (from
-``runtime.memory_plan.REAL_MODELS``) with random weights, for GPU benchmarks without weights.
+``runtime.models.REAL_MODELS``) with random weights, for GPU benchmarks without weights.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from runtime.errors import DyTokError
-from runtime.memory_plan import REAL_MODELS
+from runtime.models import REAL_MODELS
 
 
 @dataclass(frozen=True)

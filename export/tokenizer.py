@@ -35,8 +35,8 @@ The quick brown fox jumps over the lazy dog. People walk in the park; a car driv
 
 def needle_corpus() -> str:
     """The random presets' corpus extended with the needle tasks' questions and answers, each answer
-    word on lines of its own so that it becomes one token (``evaluation.needle``)."""
-    from evaluation.needle import ANSWER_WORDS, FAMILIES
+    word on lines of its own so that it becomes one token (``synthetic.needle``)."""
+    from synthetic.needle import ANSWER_WORDS, FAMILIES
 
     questions = "\n".join(f.question for f in FAMILIES.values())
     answers = "\n".join(("\n".join([w] * 40)) for w in ANSWER_WORDS)

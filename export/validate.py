@@ -94,7 +94,7 @@ def half_precision_report(manifest, role: str, fp32_path: str, half_path: str) -
 
     import onnxruntime as ort
 
-    from export.half import cosine
+    from runtime.compare import cosine
 
     size = sum(os.path.getsize(p) for p in (half_path, half_path + ".data") if os.path.isfile(p))
     if size > REFERENCE_MAX_BYTES:

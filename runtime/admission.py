@@ -31,6 +31,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .compression.dytok import budget_for_retention
+from .compression.registry import get_method
 from .errors import PromptError
 from .preprocess import PreprocessConfig, plan_grid
 
@@ -52,11 +54,12 @@ class ModelPlan:
     new_tokens: int = 0
     prefill_layers: int | None = None  # LLM layers that run (the prior stops at its deepest layer)
     prefill_chunk: int | None = None  # None: one call
+    merge: int = 2  # patches per merged token along each axis
 
     @property
     def visual_tokens(self) -> int:
         t, h, w = self.grid
-        return t * h * w // 4
+        return t * h * w // self.merge ** 2
 
     @property
     def sequence(self) -> int:
@@ -84,7 +87,7 @@ def preprocess_bytes(grid: tuple[int, int, int], patch_dim: int = 1176) -> float
 
 def vision_output_bytes(m: dict, grid: tuple[int, int, int]) -> float:
     t, h, w = grid
-    return float(t * h * w // 4 * (m["hidden_size"] + m["vision_key_dim"] + 1) * FLOAT)
+    return float(t * h * w // m["merge_size"] ** 2 * (m["hidden_size"] + m["vision_key_dim"] + 1) * FLOAT)
 
 
 def prefill_bytes(m: dict, tokens: int, chunk: int | None, layers: int | None = None) -> float:
@@ -216,12 +219,12 @@ def parse_bytes(text: str) -> int:
 
 
 def kept_estimate(method: str, groups: int, per_group: int, retention: float, budget: int | None, cap: int | None) -> int:
-    """Visual tokens the compressor keeps (DyCoke: by its retention, approximately)."""
-    from .compression import budget_for_retention
-
-    if method == "none":
+    """Visual tokens that reach the LLM's prefill (a method that ignores budgets: by its retention,
+    approximately; one that prunes inside the LLM: all of them)."""
+    m = get_method(method)
+    if not m.compresses or m.in_llm:
         return groups * per_group
-    if method == "dycoke":
+    if not m.uses_budgets:
         return math.ceil(groups * per_group * min(max(retention, 0.0), 1.0))
     b = budget if budget is not None else budget_for_retention(per_group, retention)
     return groups * min(b, cap if cap is not None else per_group, per_group)
@@ -249,7 +252,7 @@ def plan_request(manifest, req: Request, opts) -> tuple[dict, ModelPlan, dict | 
     grid = plan_grid(req.height, req.width, req.frames, cfg)
     per_group = grid[1] * grid[2] // pm["merge_size"] ** 2
     kept = kept_estimate(opts.method, grid[0], per_group, opts.retention, opts.budget, opts.cap)
-    primary = ModelPlan(grid, req.text_tokens, kept, opts.max_new_tokens, None, req.prefill_chunk or None)
+    primary = ModelPlan(grid, req.text_tokens, kept, opts.max_new_tokens, None, req.prefill_chunk or None, pm["merge_size"])
     if req.assistant_frames is None:
         return pm, primary, None, None
     am = manifest.model("assistant")
@@ -258,7 +261,8 @@ def plan_request(manifest, req: Request, opts) -> tuple[dict, ModelPlan, dict | 
     layers = max(am.get("prior_layers") or [am["num_layers"] - 1]) + 1
     inputs = {t["name"] for t in manifest.data["graphs"].get("assistant_prior", {}).get("inputs", [])}
     chunk = (req.prefill_chunk or None) if "attention_mask" in inputs else None  # old one-shot prior graphs
-    assistant = ModelPlan(agrid, req.text_tokens, agrid[0] * agrid[1] * agrid[2] // am["merge_size"] ** 2, 0, layers, chunk)
+    assistant = ModelPlan(agrid, req.text_tokens, agrid[0] * agrid[1] * agrid[2] // am["merge_size"] ** 2, 0, layers, chunk,
+                          am["merge_size"])
     return pm, primary, am, assistant
 
 
@@ -320,7 +324,7 @@ def admit(pipe, frames, question: str, opts):
     pre = m.data["preprocess"]
     max_pixels = opts.max_pixels or pre["max_pixels"]
     min_pixels = opts.min_pixels or pre["min_pixels"]
-    use_assistant = opts.method != "none" and opts.assistant and m.has_assistant
+    use_assistant = pipe.uses_prior(opts)
     a_frames = (min(opts.assistant_num_frames, n) if opts.assistant_num_frames else n) if use_assistant else None
     ids, _ = pipe.prompt.input_ids(question, 0)
     req = Request(n, height, width, max_pixels, min_pixels, a_frames, opts.assistant_max_pixels or max_pixels, len(ids),

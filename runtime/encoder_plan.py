@@ -17,13 +17,13 @@ import time
 
 import numpy as np
 
-from . import compression as C
-from .errors import BudgetError, PromptError
-from .positions import kept_sequence_indices, mrope_positions_grouped, next_position
+from .compression.method import Request
+from .compression.registry import compress_groups
+from .errors import BudgetError
+from .positions import mrope_positions_grouped
+from .prefill_input import PromptSequence
 from .preprocess import PreprocessConfig, normalize, patchify, plan_size, resize_bicubic
 from .vision_inputs import VisionGeometry, vision_feeds
-
-METHODS = ("visionzip", "uniform", "dyntok")
 
 
 def group_grid(full: tuple[int, int], need: int) -> tuple[int, int]:
@@ -88,54 +88,24 @@ def encode_groups(run_vision, frames: np.ndarray, grids: np.ndarray, cfg: Prepro
     return out
 
 
-def compress_groups(parts: list[dict[str, np.ndarray]], budgets: np.ndarray, method: str,
-                    grids: np.ndarray | None = None):
-    """Per-group compression over groups of different sizes. -> (tokens [K, D], source [K] into the
-    concatenated groups, dominant [K] bool), in original order. DynTok merges along each group's
-    rows, so it needs ``grids`` [G, 2] (merged rows, cols per group)."""
-    if method not in METHODS:
-        raise BudgetError(f"encoder resolution supports methods {METHODS}, not {method!r}")
-    if method == "dyntok" and grids is None:
-        raise BudgetError("DynTok under encoder resolution needs each group's grid")
-    toks, srcs, doms, offset = [], [], [], 0
-    for g, (part, b) in enumerate(zip(parts, np.asarray(budgets, np.int64))):
-        n = len(part["tokens"])
-        b = min(int(b), n)
-        if method == "visionzip":
-            kept = C.visionzip_groups(part["tokens"], part["importance"], part["metric"], np.array([b]))
-            toks.append(kept.tokens), srcs.append(kept.source + offset), doms.append(kept.dominant)
-        elif method == "dyntok":
-            merged = C.dyntok_frame(part["metric"], part["tokens"], int(grids[g][1]), budget=b)
-            toks.append(merged.tokens), srcs.append(merged.source + offset), doms.append(np.ones(b, bool))
-        else:
-            idx = C.uniform_indices(n, b)
-            toks.append(part["tokens"][idx]), srcs.append(idx + offset), doms.append(np.ones(b, bool))
-        offset += n
-    return np.concatenate(toks), np.concatenate(srcs).astype(np.int64), np.concatenate(doms)
-
-
 def planned_size(frames: np.ndarray, cfg: PreprocessConfig) -> tuple[int, int]:
     """The full-resolution frame size preprocessing would pick. frames [T, H, W, 3] -> (H', W')"""
     return plan_size(frames.shape[1], frames.shape[2], len(frames), cfg)
 
 
-def answer_budget_aware(pipe, frames, question: str, opts, weights, timings: dict, on_token=None):
-    """The pipeline's stages after the prior, with budget-aware encoder resolution.
-    ``pipe``: a runtime.pipeline.Pipeline; returns its (token_ids, budgets, source, dominant,
-    n_vis_full, group_grids)."""
+def encode_budget_aware(pipe, frames, question: str, opts, method, weights, timings: dict):
+    """The primary's vision and compression with budget-aware encoder resolution. ``pipe``: a
+    runtime.pipeline.Pipeline; ``weights``: the prior's group weights or None. Fills timings
+    vision / preprocess (added) / compress. -> (Kept with source into the concatenated groups,
+    the PromptSequence over the groups' own grids, budgets [G])."""
     model = pipe.m.model("primary")
     cfg = pipe.preprocess_config("primary", opts.max_pixels, opts.min_pixels)
     height, width = planned_size(frames.frames, cfg)
     merge = cfg.merge_size
     full = (height // cfg.patch_size // merge, width // cfg.patch_size // merge)
     groups = -(-len(frames.frames) // cfg.temporal_patch_size)
-    per_group = full[0] * full[1]
     t0 = time.perf_counter()
-    budget = opts.budget if opts.budget is not None else C.budget_for_retention(per_group, opts.retention)
-    cap = opts.cap if opts.cap is not None else per_group
-    if cap > per_group:
-        raise BudgetError(f"cap {cap} exceeds the {per_group} tokens of a temporal group")
-    budgets = C.allocate_budgets(weights, budget, cap) if weights is not None else C.uniform_budgets(groups, min(budget, cap))
+    budgets = pipe.budgets(weights, (groups, *full), opts, method)
     grids = plan_group_grids(full, budgets, opts.encoder_slack)
     t_plan = time.perf_counter() - t0
 
@@ -146,18 +116,18 @@ def answer_budget_aware(pipe, frames, question: str, opts, weights, timings: dic
     timings["preprocess"] = timings.get("preprocess", 0.0) + timings.pop("preprocess_groups")
 
     t0 = time.perf_counter()
-    kept_tokens, source, dominant = compress_groups(parts, budgets, opts.method, grids)
-    n_vis = int(sum(a * b for a, b in grids.tolist()))
-    ids, start = pipe.prompt.input_ids(question, n_vis)
-    pos = mrope_positions_grouped(ids, pipe.m.tokens["video"], [tuple(g) for g in grids.tolist()],
-                                  model["tokens_per_second"] * 2 / frames.sampled_fps)
-    keep = kept_sequence_indices(len(ids), start, n_vis, source)
-    embeds = np.asarray(pipe.tables["primary"][ids[keep]], np.float32)
-    embeds[start:start + len(source)] = kept_tokens
-    positions = pos[:, keep]
-    if len(keep) + opts.max_new_tokens > model["context_length"]:
-        raise PromptError(f"prompt of {len(keep)} tokens plus {opts.max_new_tokens} new tokens exceeds the context of "
-                          f"{model['context_length']}; lower --retention or the frame count")
+    kept = compress_groups(method, parts, grids, Request((groups, *full), budgets, opts.retention, opts.budget,
+                                                         weights is not None))
+    seq = grouped_sequence(lambda n: pipe.prompt.input_ids(question, n), pipe.m.tokens["video"], grids,
+                           model["tokens_per_second"] * 2 / frames.sampled_fps)
     timings["compress"] = time.perf_counter() - t0 + t_plan
-    token_ids = pipe.generate(embeds, positions, next_position(pos), opts, on_token, timings)
-    return token_ids, budgets, source, dominant, groups * per_group, grids
+    return kept, seq, budgets
+
+
+def grouped_sequence(expand, video_id: int, grids: np.ndarray, time_interval: float) -> PromptSequence:
+    """The prompt of a video whose groups come at their own merged ``grids`` [G, 2]; ``expand(n)``
+    gives the prompt ids with the video span expanded to n tokens and the span's start."""
+    n_vis = int(sum(a * b for a, b in np.asarray(grids).tolist()))
+    ids, start = expand(n_vis)
+    pos = mrope_positions_grouped(ids, video_id, [tuple(g) for g in np.asarray(grids).tolist()], time_interval)
+    return PromptSequence(ids, pos, start, n_vis)

@@ -15,14 +15,15 @@ layers >= K, exported with ``export.py --fastv-layer K``), and the two methods t
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import compression as C
+from .compression.registry import get_method
+from .decode import empty_kv, one_token
+from .engines.base import Engine
 from .errors import BudgetError, ManifestError
-from .positions import kept_sequence_indices
 from .specs_kv import kv_input_names
 
 LO, HI = "primary_llm_lo", "primary_llm_hi"
@@ -35,18 +36,19 @@ def split_layer(manifest) -> int | None:
 
 
 def needs_split(opts) -> bool:
-    return opts.method == "fastv" or bool(getattr(opts, "dycoke_kv", False))
+    return get_method(opts.method).in_llm or bool(getattr(opts, "dycoke_kv", False))
 
 
 def check(manifest, opts) -> None:
     """Before any heavy work: the folder has the split graphs, in a form that can do what is asked."""
     if not needs_split(opts):
         return
-    what = "--method fastv" if opts.method == "fastv" else "DyCoke KV pruning (--dycoke-kv)"
+    in_llm = get_method(opts.method).in_llm
+    what = f"--method {opts.method}" if in_llm else "DyCoke KV pruning (--dycoke-kv)"
     if split_layer(manifest) is None:
         raise ManifestError(f"{what} needs the LLM split at layer K ({LO}/{HI}), which {manifest.folder} lacks: "
                             f"re-export with scripts/export.py --fastv-layer K (e.g. 'default' = 3)")
-    if opts.method == "fastv" and opts.dycoke_kv:
+    if in_llm and opts.dycoke_kv:
         raise BudgetError("DyCoke KV pruning reads the whole visual span in every layer; it cannot follow FastV, which "
                           "drops visual tokens from layer K on: use one of them")
     if opts.dycoke_kv:
@@ -59,10 +61,18 @@ def check(manifest, opts) -> None:
 
 
 @dataclass
-class SplitRun:
-    """One request on the split LLM. ``vision_start``/``num_visual``: the visual span of the prompt as
-    fed (after any pre-LLM compression). ``budgets``: FastV per-group counts (None: no FastV);
-    ``per_group``: True for DyToK+FastV, False for FastV's global top-``budgets.sum()``."""
+class SplitStep:
+    """The split LLM as a decode step (``runtime.decode``) for one request. ``vision_start`` /
+    ``num_visual``: the visual span of the prompt as fed (after any pre-LLM compression).
+    ``budgets``: FastV per-group counts (None: no FastV); ``per_group``: True for DyToK+FastV,
+    False for FastV's global top-``budgets.sum()``. Layers < K hold all N + t KV rows, layers >= K
+    hold |keep| + t."""
+    lo: Engine
+    hi: Engine
+    k_split: int
+    depth: int
+    kv_heads: int
+    head_dim: int
     vision_start: int
     num_visual: int
     budgets: np.ndarray | None = None
@@ -71,7 +81,11 @@ class SplitRun:
     kv_prune_ratio: float = 0.8
     kept_visual: np.ndarray | None = None  # FastV: local indices of the visual tokens layers >= K see
     pruned_steps: int = 0
-    stats: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.names_lo = kv_input_names(self.k_split)
+        self.names_hi = kv_input_names(self.depth, "past", self.k_split)
+        self.beta_prev = None
 
     def fastv_keep(self, attention: np.ndarray) -> np.ndarray:
         s, v = self.vision_start, self.num_visual
@@ -79,69 +93,51 @@ class SplitRun:
             return C.fastv_keep_per_frame(attention, s, v, self.budgets)
         return C.fastv_keep_top(attention, s, v, int(np.sum(self.budgets)))
 
-    def generate(self, pipe, embeds: np.ndarray, positions: np.ndarray, start_pos: int, opts, on_token,
-                 timings: dict) -> list[int]:
-        from .pipeline import _embed, _pick
-
-        model = pipe.m.model("primary")
-        k_split, depth = split_layer(pipe.m), model["num_layers"]
-        lo, hi = pipe.engines[LO], pipe.engines[HI]
-        names_lo, names_hi = kv_input_names(k_split), kv_input_names(depth, "past", k_split)
-        empty = np.zeros((1, model["num_kv_heads"], 0, model["head_dim"]), np.float32)
+    def prefill(self, embeds: np.ndarray, positions: np.ndarray, chunk: int | None = None) -> np.ndarray:
         n = len(embeds)
-        rng = np.random.default_rng(opts.seed)
-        out_ids: list[int] = []
-        t0 = time.perf_counter()
-        out_lo = lo.run({"inputs_embeds": embeds[None], "position_ids": positions[:, None],
-                         "attention_mask": np.ones((1, n), np.int64), **{m: empty for m in names_lo}})
+        self.out_lo = self.lo.run({"inputs_embeds": embeds[None], "position_ids": positions[:, None],
+                                   "attention_mask": np.ones((1, n), np.int64),
+                                   **empty_kv(self.names_lo, self.kv_heads, self.head_dim)})
         keep = np.arange(n)
         if self.budgets is not None:
-            keep = self.fastv_keep(np.asarray(out_lo["attention"]))
+            keep = self.fastv_keep(np.asarray(self.out_lo["attention"]))
             s = self.vision_start
             self.kept_visual = keep[(keep >= s) & (keep < s + self.num_visual)] - s
-        hidden = np.asarray(out_lo["hidden_states"])[:, keep]
-        out_hi = hi.run({"hidden_states": hidden, "position_ids": positions[:, None][..., keep],
-                         "attention_mask": np.ones((1, len(keep)), np.int64), **{m: empty for m in names_hi}})
-        len_lo, len_hi = n, len(keep)
-        beta_prev = None
-        for step in range(opts.max_new_tokens):
-            if step == 0:
-                timings["prefill"] = time.perf_counter() - t0
-                t0 = time.perf_counter()
-            token = _pick(out_hi["logits"][0], opts, rng)
-            out_ids.append(token)
-            if on_token:
-                on_token(pipe.prompt.decode([token]))
-            if (token in pipe.prompt.eos_ids and not opts.ignore_eos) or step == opts.max_new_tokens - 1:
-                break
-            pos = np.full((3, 1, 1), start_pos + step, np.int64)
-            len_lo, len_hi = len_lo + 1, len_hi + 1
-            out_lo = lo.run({"inputs_embeds": _embed(pipe.tables["primary"], np.array([token]))[None], "position_ids": pos,
-                             "attention_mask": np.ones((1, len_lo), np.int64),
-                             **{m: out_lo[m.replace("past", "present")] for m in names_lo}})
-            mask = np.ones((1, len_hi), np.int64)
-            if self.dycoke_kv:
-                s, v = self.vision_start, self.num_visual
-                beta = np.asarray(out_lo["attention"])[s:s + v]
-                rows = C.kv_keep(beta, beta_prev, s, len_hi, self.kv_prune_ratio, STABLE)
-                beta_prev = beta
-                if rows is not None:
-                    mask[:] = 0
-                    mask[0, rows] = 1
-                    self.pruned_steps += 1
-            out_hi = hi.run({"hidden_states": np.asarray(out_lo["hidden_states"]), "position_ids": pos,
-                             "attention_mask": mask, **{m: out_hi[m.replace("past", "present")] for m in names_hi}})
-        timings["decode"] = time.perf_counter() - t0
-        timings["decode_tokens"] = max(len(out_ids) - 1, 0)
+        hidden = np.asarray(self.out_lo["hidden_states"])[:, keep]
+        self.out_hi = self.hi.run({"hidden_states": hidden, "position_ids": positions[:, None][..., keep],
+                                   "attention_mask": np.ones((1, len(keep)), np.int64),
+                                   **empty_kv(self.names_hi, self.kv_heads, self.head_dim)})
+        self.len_lo, self.len_hi = n, len(keep)
+        return self.out_hi["logits"][0]
+
+    def decode(self, embed: np.ndarray, position: int) -> np.ndarray:
+        x, pos = one_token(embed, position)
+        self.len_lo, self.len_hi = self.len_lo + 1, self.len_hi + 1
+        self.out_lo = self.lo.run({"inputs_embeds": x, "position_ids": pos,
+                                   "attention_mask": np.ones((1, self.len_lo), np.int64),
+                                   **{m: self.out_lo[m.replace("past", "present")] for m in self.names_lo}})
+        mask = np.ones((1, self.len_hi), np.int64)
         if self.dycoke_kv:
-            timings["kv_pruned_steps"] = float(self.pruned_steps)
-        return out_ids
+            s, v = self.vision_start, self.num_visual
+            beta = np.asarray(self.out_lo["attention"])[s:s + v]
+            rows = C.kv_keep(beta, self.beta_prev, s, self.len_hi, self.kv_prune_ratio, STABLE)
+            self.beta_prev = beta
+            if rows is not None:
+                mask[:] = 0
+                mask[0, rows] = 1
+                self.pruned_steps += 1
+        self.out_hi = self.hi.run({"hidden_states": np.asarray(self.out_lo["hidden_states"]), "position_ids": pos,
+                                   "attention_mask": mask,
+                                   **{m: self.out_hi[m.replace("past", "present")] for m in self.names_hi}})
+        return self.out_hi["logits"][0]
 
 
-def plan(opts, vision_start: int, num_visual: int, budgets: np.ndarray, prior: bool) -> SplitRun | None:
-    """The split-LLM run for these options, or None for the one-graph LLM."""
+def plan(pipe, opts, vision_start: int, num_visual: int, budgets: np.ndarray, prior: bool) -> SplitStep | None:
+    """The split-LLM step for these options on ``pipe``'s engines, or None for the one-graph LLM."""
     if not needs_split(opts):
         return None
-    fastv = opts.method == "fastv"
-    return SplitRun(vision_start, num_visual, budgets if fastv else None, prior, bool(opts.dycoke_kv),
-                    opts.kv_prune_ratio)
+    model = pipe.m.model("primary")
+    fastv = get_method(opts.method).in_llm
+    return SplitStep(pipe.engines[LO], pipe.engines[HI], split_layer(pipe.m), model["num_layers"],
+                     model["num_kv_heads"], model["head_dim"], vision_start, num_visual,
+                     budgets if fastv else None, prior, bool(opts.dycoke_kv), opts.kv_prune_ratio)

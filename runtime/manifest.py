@@ -11,7 +11,6 @@ from .errors import ManifestError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-GRAPH_ROLES = ("primary_vision", "primary_llm", "assistant_vision", "assistant_prior")
 _REQUIRED = {
     "schema_version": int, "family": str, "preset": str, "versions": dict, "tokenizer": dict, "tokens": dict,
     "preprocess": dict, "models": dict, "graphs": dict,

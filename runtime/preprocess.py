@@ -55,12 +55,6 @@ class VideoPatches:
     grid_thw: tuple[int, int, int]  # patch grid: temporal groups, patch rows, patch cols
     resized_hw: tuple[int, int]  # frame size after resize, pixels
 
-    @property
-    def tokens_per_group(self) -> int:
-        """Merged (LLM) tokens per temporal group."""
-        _, h, w = self.grid_thw
-        return h * w // 4
-
 
 def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56,
                  max_pixels: int = 14 * 14 * 4 * 1280) -> tuple[int, int]:

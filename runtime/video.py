@@ -14,7 +14,8 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .errors import VideoError
+from .errors import VideoError  # noqa: E402
+from .fileio import atomic_path  # noqa: E402
 from .notes import note
 
 # Forward gaps up to this many frames are decoded with grab() rather than a seek: a seek lands on
@@ -263,21 +264,20 @@ def write_test_video(path: str, num_frames: int = 48, size: tuple[int, int] = (1
     The content changes over time so frame weights and temporal merging have something to see.
     """
     width, height = size
-    tmp = path + ".partial.mp4"
-    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    if not writer.isOpened():
-        raise VideoError(f"cannot write video {path!r}: OpenCV has no mp4v encoder")
     yy, xx = np.mgrid[0:height, 0:width]
-    for t in range(num_frames):
-        frame = np.zeros((height, width, 3), np.uint8)
-        frame[..., 0] = (xx * 255 // max(width - 1, 1)).astype(np.uint8)
-        frame[..., 1] = (yy * 255 // max(height - 1, 1)).astype(np.uint8)
-        frame[..., 2] = (t * 255 // max(num_frames - 1, 1))
-        cx = int((0.1 + 0.8 * t / max(num_frames - 1, 1)) * width)
-        cv2.circle(frame, (cx, height // 2), max(4, height // 6), (255, 255, 255), -1)
-        if t % 12 >= 6:  # a scene that flips: some frames differ sharply from their neighbours
-            cv2.rectangle(frame, (width // 8, height // 8), (width // 3, height // 3), (0, 0, 255), -1)
-        writer.write(frame)
-    writer.release()
-    os.replace(tmp, path)
+    with atomic_path(path, ".mp4") as tmp:
+        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        if not writer.isOpened():
+            raise VideoError(f"cannot write video {path!r}: OpenCV has no mp4v encoder")
+        for t in range(num_frames):
+            frame = np.zeros((height, width, 3), np.uint8)
+            frame[..., 0] = (xx * 255 // max(width - 1, 1)).astype(np.uint8)
+            frame[..., 1] = (yy * 255 // max(height - 1, 1)).astype(np.uint8)
+            frame[..., 2] = (t * 255 // max(num_frames - 1, 1))
+            cx = int((0.1 + 0.8 * t / max(num_frames - 1, 1)) * width)
+            cv2.circle(frame, (cx, height // 2), max(4, height // 6), (255, 255, 255), -1)
+            if t % 12 >= 6:  # a scene that flips: some frames differ sharply from their neighbours
+                cv2.rectangle(frame, (width // 8, height // 8), (width // 3, height // 3), (0, 0, 255), -1)
+            writer.write(frame)
+        writer.release()
     return path

@@ -2,10 +2,11 @@
 and token budget, kept tokens outlined (dominant green, contextual orange). OpenCV only."""
 from __future__ import annotations
 
-import os
 
 import cv2
 import numpy as np
+
+from .fileio import atomic_path
 
 DOMINANT = (40, 200, 40)  # BGR
 CONTEXTUAL = (0, 150, 255)
@@ -50,8 +51,7 @@ def write_contact_sheet(path: str, result, **kwargs) -> str:
     """Write the sheet of a pipeline ``Result`` to ``path`` (PNG), atomically."""
     sheet = contact_sheet(result.frames.frames, result.frames.timestamps, result.grid_thw, result.kept_source,
                           result.kept_dominant, result.budgets, result.frame_weights, **kwargs)
-    tmp = path + ".partial.png"
-    if not cv2.imwrite(tmp, sheet):
-        raise OSError(f"cannot write {path}")
-    os.replace(tmp, path)
+    with atomic_path(path, ".png") as tmp:
+        if not cv2.imwrite(tmp, sheet):
+            raise OSError(f"cannot write {path}")
     return path

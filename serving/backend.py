@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from runtime import llm_split
 from runtime.errors import DyTokError, EngineError, ManifestError
-from runtime.pipeline import Options
+from runtime.options import Options
 
 from .config import ServerConfig
 from .pool import QueueFull, WorkerPool

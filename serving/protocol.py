@@ -8,7 +8,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runtime.pipeline import METHODS, Options
+from runtime.compression import METHODS
+from runtime.options import Options
 
 from .config import ServerConfig
 

@@ -18,7 +18,7 @@ import shutil
 
 import numpy as np
 
-from evaluation.needle import FAMILY_ORDER, make_video, split_seed
+from synthetic.needle import FAMILY_ORDER, make_video, split_seed
 
 from .needle import FULL_PIXELS, Batcher
 

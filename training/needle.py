@@ -1,4 +1,4 @@
-"""Train a tiny Qwen2.5-VL from scratch on the needle videos (``evaluation.needle``), on CPU.
+"""Train a tiny Qwen2.5-VL from scratch on the needle videos (``synthetic.needle``), on CPU.
 
 The model is transformers' own ``Qwen2_5_VLForConditionalGeneration`` (the class the export
 loads), built from the ``needle`` preset's dimensions with the needle tokenizer (the random
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluation.needle import COLOURS, EXTRA_COLOURS, FAMILIES, FAMILY_ORDER, SIZE, make_video, split_seed
+from synthetic.needle import COLOURS, EXTRA_COLOURS, FAMILIES, FAMILY_ORDER, SIZE, make_video, split_seed
 from runtime.preprocess import PreprocessConfig, preprocess_video
 from runtime.prompt import PromptBuilder
 
@@ -67,9 +67,8 @@ class Stage:
         return min(32, max(8, 256 // frames))
 
 
-# The committed pair (twice tiny's width): perception on single groups, then order and short clips
-# with all weights, then 16-64-frame retrieval with the vision tower frozen (the LLM trains on a
-# bank of videos encoded once, ~6x cheaper per step here), then a short end-to-end decay.
+# The curricula, in the order the committed pair was trained; why each exists, with the validation
+# figures that led to it: docs/needle-curricula.md.
 WIDE = (
     Stage((2,), 300, 0.97, distractors=0.0, families=("star", "count"), perception=1.0, alike=False),
     Stage((2,), 800, 0.97, families=("star", "count", "count"), perception=1.0, alike=False),
@@ -78,60 +77,42 @@ WIDE = (
     Stage(tuple(range(16, 65, 8)), 3000, 0.99, lr=5e-4, cosine=True, bank=4200, reduced_every=6),
     Stage(tuple(range(16, 65, 2)), 200, 0.99, lr=1e-4, reduced_every=4, cosine=True, perception=0.2),
 )
-# After WIDE[:4]: the per-token head also learns how many objects like each token its shot holds
-# (the count family stayed at 0.3-0.7 at 4-8 frames without it), count-heavy short clips.
+# The per-token head also predicts how many objects like each token its shot holds.
 ALIKE = (
     Stage((2,), 400, 0.97, families=("star", "count", "count"), perception=1.0),
     Stage((4,), 400, 0.97, families=("count", "star", "order", "count"), perception=1.0, reduced_every=5),
     Stage((8,), 300, 0.95, perception=0.5, reduced_every=5),
 )
-# After ALIKE: short clips with a decaying learning rate (count-heavy), then 16-64-frame retrieval
-# with the vision tower frozen (LLM-only steps on a bank of videos encoded once), then a short
-# end-to-end decay at all lengths.
 LONG_BANK = (
     Stage((2, 4), 400, 0.99, cosine=True, families=("count", "star", "count", "order"), perception=1.0, reduced_every=5),
     Stage(tuple(range(16, 65, 8)), 800, 0.99, lr=5e-4, cosine=True, bank=3000, reduced_every=6),
     Stage(tuple(range(16, 65, 2)), 100, 0.99, lr=1e-4, reduced_every=4, cosine=True, perception=0.2),
 )
-# After LONG_BANK: order (which of two groups comes first) stayed near chance at 16-64 frames with
-# a quarter of the bank steps; half of them here, on a fresh bank.
 ORDER_BANK = (
     Stage(tuple(range(16, 65, 8)), 1200, 0.99, lr=5e-4, cosine=True, bank=3000, reduced_every=6,
           families=("order", "star", "order", "count")),
 )
-# After ORDER_BANK: order still failed mostly on needles 1-3 groups apart (0.79-0.85 against 0.94
-# beyond 8), and at 4 frames (0.92): short clips end to end, then a bank round, half of the order
-# videos with close needles.
 ORDER_CLOSE = (
     Stage((4, 6, 8), 400, 0.99, lr=3e-4, cosine=True, families=("order", "star", "order", "count"), perception=0.5,
           close=0.5),
     Stage(tuple(range(16, 65, 8)), 1200, 0.99, lr=5e-4, cosine=True, bank=3000, reduced_every=6,
           families=("order", "star", "order", "count"), close=0.5),
 )
-# After ORDER_CLOSE: one more bank round at a lower learning rate (order 0.913 on validation).
 CLOSE_BANK = (
     Stage(tuple(range(16, 65, 8)), 1500, 0.99, lr=3e-4, cosine=True, bank=3000, reduced_every=6,
           families=("order", "star", "order", "count"), close=0.5),
 )
-# Compression-robust: with oracle frame weights (the needle groups at their cap) VisionZip at 25%
-# still lost count (0.80 against 0.94, uniform pruning 0.92): VisionZip's merged contextual tokens
-# were never seen in training. Half of this bank round's steps see compressed token sets
-# (``VideoBank.compressed``: VisionZip or uniform, retention 5-50%, random budgets).
+# Half of the bank steps on token sets compressed as the runtime compresses them.
 COMPRESS_BANK = (
     Stage(tuple(range(16, 65, 8)), 1500, 0.99, lr=3e-4, cosine=True, bank=3000, reduced_every=6,
           families=("order", "star", "count", "order", "count", "star"), close=0.5, compress=0.5),
 )
-# Budget-aware encoder resolution (runtime.encoder_plan) re-encodes low-budget groups at smaller
-# grids, which the primary never saw next to full-size ones: slack 2 cost 5 points at 10% (count
-# 0.91 -> 0.81 with uniform selection). Compressed steps here also draw an encoder slack and see
-# the per-group mixed grids the runtime feeds (``VideoBank.compressed(slacks=)``).
+# Compressed steps also draw an encoder slack: per-group mixed grids, as the runtime's encoder plan feeds them.
 MIXED_BANK = (
     Stage(tuple(range(16, 65, 8)), 1500, 0.99, lr=2e-4, cosine=True, bank=3000, reduced_every=6,
           families=("order", "star", "count", "order", "count", "star"), close=0.5, compress=0.6,
           slacks=(0.0, 1.0, 2.0, 2.0, 3.0)),
 )
-# After MIXED_BANK: order is the weakest family (0.92 on validation): the same on a fresh bank, half
-# of the videos order.
 ORDER_MIXED = (
     Stage(tuple(range(16, 65, 8)), 1500, 0.99, lr=2e-4, cosine=True, bank=3000, reduced_every=6,
           families=("order", "count", "order", "star", "order", "count"), close=0.5, compress=0.6,
@@ -139,10 +120,8 @@ ORDER_MIXED = (
 )
 CURRICULA = {"wide": WIDE, "first": WIDE[:1], "alike": ALIKE, "long-bank": LONG_BANK, "order-bank": ORDER_BANK, "order-close": ORDER_CLOSE, "close-bank": CLOSE_BANK, "compress-bank": COMPRESS_BANK, "mixed-bank": MIXED_BANK, "order-mixed": ORDER_MIXED}
 
-# The committed primary, as it was trained: twelve chained runs (seed, first training seed,
-# learning-rate scale, torch threads, stages), each from the previous one's checkpoint with a fresh
-# optimizer (and a fresh perception head). Runs 1 and 2 were stopped after these stages (the rest of
-# WIDE and ALIKE were replaced by ALIKE and LONG_BANK); every listed stage ran to its step cap.
+# The committed primary: chained runs (seed, first training seed, learning-rate scale, torch
+# threads, stages), each from the previous one's checkpoint with a fresh optimizer.
 COMMITTED = (
     (0, 0, 1.0, 2, WIDE[:4]),
     (2, 50_000_000, 1.0, 1, ALIKE[:1]),
@@ -157,17 +136,10 @@ COMMITTED = (
     (11, 140_000_000, 1.0, 2, COMPRESS_BANK),
     (12, 170_000_000, 1.0, 2, MIXED_BANK),
 )
-# The committed assistant's prior layers: chosen end to end on 150 validation videos (README).
+# The committed assistant: the primary of ``COMMITTED[PRIOR_FROM_RUN]`` trained for its keyframe
+# prior over ``layers`` (training/assistant.py: train_prior); the export reads ``export_layers``.
 COMMITTED_PRIOR_LAYERS = (1, 2, 3)
-# The committed assistant: run 11's primary (``COMMITTED[PRIOR_FROM_RUN]``; its vision tower is the
-# final primary's, bank runs freeze it) trained for its prior (training/assistant.py: train_prior).
 PRIOR_FROM_RUN = 10
-# The loss asks for mass on every answer group (``needle_loss(each_group=True)``): with the plain
-# needle share an order question's prior could put it all on one of its two groups.
-# The export reads layer 1 alone (``export_layers``): on 300 validation videos it equalled layers
-# 1-3 (DyToK+VisionZip 0.943 / 0.960 at 25% / 10% against 0.947 / 0.940), and on the 300 test
-# videos it stays within 1 point of them at 25% and 10% for VisionZip, uniform and DynTok, while
-# the prior graph stops after layer 1 instead of layer 3.
 COMMITTED_PRIOR = dict(layers=COMMITTED_PRIOR_LAYERS, steps=800, bank=2400, seed=12, first_seed=160_000_000, batch=12,
                        each_group=True, export_layers=(1,))
 
@@ -338,51 +310,22 @@ class VideoBank:
         (``mrope_positions_grouped``), as budget-aware encoder resolution runs it."""
         import torch
 
-        from runtime import compression as C
-        from runtime.encoder_plan import compress_groups, plan_group_grids
-        from runtime.positions import kept_sequence_indices, mrope_positions, mrope_positions_grouped
         key, rows = self.draw(rng, size)
         retention = float(rng.choice(COMPRESS_RETENTIONS))
         method = "visionzip" if rng.random() < 0.75 else "uniform"
         slack = float(rng.choice(slacks)) if slacks else 0.0
         ids, pos, toks = [], [], []
         for r in rows:
-            grid = tuple(int(x) for x in r["grid"])
-            groups, per = grid[0], grid[1] * grid[2] // merge ** 2
-            n_vis = groups * per
+            groups = int(r["grid"][0])
             if rng.random() < 0.25:
-                budgets = C.uniform_budgets(groups, C.budget_for_retention(per, retention))
+                weights = None
             else:
                 m = rng.random()
-                w = (1 - m) * rng.dirichlet(np.ones(groups))
-                w[list(r["needle"])] += m / len(r["needle"])
-                budgets = C.allocate_budgets(w.astype(np.float32), C.budget_for_retention(per, retention), per)
-            emb = r["emb"].float().numpy()
-            full = r["input_ids"].numpy()
-            start = int(np.flatnonzero(full == self.video_id)[0])
-            if slack and "grids" in r:  # per-group mixed grids (reduced-resolution chunks have none: plain)
-                fg = (grid[1] // merge, grid[2] // merge)
-                plan = [tuple(g) for g in plan_group_grids(fg, budgets, slack).tolist()]
-                encoded = {fg: {"tokens": emb, "importance": r["importance"], "metric": r["metric"]}, **r["grids"]}
-                parts = []
-                for g, (a, b) in enumerate(plan):
-                    sl = slice(g * a * b, (g + 1) * a * b)  # at the full grid a * b is per
-                    parts.append({k: v[sl].astype(np.float32) if k == "tokens" else v[sl] for k, v in encoded[(a, b)].items()})
-                tokens, source, _ = compress_groups(parts, budgets, method)
-                n_vis = sum(a * b for a, b in plan)
-                full = np.concatenate([full[:start], np.full(n_vis, self.video_id), full[start + groups * per:]])
-                p = mrope_positions_grouped(full, self.video_id, plan, tokens_per_second * float(r["spg"]))
-            else:
-                if method == "visionzip":
-                    kept = C.visionzip_groups(emb, r["importance"], r["metric"], budgets)
-                    tokens, source = kept.tokens, kept.source
-                else:
-                    source = C.select_groups(n_vis, budgets, "uniform")
-                    tokens = emb[source]
-                p, _ = mrope_positions(full, self.video_id, [grid], [float(r["spg"])], merge, tokens_per_second)
-            keep = kept_sequence_indices(len(full), start, n_vis, np.sort(source))
-            order = np.argsort(source, kind="stable")
-            ids.append(full[keep]), pos.append(p[:, keep]), toks.append(tokens[order])
+                weights = (1 - m) * rng.dirichlet(np.ones(groups))
+                weights[list(r["needle"])] += m / len(r["needle"])
+                weights = weights.astype(np.float32)
+            inp = self.compressed_row(r, method, retention, weights, slack, tokens_per_second, merge)
+            ids.append(inp.ids), pos.append(inp.positions), toks.append(inp.visual)
         assert len({len(x) for x in ids}) == 1, "equal budgets per bucket give equal lengths"
         input_ids = torch.from_numpy(np.stack(ids))
         return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
@@ -392,6 +335,47 @@ class VideoBank:
                 "video_grid_thw": torch.tensor([[1, merge, merge * len(t)] for t in toks]),
                 "labels": torch.stack([r["labels"] for r in rows]),
                 "meta": (key[0], f"{key[1]}@{method}{retention:g}" + (f"/s{slack:g}" if slack else ""))}
+
+    def compressed_row(self, r: dict, method: str, retention: float, weights, slack: float, tokens_per_second: float,
+                       merge: int = 2):
+        """One bank entry compressed as the runtime compresses it -> ``runtime.prefill_input.PrefillInput``
+        (no embeddings: the model embeds the ids): budgets from ``weights`` (None: uniform) at
+        ``retention``, ``method`` through the registry; with ``slack`` > 0 (and a bank entry that has
+        the smaller grids) each group at the grid budget-aware encoder resolution picks."""
+        from runtime.compression import get_method, plan_budgets
+        from runtime.compression.method import Request
+        from runtime.compression.registry import compress_groups
+        from runtime.encoder_plan import grouped_sequence, plan_group_grids
+        from runtime.positions import mrope_positions
+        from runtime.prefill_input import PromptSequence, prefill_input
+
+        grid = tuple(int(x) for x in r["grid"])
+        merged = (grid[0], grid[1] // merge, grid[2] // merge)
+        groups, per = merged[0], merged[1] * merged[2]
+        budgets = plan_budgets(weights, groups, per, retention)
+        m = get_method(method)
+        request = Request(merged, budgets, retention, None, weights is not None)
+        emb = r["emb"].float().numpy()
+        full = r["input_ids"].numpy()
+        start = int(np.flatnonzero(full == self.video_id)[0])
+        if slack and "grids" in r:  # per-group mixed grids (reduced-resolution chunks have none: plain)
+            fg = merged[1:]
+            plan = plan_group_grids(fg, budgets, slack)
+            encoded = {fg: {"tokens": emb, "importance": r["importance"], "metric": r["metric"]}, **r["grids"]}
+            parts = []
+            for g, (a, b) in enumerate(plan.tolist()):
+                sl = slice(g * a * b, (g + 1) * a * b)  # at the full grid a * b is per
+                parts.append({k: v[sl].astype(np.float32) if k == "tokens" else v[sl] for k, v in encoded[(a, b)].items()})
+            kept = compress_groups(m, parts, plan, request)
+            tail = full[start + groups * per:]
+            seq = grouped_sequence(lambda n: (np.concatenate([full[:start], np.full(n, self.video_id), tail]), start),
+                                   self.video_id, plan, tokens_per_second * float(r["spg"]))
+        else:
+            vision = {"tokens": emb, "importance": r.get("importance"), "metric": r.get("metric")}
+            kept = m.compress(vision, request)
+            pos, _ = mrope_positions(full, self.video_id, [grid], [float(r["spg"])], merge, tokens_per_second)
+            seq = PromptSequence(full, pos, start, groups * per)
+        return prefill_input(seq, kept)
 
     def draw(self, rng: np.random.Generator, size: int) -> tuple[tuple, list[dict]]:
         """A bucket (drawn by size) and up to ``size`` of its entries, without replacement."""
@@ -466,7 +450,7 @@ class Batcher:
         pix, grids, ids, cells = [], [], [], []
         for v in vids:
             p = preprocess_video(v.frames, cfg)
-            n_vis = int(np.prod(p.grid_thw)) // 4
+            n_vis = int(np.prod(p.grid_thw)) // cfg.merge_size ** 2
             seq, _ = self.prompt.input_ids(v.question, n_vis)
             pix.append(p.pixel_values)
             grids.append(p.grid_thw)
@@ -633,9 +617,10 @@ def cut_layers(model, num_layers: int):
 def train(out_dir: str, seed: int = 0, stages=WIDE, val_per_family: int = 48, log=print,
           eval_every: int = 50, init_std: float | None = None, threads: int = 1, workers: int = 1,
           lr_scale: float = 1.0, init_from: str | None = None, first_seed: int = 0, device: str = "cpu") -> dict:
-    """``threads=1``: on a shared 2-core machine one torch thread ran 7-10x faster than two
+    """Train the primary; write its checkpoint folder to ``out_dir``. Returns the training record.
+
+    ``threads=1``: on a shared 2-core machine one torch thread ran 7-10x faster than two
     (spin-waiting under contention); a ``workers`` process builds the next batches meanwhile."""
-    """Train the primary; write its checkpoint folder to ``out_dir``. Returns the training record."""
     import torch
 
     from export.tokenizer import QWEN_VL_CHAT_TEMPLATE, build_tiny_tokenizer, needle_corpus, special_ids

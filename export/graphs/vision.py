@@ -17,7 +17,6 @@ from torch import nn
 
 VISION_INPUTS = ("pixel_values", "patch_order", "rotary_hw", "window_index", "window_valid", "window_inverse",
                  "full_index", "full_valid", "full_inverse", "unit_inverse")
-VISION_OUTPUTS = ("tokens", "importance", "metric")
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

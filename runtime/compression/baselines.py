@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BudgetError, ShapeError
+from .method import Kept, Method, Request
 
 
 def uniform_indices(num_tokens: int, budget: int) -> np.ndarray:
@@ -31,3 +32,11 @@ def select_groups(num_tokens: int, budgets: np.ndarray, method: str = "uniform",
     if method not in pick:
         raise BudgetError(f"unknown selection method {method!r}: expected one of {sorted(pick)}")
     return np.concatenate([pick[method](int(b)) + g * per for g, b in enumerate(budgets)]).astype(np.int64)
+
+
+def _uniform(vision: dict, request: Request) -> Kept:
+    tokens = vision["tokens"]
+    return Kept.select(tokens, select_groups(len(tokens), request.budgets, "uniform"))
+
+
+UNIFORM = Method("uniform", "uniform", _uniform, per_group=True, baseline=True)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import BudgetError, ShapeError
 from ..positions import kept_sequence_indices
+from .method import Kept, Method, Request
 
 
 def _cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -70,3 +71,14 @@ def kv_keep(beta: np.ndarray, beta_prev: np.ndarray | None, vision_start: int, s
     n_kv = int(n_vis * (1 - prune_ratio))
     top = np.argsort(-beta, kind="stable")[:n_kv]
     return kept_sequence_indices(seq_len, vision_start, n_vis, top)
+
+
+def _compress(vision: dict, request: Request) -> Kept:
+    # TTM keeps anchor frames whole; its prune ratio is chosen so that the average kept share
+    # matches the retention (about 3 in 4 groups are pruned). Budgets do not apply.
+    k = float(np.clip((1 - request.retention) * 4 / 3, 0, 1))
+    tokens = vision["tokens"]
+    return Kept.select(tokens, np.sort(ttm(tokens, request.grid[0], k, drop_odd_last=False)))
+
+
+METHOD = Method("dycoke", "DyCoke", _compress, uses_budgets=False)

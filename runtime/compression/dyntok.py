@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BudgetError, ShapeError
+from .method import Kept, Method, Request
 
 
 @dataclass(frozen=True)
@@ -79,3 +80,11 @@ def dyntok_groups(features: np.ndarray, values: np.ndarray, num_groups: int, wid
         parts.append(MergedTokens(m.tokens, m.source + g * per, m.sizes))
     return MergedTokens(np.concatenate([p.tokens for p in parts]), np.concatenate([p.source for p in parts]),
                         np.concatenate([p.sizes for p in parts]))
+
+
+def _compress(vision: dict, request: Request) -> Kept:
+    merged = dyntok_groups(vision["metric"], vision["tokens"], request.grid[0], request.grid[2], budgets=request.budgets)
+    return Kept(merged.tokens, merged.source, np.ones(len(merged.source), bool))
+
+
+METHOD = Method("dyntok", "DynTok", _compress, per_group=True)

@@ -125,3 +125,22 @@ def budget_for_retention(tokens_per_frame: int, retention: float) -> int:
     if not 0 < retention <= 1:
         raise BudgetError(f"retention must be in (0, 1], got {retention}")
     return max(1, int(round(tokens_per_frame * retention)))
+
+
+def plan_budgets(weights: np.ndarray | None, groups: int, per_group: int, retention: float, budget: int | None = None,
+                 cap: int | None = None, everything: bool = False) -> np.ndarray:
+    """Per-group token counts of one request. -> [groups] int64.
+
+    ``everything``: every token of every group. Otherwise the average per group is ``budget``, else
+    ``retention`` of ``per_group``; with frame ``weights`` [groups] (the keyframe prior) DyToK
+    allocates it (§1.4) with at most ``cap`` per group (default: a whole group), without them every
+    group gets the average."""
+    if everything:
+        return uniform_budgets(groups, per_group)
+    average = budget if budget is not None else budget_for_retention(per_group, retention)
+    cap = per_group if cap is None else cap
+    if cap > per_group:
+        raise BudgetError(f"cap {cap} exceeds the {per_group} tokens of a temporal group")
+    if weights is not None:
+        return allocate_budgets(weights, average, cap)
+    return uniform_budgets(groups, min(average, cap))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BudgetError, ShapeError
+from .method import Kept, Method, Request
 
 FIRST_GROUP = 255.0  # d of the first group: always kept whole by the global rule
 EPS = 1e-8  # torch.nn.functional.cosine_similarity's clamp of each norm
@@ -67,3 +68,15 @@ def evs_groups(tokens: np.ndarray, budgets: np.ndarray) -> np.ndarray:
         raise BudgetError(f"group budgets must be within [0, {per}], got {budgets.tolist()}")
     kept = [np.argsort(-row, kind="stable")[:b] + g * per for g, (row, b) in enumerate(zip(d, budgets))]
     return np.sort(np.concatenate(kept)).astype(np.int64)
+
+
+def _compress(vision: dict, request: Request) -> Kept:
+    """With the prior: DyToK+EVS per-group budgets; without: EVS's own global top-K."""
+    tokens, groups = vision["tokens"], request.grid[0]
+    if request.prior:
+        return Kept.select(tokens, evs_groups(tokens, request.budgets))
+    share = request.retention if request.budget is None else request.budget / request.per_group
+    return Kept.select(tokens, np.flatnonzero(evs_mask(tokens, groups, 1 - share)))
+
+
+METHOD = Method("evs", "EVS", _compress, baseline=True)

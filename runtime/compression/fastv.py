@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import BudgetError, ShapeError
 from ..positions import kept_sequence_indices
+from .method import Kept, Method, Request
 
 
 def fastv_keep_count(num_visual: int, drop_ratio: float) -> int:
@@ -50,3 +51,11 @@ def fastv_keep_per_frame(attention: np.ndarray, vision_start: int, num_visual: i
     span = attention[vision_start:vision_start + num_visual].reshape(len(budgets), per)
     local = [np.sort(np.argsort(-row, kind="stable")[:b]) + f * per for f, (row, b) in enumerate(zip(span, budgets))]
     return kept_sequence_indices(len(attention), vision_start, num_visual, np.concatenate(local))
+
+
+def _all_tokens(vision: dict, request: Request) -> Kept:
+    """FastV prunes inside the LLM, at layer K (``runtime/llm_split.py``): every token goes in."""
+    return Kept.select(vision["tokens"], np.arange(len(vision["tokens"])))
+
+
+METHOD = Method("fastv", "FastV", _all_tokens, in_llm=True, baseline=True)

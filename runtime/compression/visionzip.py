@@ -13,13 +13,7 @@ import numpy as np
 
 from ..errors import BudgetError, ShapeError
 from .dytok import split_dominant_contextual
-
-
-@dataclass(frozen=True)
-class KeptTokens:
-    tokens: np.ndarray  # [K, D] output vectors
-    source: np.ndarray  # [K] int64 index of the token each output sits at (dominant: itself; contextual: its target)
-    dominant: np.ndarray  # [K] bool, True for dominant tokens
+from .method import Kept, Method, Request
 
 
 @dataclass(frozen=True)
@@ -72,16 +66,16 @@ def apply_plan(tokens: np.ndarray, plan: ZipPlan) -> np.ndarray:
 
 
 def visionzip(tokens: np.ndarray, importance: np.ndarray, metric: np.ndarray, dominant: int,
-              contextual: int) -> KeptTokens:
+              contextual: int) -> Kept:
     """One frame. tokens [T, D], importance [T], metric [T, dk] -> d + c tokens (spec order)."""
     if len(tokens) != len(importance):
         raise ShapeError(f"tokens {tokens.shape} and importance {importance.shape} disagree")
     plan = plan_visionzip(importance, metric, dominant, contextual)
-    return KeptTokens(apply_plan(tokens, plan), plan.source, plan.dominant)
+    return Kept(apply_plan(tokens, plan), plan.source, plan.dominant)
 
 
 def visionzip_groups(tokens: np.ndarray, importance: np.ndarray, metric: np.ndarray, budgets: np.ndarray,
-                     raster_order: bool = True) -> KeptTokens:
+                     raster_order: bool = True) -> Kept:
     """Per-group VisionZip. tokens [F*T, D], importance [F*T], metric [F*T, dk], budgets [F].
 
     Each group's budget is split 6:1 (DyToK). ``source`` indexes the full [F*T] span. With
@@ -111,7 +105,7 @@ def visionzip_groups(tokens: np.ndarray, importance: np.ndarray, metric: np.ndar
     for rows, sl, weights in merges:
         if len(rows):
             out[rows] += (weights @ tokens[sl]).astype(out.dtype, copy=False)
-    return KeptTokens(out, source, np.concatenate(flags))
+    return Kept(out, source, np.concatenate(flags))
 
 
 def pool_merge_units(patch_values: np.ndarray, unit: int = 4) -> np.ndarray:
@@ -121,3 +115,10 @@ def pool_merge_units(patch_values: np.ndarray, unit: int = 4) -> np.ndarray:
     if len(v) % unit:
         raise ShapeError(f"{len(v)} patch rows are not a multiple of the merge unit {unit}")
     return v.reshape(len(v) // unit, unit, *v.shape[1:]).mean(axis=1)
+
+
+def _compress(vision: dict, request: Request) -> Kept:
+    return visionzip_groups(vision["tokens"], vision["importance"], vision["metric"], request.budgets)
+
+
+METHOD = Method("visionzip", "VisionZip", _compress, per_group=True, baseline=True)

@@ -5,21 +5,25 @@ import numpy as np
 import onnx
 import pytest
 
-from calibration.accuracy import accuracy_report, kl_divergence, row_cosine, top1_agreement
+from calibration.accuracy import accuracy_report, kl_divergence, top1_agreement
 from calibration.dataset import CalibrationSet, CollectOptions, clip_indices, collect, common_shape_files
 from calibration.ort_quant import graph_bytes, quantize_artifacts
+from runtime.compare import cosine
 from runtime.engines.ort import OrtEngine
 from runtime.engines.trt_lint import lint_model
 from runtime.errors import ManifestError, VideoError
 from runtime.manifest import load_manifest
-from runtime.pipeline import Options, load_pipeline
+from runtime.options import Options
+from runtime.pipeline import load_pipeline
 from runtime.video import write_test_video
 
 
 def test_metrics_by_hand():
     a = np.array([[1.0, 0.0], [1.0, 1.0], [3.0, 4.0]])
     b = np.array([[0.0, 2.0], [2.0, 2.0], [-3.0, -4.0]])
-    np.testing.assert_allclose(row_cosine(a, b), [0.0, 1.0, -1.0], atol=1e-12)
+    np.testing.assert_allclose(cosine(a, b, axis=-1), [0.0, 1.0, -1.0], atol=1e-12)
+    np.testing.assert_allclose(cosine(np.zeros((2, 2)), np.array([[0.0, 0.0], [1.0, 0.0]]), axis=-1), [1.0, 0.0])
+    assert cosine(a, a) == pytest.approx(1.0) and cosine(np.zeros(3), np.zeros(3)) == 1.0 and cosine(np.zeros(3), np.ones(3)) == 0.0
     p = np.log(np.array([[0.5, 0.5]]))
     q = np.log(np.array([[0.9, 0.1]]))
     # KL(p||q) = 0.5 ln(0.5/0.9) + 0.5 ln(0.5/0.1)

@@ -68,7 +68,8 @@ def test_torch_only_folder_runs_on_the_torch_backend_only(tmp_path, video_path):
 
 
 def test_question_longer_than_context(tiny_artifacts, video_path):
-    from runtime.pipeline import Options, load_pipeline
+    from runtime.options import Options
+    from runtime.pipeline import load_pipeline
     pipe = load_pipeline(tiny_artifacts)
     question = "word " * 5000  # the tiny preset's context is 4096 tokens
     with pytest.raises(PromptError, match="context of 4096"):

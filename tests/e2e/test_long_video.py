@@ -14,7 +14,8 @@ import pytest
 pytest.importorskip("torch")
 from runtime.admission import AdmissionError  # noqa: E402
 from runtime.errors import PromptError  # noqa: E402
-from runtime.pipeline import Options, load_pipeline  # noqa: E402
+from runtime.options import Options
+from runtime.pipeline import load_pipeline  # noqa: E402
 from runtime.video import SampledFrames, sample_video, write_test_video  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from runtime.pipeline import Options, load_pipeline  # noqa: E402
+from runtime.options import Options
+from runtime.pipeline import load_pipeline  # noqa: E402
 from runtime.preprocess import preprocess_video  # noqa: E402
 from runtime.video import sample_video  # noqa: E402
 

@@ -8,7 +8,8 @@ from runtime.engines.ort import gpu_provider_options
 from runtime.engines.profiles import ProfileLimits, check_shapes_fit, derive_profiles, vision_dims
 from runtime.errors import ManifestError
 from runtime.manifest import load_manifest
-from runtime.pipeline import Options, load_pipeline
+from runtime.options import Options
+from runtime.pipeline import load_pipeline
 from runtime.vision_inputs import VisionGeometry, vision_feeds
 
 

@@ -102,7 +102,8 @@ def test_tensorrt_engines_answer_like_onnx_runtime(tiny_artifacts, tmp_path, vid
 
     from runtime.engines.trt_build import BuildOptions, build_engines
     from runtime.manifest import load_manifest
-    from runtime.pipeline import Options, load_pipeline
+    from runtime.options import Options
+    from runtime.pipeline import load_pipeline
 
     folder = str(tmp_path / "tiny")
     shutil.copytree(tiny_artifacts, folder)
@@ -117,7 +118,8 @@ def test_tensorrt_engines_answer_like_onnx_runtime(tiny_artifacts, tmp_path, vid
 @pytest.mark.skipif("TensorrtExecutionProvider" not in __import__("onnxruntime").get_available_providers(),
                     reason="onnxruntime has no TensorRT execution provider here (needs onnxruntime-gpu + TensorRT)")
 def test_ort_tensorrt_provider_answers_like_cpu(tiny_artifacts, tmp_path, video_path):
-    from runtime.pipeline import Options, load_pipeline
+    from runtime.options import Options
+    from runtime.pipeline import load_pipeline
 
     opts = Options(num_frames=8, max_new_tokens=8)
     gpu = load_pipeline(tiny_artifacts, ("tensorrt", "cuda"), trt_cache=str(tmp_path)).answer(video_path, "What moves?", opts)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from evaluation.evaluate import ASSISTANTS, RETENTIONS, Config, evaluate, grid, parse_options, split_videos
-from evaluation.needle import FAMILY_ORDER
+from synthetic.needle import FAMILY_ORDER
 from runtime.errors import DyTokError
-from runtime.pipeline import Options, load_pipeline
+from runtime.options import Options
+from runtime.pipeline import load_pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -64,8 +65,8 @@ def test_grid_and_options():
 def test_prior_shapes():
     """F:P assistant settings: canonical names (what scripts/benchmark.py --accuracy joins on),
     divisors, and the options the prior then runs with."""
-    from evaluation.evaluate import assistant_options, prior_divisors, prior_shape
-    from export.benchmark import accuracy_key, row_accuracy_key
+    from evaluation.prior_shapes import assistant_options, prior_divisors, prior_shape
+    from bench.accuracy import accuracy_key, row_accuracy_key
     assert prior_shape("1:4") == "frames/1 pixels/4" == prior_shape("frames/1 pixels/4")
     assert prior_shape("1:1") == "full" and prior_shape("reduced") == "reduced"
     assert prior_divisors("frames/2 pixels/1") == (2, 1) and prior_divisors("reduced") == (2, 4)

@@ -82,7 +82,8 @@ def test_llm_graph_prefill_and_decode_match_transformers(tiny_artifacts, tiny_gq
 def test_gqa_export_answers_like_plain_and_is_refused_by_tensorrt(tiny_artifacts, tiny_gqa, video_path):
     from runtime.engines.trt_build import check_trt_graphs
     from runtime.errors import EngineError
-    from runtime.pipeline import Options, load_pipeline
+    from runtime.options import Options
+    from runtime.pipeline import load_pipeline
     from runtime.video import sample_video
 
     clip = sample_video(video_path, num_frames=8)

@@ -13,7 +13,8 @@ pytest.importorskip("modelopt.onnx.autocast", reason="the 'half' extra (NVIDIA M
 import onnxruntime as ort  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
-from export.half import convert_artifacts, convert_model, cosine, island_nodes, save_model  # noqa: E402
+from export.half import convert_artifacts, convert_model, island_nodes, save_model  # noqa: E402
+from runtime.compare import cosine  # noqa: E402
 from export.validate import manifest_spec, validation_feeds  # noqa: E402
 from runtime.manifest import load_manifest  # noqa: E402
 

@@ -13,7 +13,8 @@ from runtime import llm_split  # noqa: E402
 from runtime.engines.ort import OrtEngine  # noqa: E402
 from runtime.errors import BudgetError, DyTokError, ManifestError  # noqa: E402
 from runtime.manifest import Manifest, load_manifest  # noqa: E402
-from runtime.pipeline import Options, load_pipeline  # noqa: E402
+from runtime.options import Options
+from runtime.pipeline import load_pipeline  # noqa: E402
 from runtime.specs_kv import kv_input_names  # noqa: E402
 from runtime.video import sample_video  # noqa: E402
 

@@ -15,9 +15,11 @@ from export.tokenizer import build_tiny_tokenizer, special_ids  # noqa: E402
 from export.torch_engine import TorchEngine, load_models, torch_pipeline  # noqa: E402
 from export.weights import load_model  # noqa: E402
 from runtime import memory_plan as MP  # noqa: E402
+from runtime.models import REAL_MODELS  # noqa: E402
 from runtime.errors import DyTokError, ManifestError  # noqa: E402
 from runtime.manifest import load_manifest  # noqa: E402
-from runtime.pipeline import Options, load_pipeline  # noqa: E402
+from runtime.options import Options
+from runtime.pipeline import load_pipeline  # noqa: E402
 from runtime.specs_kv import kv_input_names  # noqa: E402
 from runtime.video import sample_video  # noqa: E402
 from runtime.vision_inputs import vision_feeds  # noqa: E402
@@ -46,7 +48,7 @@ def test_real_size_random_presets_have_the_released_parameter_counts(tokenizer, 
     config = random_config(get_preset(name + "-random"), tok.get_vocab_size(), ids)
     with torch.device("meta"):
         model = Qwen2_5_VLForConditionalGeneration(config)
-    real = MP.REAL_MODELS[name]
+    real = REAL_MODELS[name]
     vit = sum(p.numel() for p in model.model.visual.parameters())
     llm = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("model.visual"))
     assert vit == MP.vit_params(real)

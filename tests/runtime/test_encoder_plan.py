@@ -62,7 +62,7 @@ def pipe(tiny_artifacts):
 
 
 def test_full_size_slack_gives_todays_tokens_and_small_slack_encodes_less(pipe, video_path):
-    from runtime.pipeline import Options
+    from runtime.options import Options
     from runtime.video import sample_video
 
     clip = sample_video(video_path, num_frames=16)

@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from runtime.memory_plan import (REAL_MODELS, Workload, assistant_plan, kv_bytes_per_token, llm_linear_params,
+from runtime.models import REAL_MODELS
+from runtime.memory_plan import (Workload, assistant_plan, kv_bytes_per_token, llm_linear_params,
                                  llm_other_params, plan, plan_deployment, vit_params)
 
 M7, M3 = REAL_MODELS["qwen2.5-vl-7b"], REAL_MODELS["qwen2.5-vl-3b"]

@@ -16,7 +16,8 @@ pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install
 openai = pytest.importorskip("openai")
 psutil = pytest.importorskip("psutil")
 
-from runtime.pipeline import Options, load_pipeline  # noqa: E402
+from runtime.options import Options
+from runtime.pipeline import load_pipeline  # noqa: E402
 
 from .conftest import QUESTION, REPO, free_port  # noqa: E402
 

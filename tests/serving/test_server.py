@@ -12,7 +12,8 @@ pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
-from runtime.pipeline import Options, load_pipeline  # noqa: E402
+from runtime.options import Options
+from runtime.pipeline import load_pipeline  # noqa: E402
 from runtime.video import write_test_video  # noqa: E402
 
 from .conftest import QUESTION, start  # noqa: E402

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from evaluation.needle import make_video, split_seed  # noqa: E402
+from synthetic.needle import make_video, split_seed  # noqa: E402
 from export.tokenizer import QWEN_VL_CHAT_TEMPLATE, build_tiny_tokenizer, needle_corpus, special_ids  # noqa: E402
 from training.needle import COMMITTED, WIDE, Batcher, Stage, build_model, loss_fn, save_checkpoint, stage_plan  # noqa: E402
 
@@ -108,12 +108,8 @@ def test_derived_assistant_copies_no_weights_when_the_cut_keeps_every_layer(setu
 
 
 def test_curricula_by_name_and_committed_chain():
-    import importlib.util
+    import cli.train_needle as mod
     from training.needle import ALIKE, COMMITTED, COMMITTED_PRIOR, COMMITTED_PRIOR_LAYERS, CURRICULA
-    spec = importlib.util.spec_from_file_location("train_needle", os.path.join(os.path.dirname(__file__), "..", "..",
-                                                                               "scripts", "train_needle.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     assert mod._stages("alike") == ALIKE and mod._stages("alike:1") == ALIKE[1:]
     for bad in ("nope", "alike:x"):
         with pytest.raises(SystemExit):
@@ -144,7 +140,7 @@ def test_curricula_by_name_and_committed_chain():
 def test_cell_labels_match_the_pixels():
     """Each merged token's label (kind, colour at its centre) is checked against the drawn pixels:
     an empty token's 28x28 block is background only, a labelled one holds its colour."""
-    from evaluation.needle import COLOURS, EXTRA_COLOURS
+    from synthetic.needle import COLOURS, EXTRA_COLOURS
     from training.needle import CELL_COLOURS, KINDS, cell_labels
     rgb = {**COLOURS, **EXTRA_COLOURS}
     for seed, fam in ((3, "star"), (4, "count"), (5, "order")):
@@ -234,6 +230,7 @@ def test_mixed_grid_bank_batch_is_what_budget_aware_encoding_feeds(setup, monkey
     import runtime.encoder_plan as E
     import training.needle as N
     from export.graphs.vision import VISION_INPUTS, VisionEncoder
+    from runtime.compression import Request, compress_groups, get_method
     from runtime.positions import mrope_positions_grouped
     from runtime.vision_inputs import VisionGeometry
     tok, special, batcher = setup
@@ -266,7 +263,8 @@ def test_mixed_grid_bank_batch_is_what_budget_aware_encoding_feeds(setup, monkey
         kinds.add(len({tuple(g) for g in grids.tolist()}))
         parts = E.encode_groups(run_vision, video.frames, grids, N.preprocess_config(),
                                 VisionGeometry(vc.patch_size, vc.spatial_merge_size, vc.window_size))
-        tokens, source, _ = E.compress_groups(parts, budgets, method)
+        kept = compress_groups(get_method(method), parts, grids, Request((len(grids), 4, 4), budgets, 0.25))
+        tokens, source = kept.tokens, kept.source
         want = tokens[np.argsort(source, kind="stable")]
         assert torch.allclose(batch["pixel_values_videos"], torch.from_numpy(want), atol=2e-3)
         n_vis = int(sum(a * b for a, b in grids.tolist()))
@@ -339,7 +337,7 @@ def test_needle_loss_wants_mass_on_every_answer_group():
 def test_half_frames_is_what_the_reduced_assistant_sees():
     """``half_frames``: the frames ``Pipeline.frame_prior`` picks for half the frame count, whole
     groups, and a group is a needle group exactly when one of its frames shows the needle."""
-    from evaluation.needle import make_video, split_seed
+    from synthetic.needle import make_video, split_seed
     from training.needle import half_frames
     for i in range(12):
         v = make_video(split_seed("train", i))

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from runtime.fileio import atomic_path
 from runtime.video import SampledFrames
 
 COLOURS = {  # RGB
@@ -308,15 +309,12 @@ def videos(split: str, n: int, start: int = 0) -> list[NeedleVideo]:
 
 def write_video(video: NeedleVideo, path: str) -> str:
     """Write ``video`` losslessly (FFV1 in AVI) so that decoding gives the exact frames back."""
-    import os
-
-    tmp = path + ".partial.avi"
     h, w = video.frames.shape[1:3]
-    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"FFV1"), video.fps, (w, h))
-    if not writer.isOpened():
-        raise RuntimeError(f"cannot write video {path!r}: OpenCV has no FFV1 encoder")
-    for frame in video.frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-    os.replace(tmp, path)
+    with atomic_path(path, ".avi") as tmp:
+        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"FFV1"), video.fps, (w, h))
+        if not writer.isOpened():
+            raise RuntimeError(f"cannot write video {path!r}: OpenCV has no FFV1 encoder")
+        for frame in video.frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        writer.release()
     return path

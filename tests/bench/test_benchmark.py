@@ -6,16 +6,21 @@ import os
 import pytest
 
 pytest.importorskip("torch")
-from export import benchmark as B  # noqa: E402
+from bench import configs as BC  # noqa: E402
+from bench import projection as PJ  # noqa: E402
+from bench import report as BP  # noqa: E402
+from bench import run as BR  # noqa: E402
+from bench import accuracy as BA  # noqa: E402
+from runtime.fileio import write_json  # noqa: E402
 from runtime import flops as F  # noqa: E402
 
 
 def test_benchmark_report_on_tiny(tiny_split, video_path, tmp_path):
     """Every default row runs, those needing the split LLM (FastV, DyCoke KV) included."""
-    report = B.run_benchmark(tiny_split, video_path, "What moves?", frames=8, runs=1, warmup=0, max_new_tokens=3,
+    report = BR.run_benchmark(tiny_split, video_path, "What moves?", frames=8, runs=1, warmup=0, max_new_tokens=3,
                              max_pixels=64 * 784, min_pixels=16 * 784, log=lambda *_: None)
     names = [c["name"] for c in report["configs"]]
-    assert names == [c.name for c in B.default_configs()]
+    assert names == [c.name for c in BC.default_configs()]
     for row in report["configs"]:
         for key in ("name", "backend", "method", "retention", "assistant", "ttft_s", "e2e_s", "decode_tokens_per_s"):
             assert key in row
@@ -25,11 +30,11 @@ def test_benchmark_report_on_tiny(tiny_split, video_path, tmp_path):
             assert row["visual_tokens"] == row["visual_tokens_total"]
         else:
             assert row["visual_tokens"] < row["visual_tokens_total"]
-    B.write_json(report, str(tmp_path / "r.json"))
+    write_json(str(tmp_path / "r.json"), report)
     assert json.load(open(tmp_path / "r.json"))["machine"]["torch"]
-    B.plot(report, str(tmp_path / "r.png"))
+    BP.plot(report, str(tmp_path / "r.png"))
     assert os.path.getsize(tmp_path / "r.png") > 10_000
-    assert "PROJECTION" in B.project_7b(report) and "B.markdown_table" not in B.markdown_table(report)
+    assert "PROJECTION" in PJ.project_7b(report) and "B.markdown_table" not in BP.markdown_table(report)
 
 
 def test_flops_against_hand_counts():
@@ -52,13 +57,13 @@ def test_missing_backends_are_reported_not_crashed(tiny_artifacts, video_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(EngineError) as err:
-        B.run_benchmark(tiny_artifacts, video_path, "q", frames=4, runs=1, warmup=0, device="cuda", log=lambda *_: None)
+        BR.run_benchmark(tiny_artifacts, video_path, "q", frames=4, runs=1, warmup=0, device="cuda", log=lambda *_: None)
     assert "CUDAExecutionProvider" in str(err.value) and "no CUDA device" in str(err.value)
 
 
 def test_rows_needing_the_split_llm_are_skipped_with_the_reason(tiny_artifacts, video_path):
-    configs = B.compression_in_llm_configs()
-    report = B.run_benchmark(tiny_artifacts, video_path, "q", frames=4, runs=1, warmup=0, max_new_tokens=2,
+    configs = BC.compression_in_llm_configs()
+    report = BR.run_benchmark(tiny_artifacts, video_path, "q", frames=4, runs=1, warmup=0, max_new_tokens=2,
                              max_pixels=32 * 784, min_pixels=16 * 784, configs=configs, log=lambda *_: None)
     rows = {r["name"]: r for r in report["configs"]}
     assert "--fastv-layer" in rows["runtime DyToK+FastV 25%"]["skipped"]
@@ -70,8 +75,8 @@ def test_skipped_rows_render():
     report = {"configs": [{"name": "a", "backend": "eager", "method": "none", "skipped": "no GPU"},
                           {"name": "b", "backend": "runtime", "method": "none", "e2e_s": 1.0, "ttft_s": 0.5,
                            "decode_tokens_per_s": 3.0, "visual_tokens": 4, "visual_tokens_total": 4, "over_floor": 1.2,
-                           "stages_s": {s: 0.1 for s in B.STAGES}}]}
-    table = B.markdown_table(report)
+                           "stages_s": {s: 0.1 for s in BP.STAGES}}]}
+    table = BP.markdown_table(report)
     assert "| a | skipped: no GPU |" in table and "| b |  | 4/4 |" in table
 
 
@@ -81,14 +86,14 @@ def test_runtime_rows_on_torch_engines_in_bf16(tmp_path, video_path):
     from export.exporter import export_artifacts
 
     folder = export_artifacts("tiny", str(tmp_path / "tiny-bf16"), torch_only=True, dtype="bfloat16", log=lambda *_: None)
-    configs = [c for c in B.default_configs() if c.name in ("eager full", "runtime DyToK+VisionZip 25%")]
-    report = B.run_benchmark(folder, video_path, "What moves?", frames=4, runs=1, warmup=0, max_new_tokens=2,
+    configs = [c for c in BC.default_configs() if c.name in ("eager full", "runtime DyToK+VisionZip 25%")]
+    report = BR.run_benchmark(folder, video_path, "What moves?", frames=4, runs=1, warmup=0, max_new_tokens=2,
                              max_pixels=32 * 784, min_pixels=16 * 784, configs=configs, log=lambda *_: None)
     assert report["runtime_backend"] == "torch" and report["attn"] == "sdpa"
     engines = {r["name"]: r["engine"] for r in report["configs"]}
     assert engines == {"eager full": "transformers[cpu, bfloat16, sdpa]",
                        "runtime DyToK+VisionZip 25%": "torch[cpu, bfloat16]"}
-    assert "| runtime DyToK+VisionZip 25% | torch[cpu, bfloat16] |" in B.markdown_table(report)
+    assert "| runtime DyToK+VisionZip 25% | torch[cpu, bfloat16] |" in BP.markdown_table(report)
 
 
 def test_tensorrt_runtime_rows_are_skipped_with_the_reason(tiny_artifacts, video_path):
@@ -99,8 +104,8 @@ def test_tensorrt_runtime_rows_are_skipped_with_the_reason(tiny_artifacts, video
         pytest.skip("TensorRT is installed here")
     except ImportError:
         pass
-    configs = [c for c in B.default_configs() if c.name in ("eager full", "runtime full")]
-    report = B.run_benchmark(tiny_artifacts, video_path, "q", frames=4, runs=1, warmup=0, max_new_tokens=2,
+    configs = [c for c in BC.default_configs() if c.name in ("eager full", "runtime full")]
+    report = BR.run_benchmark(tiny_artifacts, video_path, "q", frames=4, runs=1, warmup=0, max_new_tokens=2,
                              max_pixels=32 * 784, min_pixels=16 * 784, configs=configs, runtime_backend="tensorrt",
                              log=lambda *_: None)
     rows = {r["name"]: r for r in report["configs"]}
@@ -108,7 +113,7 @@ def test_tensorrt_runtime_rows_are_skipped_with_the_reason(tiny_artifacts, video
     import importlib.util
     why = "no TensorRT engine for" if importlib.util.find_spec("tensorrt_lean_bindings") else "TensorRT is not installed"
     assert why in rows["runtime full"]["skipped"] and rows["eager full"]["e2e_s"] > 0
-    assert f"| runtime full | skipped: {why}" in B.markdown_table(report)
+    assert f"| runtime full | skipped: {why}" in BP.markdown_table(report)
 
 
 def test_variant_rows_and_accuracy_join(tiny_artifacts, video_path, tmp_path):
@@ -117,9 +122,9 @@ def test_variant_rows_and_accuracy_join(tiny_artifacts, video_path, tmp_path):
     from calibration.ort_quant import quantize_artifacts
     folder = str(tmp_path / "dyn8")
     quantize_artifacts(tiny_artifacts, folder, "dynamic-int8", log=lambda *_: None)
-    configs = [B.default_configs()[0], *B.variant_configs("dynamic-int8", 1.0, (2, 4))[:3],
-               B.Config("runtime x [int4]", "runtime", "none", 1.0, False, variant="int4")]
-    report = B.run_benchmark(tiny_artifacts, video_path, "What moves?", frames=8, runs=1, warmup=0, max_new_tokens=3,
+    configs = [BC.default_configs()[0], *BC.variant_configs("dynamic-int8", 1.0, (2, 4))[:3],
+               BC.Config("runtime x [int4]", "runtime", "none", 1.0, False, variant="int4")]
+    report = BR.run_benchmark(tiny_artifacts, video_path, "What moves?", frames=8, runs=1, warmup=0, max_new_tokens=3,
                              max_pixels=64 * 784, min_pixels=16 * 784, configs=configs,
                              variants={"dynamic-int8": folder}, log=lambda *_: None)
     rows = report["configs"]
@@ -131,9 +136,9 @@ def test_variant_rows_and_accuracy_join(tiny_artifacts, video_path, tmp_path):
            {"method": "visionzip", "retention": 0.25, "assistant": "reduced", "accuracy": 0.7, "n": 300},
            {"method": "visionzip", "retention": 0.25, "assistant": "frames/2 pixels/4", "variant": "dynamic-int8",
             "encoder_slack": 1.0, "accuracy": 0.8, "n": 300, "ci_low": 0.75, "ci_high": 0.85}]
-    assert B.join_accuracy(report, acc) == 2
+    assert BA.join_accuracy(report, acc) == 2
     assert rows[0]["accuracy"]["accuracy"] == 0.9 and rows[3]["accuracy"]["accuracy"] == 0.8
-    assert "accuracy" not in rows[1] and "80.0 [75.0, 85.0] (300)" in B.markdown_table(report)
+    assert "accuracy" not in rows[1] and "80.0 [75.0, 85.0] (300)" in BP.markdown_table(report)
 
 
 def test_projection_rows_accuracy_and_bound():
@@ -144,29 +149,29 @@ def test_projection_rows_accuracy_and_bound():
     row = {"backend": "runtime", "variant": "fp32", "flops": {k: v for k, v in rate.items()},
            "stages_s": {k: 1.0 for k in rate}}
     report = {"configs": [row], "best_throughput_flops_per_s": 2e11}
-    full = B.projected_stages(rate, None, None, 1.0)
-    assert full["assistant"] == 0 and full["vision"] == pytest.approx(F.vision_flops(B.REAL["7b"], (16, 32, 32)) / 2e11)
-    cheap = B.projected_stages(rate, (2, 4), 1.0, 0.25)
+    full = PJ.projected_stages(rate, None, None, 1.0)
+    assert full["assistant"] == 0 and full["vision"] == pytest.approx(F.vision_flops(PJ.REAL["7b"], (16, 32, 32)) / 2e11)
+    cheap = PJ.projected_stages(rate, (2, 4), 1.0, 0.25)
     a_grid = (8, 16, 16)
-    assert cheap["assistant"] == pytest.approx((F.vision_flops(B.REAL["3b"], a_grid) + F.prior_flops(B.REAL["3b"], 512 + 40)) / 1.6e11)
-    for slack in B.PROJECT_SLACKS:
-        bound = sum(B.projected_stages(rate, (1, 1), slack, 0.25, free_prior=True).values())
-        assert all(bound < sum(B.projected_stages(rate, p, slack, 0.25).values()) for p in B.PROJECT_PRIORS)
+    assert cheap["assistant"] == pytest.approx((F.vision_flops(PJ.REAL["3b"], a_grid) + F.prior_flops(PJ.REAL["3b"], 512 + 40)) / 1.6e11)
+    for slack in PJ.PROJECT_SLACKS:
+        bound = sum(PJ.projected_stages(rate, (1, 1), slack, 0.25, free_prior=True).values())
+        assert all(bound < sum(PJ.projected_stages(rate, p, slack, 0.25).values()) for p in PJ.PROJECT_PRIORS)
     acc = [{"method": "none", "retention": 1.0, "assistant": "none", "accuracy": 0.95, "n": 300},
            {"method": "visionzip", "retention": 0.25, "assistant": "full", "accuracy": 0.93, "n": 300},
            {"method": "visionzip", "retention": 0.25, "assistant": "reduced", "encoder_slack": 1.0, "accuracy": 0.72, "n": 300},
            {"method": "visionzip", "retention": 0.25, "assistant": "frames/1 pixels/4", "encoder_slack": 2.0,
             "accuracy": 0.94, "n": 300}]
-    text = B.project_7b(report, accuracy_rows=acc)
+    text = PJ.project_7b(report, accuracy_rows=acc)
     lines = {(c[1].strip(), c[2].strip(), c[3].strip()): c for c in (ln.split("|") for ln in text.splitlines()) if len(c) > 11}
     assert lines[("DyToK+VisionZip 25%", "1/1, 1/1", "off")][10:12] == [" 93.0 (300) ", " yes "]
     assert lines[("DyToK+VisionZip 25%", "1/2, 1/4", "1")][10:12] == [" 72.0 (300) ", " no "]
     assert [c.strip() for c in lines[("DyToK+VisionZip 25%", "1/2, 1/1", "1")][10:12]] == ["", ""]  # not measured
     assert lines[("no compression (full tokens)", "–", "off")][9] == " 1.00x "
-    fastest = sum(B.projected_stages(rate, (1, 4), 2.0, 0.25).values())
+    fastest = sum(PJ.projected_stages(rate, (1, 4), 2.0, 0.25).values())
     base = sum(full.values())
     assert f"fastest that counts: DyToK+VisionZip 25%, prior 1/1 frames 1/4 px, slack 2: {base / fastest:.2f}x" in text
-    assert "PROJECTION: no measured runtime rows" in B.project_7b(report, variant="int4")
+    assert "PROJECTION: no measured runtime rows" in PJ.project_7b(report, variant="int4")
 
 
 def test_script_reprints_a_saved_run_with_projection(tmp_path):
@@ -174,7 +179,7 @@ def test_script_reprints_a_saved_run_with_projection(tmp_path):
     rows, nothing measured; a file that is not a run gets one line and exit code 2."""
     import subprocess
     import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     stages = {"decode_video": 0.0, "preprocess": 0.1, "assistant": 0.0, "vision": 1.0, "compress": 0.0, "prefill": 2.0,
               "decode": 0.5}
     common = {"visual_tokens": 100, "visual_tokens_total": 100, "ttft_s": 3.1, "e2e_s": 3.6, "decode_tokens_per_s": 10.0,
@@ -191,13 +196,17 @@ def test_script_reprints_a_saved_run_with_projection(tmp_path):
     (tmp_path / "acc.json").write_text(json.dumps({"rows": [{"method": "none", "retention": 1.0, "assistant": "none",
                                                              "accuracy": 0.95, "n": 300}]}))
     proc = subprocess.run([sys.executable, os.path.join(root, "scripts", "benchmark.py"), "--report", str(tmp_path / "run.json"),
-                           "--accuracy", str(tmp_path / "acc.json"), "--project", "7b"],
+                           "--accuracy", str(tmp_path / "acc.json"), "--project", "7b", "--format", "markdown"],
                           capture_output=True, text=True, timeout=120, cwd=root)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| runtime full | onnxruntime | 100/100 |" in proc.stdout and "1.50x" in proc.stdout
     assert "PROJECTION [fp32]" in proc.stdout and "| no compression (full tokens) | – | off |" in proc.stdout
     assert "95.0 [" not in proc.stdout and "| 95.0 (300) | yes |" in proc.stdout
     assert "joined 2 rows" in proc.stderr
+    compact = subprocess.run([sys.executable, os.path.join(root, "scripts", "benchmark.py"), "--report", str(tmp_path / "run.json"),
+                              "--accuracy", str(tmp_path / "acc.json")], capture_output=True, text=True, timeout=120, cwd=root)
+    row = next(line for line in compact.stdout.splitlines() if line.startswith("runtime full"))
+    assert compact.returncode == 0 and "|" not in compact.stdout.split("\n", 1)[1] and row.split()[2:6] == ["100/100", "2.400", "1.50x", "3.100"]
     (tmp_path / "bad.json").write_text("[1, 2]")
     bad = subprocess.run([sys.executable, os.path.join(root, "scripts", "benchmark.py"), "--report", str(tmp_path / "bad.json")],
                          capture_output=True, text=True, timeout=120, cwd=root)

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from evaluation.needle import (ANSWER_WORDS, COLOURS, FAMILIES, FAMILY_ORDER, SPLITS, answer_from_params, make_video,
+from synthetic.needle import (ANSWER_WORDS, COLOURS, FAMILIES, FAMILY_ORDER, SPLITS, answer_from_params, make_video,
                                split_of, split_seed, videos)
 
 

@@ -1,0 +1,1 @@
+"""Command-line entry points (scripts/*.py and the dytok-* console scripts): flags in, one library call."""

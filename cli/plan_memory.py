@@ -1,0 +1,111 @@
+"""Will the deployment fit? The primary model AND its assistant: weights, KV cache at the profile
+maximum and every engine's activation peak, summed, against a device.
+
+  python scripts/plan_memory.py --model qwen2.5-vl-7b --precision int8 --frames 32 --device orin-nx-16gb
+  python scripts/plan_memory.py --model qwen2.5-vl-7b --precision int8 --frames 16 --max-pixels 200704 \\
+      --assistant qwen2.5-vl-3b --assistant-precision int8 --assistant-frames 8 --assistant-max-pixels 50176 --device orin-nx-16gb
+  python scripts/plan_memory.py --artifacts artifacts/small --precision fp16 --frames 16 --device orin-nano-8gb
+
+The assistant defaults to the model's default (3B for 7B and 32B, 7B for 72B; --assistant none
+for none) at the primary's precision, frames and pixels; the --assistant-* flags set its own.
+Computed from the configs (formulas in runtime/memory_plan.py); prints the --max-context to give
+scripts/build_engines.py. With --device, exits 1 when the sum does not fit.
+"""
+import argparse
+import sys
+
+
+DEFAULT_ASSISTANT = {"qwen2.5-vl-7b": "qwen2.5-vl-3b", "qwen2.5-vl-32b": "qwen2.5-vl-3b", "qwen2.5-vl-72b": "qwen2.5-vl-7b"}
+
+
+def _manifest_config(m, which: str) -> dict:
+    pre, model = m.data["preprocess"], m.model(which)
+    return dict(model, vision_heads=model["vision_hidden_size"] // model["vision_key_dim"], max_pixels=pre["max_pixels"],
+                min_pixels=pre["min_pixels"], temporal_patch_size=pre["temporal_patch_size"], tie_word_embeddings=False)
+
+
+def main() -> int:
+    from runtime.memory_plan import DEVICES, DTYPES, GB, Workload, plan_deployment
+    from runtime.models import REAL_MODELS
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", choices=sorted(REAL_MODELS))
+    src.add_argument("--artifacts", help="read the configs from an artifact folder's manifest")
+    ap.add_argument("--precision", default="bf16", choices=sorted(DTYPES))
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--max-pixels", type=int, help="per frame (default: the model's)")
+    ap.add_argument("--retention", type=float, default=0.25)
+    ap.add_argument("--text-tokens", type=int, default=128)
+    ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--vision-chunk", type=int, default=2, help="temporal groups per ViT call (0: all at once)")
+    ap.add_argument("--assistant", help="assistant model, or 'none' (default: the model's default assistant)")
+    ap.add_argument("--assistant-precision", choices=sorted(DTYPES), help="default: --precision")
+    ap.add_argument("--assistant-frames", type=int, help="default: --frames")
+    ap.add_argument("--assistant-max-pixels", type=int, help="default: --max-pixels")
+    ap.add_argument("--prior-depth", type=int, help="assistant LLM layers up to the deepest prior layer (default: all)")
+    ap.add_argument("--device", choices=sorted(DEVICES))
+    ap.add_argument("--reserve-gb", type=float, help="memory kept by OS/CUDA/TensorRT (default: per device)")
+    args = ap.parse_args()
+
+    assistant = assistant_name = None
+    if args.model:
+        config, name = REAL_MODELS[args.model], args.model
+        assistant_name = DEFAULT_ASSISTANT.get(args.model) if args.assistant is None else args.assistant
+        if assistant_name and assistant_name != "none":
+            if assistant_name not in REAL_MODELS:
+                print(f"error: --assistant {assistant_name!r}: expected 'none' or one of {sorted(REAL_MODELS)}", file=sys.stderr)
+                return 2
+            assistant = REAL_MODELS[assistant_name]
+    else:
+        from runtime.errors import DyTokError
+        from runtime.manifest import load_manifest
+        try:
+            m = load_manifest(args.artifacts, verify_hashes=False)
+        except DyTokError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        config, name = _manifest_config(m, "primary"), m.data["preset"]
+        if args.assistant not in ("none",) and "assistant" in m.data["models"]:
+            if args.assistant not in (None, "manifest"):
+                print("error: with --artifacts the assistant comes from the folder: use --assistant none or leave it out",
+                      file=sys.stderr)
+                return 2
+            assistant, assistant_name = _manifest_config(m, "assistant"), "assistant"
+    w = Workload(args.frames, args.max_pixels, args.retention, args.text_tokens, args.new_tokens, args.vision_chunk or None)
+    aw = Workload(args.assistant_frames or args.frames, args.assistant_max_pixels or args.max_pixels, 1.0, args.text_tokens, 0,
+                  args.vision_chunk or None)
+    try:
+        p = plan_deployment(config, args.precision, w, assistant, args.assistant_precision, aw, args.prior_depth,
+                            args.device, args.reserve_gb)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    gb = lambda b: f"{b / GB:7.2f} GB"  # noqa: E731
+    for role, part in p["parts"].items():
+        label = name if role == "primary" else assistant_name
+        frames = w.frames if role == "primary" else aw.frames
+        pixels = (w.max_pixels if role == "primary" else aw.max_pixels) or config["max_pixels"]
+        extra = (f"{args.retention:.0%} kept, context {part['context']}" if role == "primary"
+                 else f"all tokens seen, prior over {part['context']} tokens, {part['prior_depth']} layers")
+        print(f"{role}: {label}, {part['precision']}, {frames} frames at <= {pixels} px -> {part['visual_tokens']} visual tokens, {extra}")
+        for what, b in part["weights"].items():
+            print(f"  weights {what:<16}{gb(b)}")
+        if role == "primary":
+            print(f"  KV cache (2 sets)    {gb(part['kv_cache'])}   at --max-context {part['context']}")
+        for what, b in part["activations"].items():
+            print(f"  activations {what:<12}{gb(b)}")
+        print(f"  subtotal             {gb(part['total'])}   (embedding table {gb(part['embeddings_mapped']).strip()} "
+              f"memory-mapped, not counted)")
+    if "assistant" not in p["parts"]:
+        print("assistant: none")
+    print(f"total (all engines resident) {gb(p['total'])}")
+    if args.device:
+        verdict = "fits" if p["fits"] else "does NOT fit"
+        print(f"{args.device}: {gb(p['usable'])} usable -> {verdict}")
+        return 0 if p["fits"] else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

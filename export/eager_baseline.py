@@ -1,0 +1,94 @@
+"""The PyTorch side of a benchmark run: transformers' own model for the full-token baseline, and
+the export modules as a pipeline (eager rows with compression, and runtime rows on the PyTorch
+engine backend). The benchmark harness (``bench/``) stays torch-free by going through ``Eager``."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from runtime.errors import EngineError
+from runtime.manifest import Manifest
+from runtime.options import Options
+from runtime.pipeline import Pipeline
+from runtime.preprocess import preprocess_video
+
+from .torch_engine import load_models, torch_pipeline
+
+STAGES = ("decode_video", "preprocess", "assistant", "vision", "compress", "prefill", "decode")
+
+
+class TransformersFull:
+    """The eager full-token baseline on transformers' own model: visual, then prefill and a cached
+    decode loop with ``model(...)``; same video, preprocessing and prompt as the pipeline."""
+
+    def __init__(self, model, pipe: Pipeline):
+        self.model, self.pipe = model, pipe
+
+    def answer(self, clip, question: str, opts: Options):
+        m = self.model
+        device, dtype = m.device, m.dtype
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)  # stage times need finished kernels
+        t = {}
+        t0 = time.perf_counter()
+        patches = preprocess_video(clip.frames, self.pipe.preprocess_config("primary", opts.max_pixels, opts.min_pixels))
+        seq = self.pipe.sequence("primary", question, patches, 2 / clip.sampled_fps)
+        start, n_vis = seq.start, seq.n_visual
+        t["decode_video"], t["preprocess"], t["assistant"], t["compress"] = 0.0, time.perf_counter() - t0, 0.0, 0.0
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            pixels = torch.from_numpy(patches.pixel_values).to(device, dtype)
+            feats = m.model.visual(pixels, grid_thw=torch.tensor([patches.grid_thw], device=device)).pooler_output
+            sync()
+            t["vision"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            emb = m.get_input_embeddings()(torch.from_numpy(seq.ids).to(device))[None].clone()
+            emb[0, start:start + n_vis] = feats
+            out = m(inputs_embeds=emb, position_ids=torch.from_numpy(seq.positions).to(device)[:, None], use_cache=True)
+            sync()
+            t["prefill"] = time.perf_counter() - t0
+            nxt = seq.next_position
+            t0 = time.perf_counter()
+            for step in range(opts.max_new_tokens - 1):
+                tok = out.logits[0, -1].argmax().view(1, 1)
+                out = m(inputs_embeds=m.get_input_embeddings()(tok), position_ids=torch.full((3, 1, 1), nxt + step, device=device),
+                        past_key_values=out.past_key_values, use_cache=True)
+            sync()
+            t["decode"] = time.perf_counter() - t0
+        t["decode_tokens"] = opts.max_new_tokens - 1
+        t["end_to_end"] = sum(t[s] for s in STAGES)
+        return t, (n_vis, n_vis), patches.grid_thw
+
+
+class Eager:
+    """Both eager backends of one artifact folder on ``device`` (transformers ``attn`` for the
+    baseline), and the device's timing helpers."""
+
+    def __init__(self, manifest: Manifest, device: str, attn: str, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        if device == "cuda" and not torch.cuda.is_available():
+            raise EngineError("torch sees no CUDA device")
+        self.device, self.attn = device, attn
+        models = load_models(manifest, device, attn_implementation=attn)
+        self.pipeline = torch_pipeline(manifest, models, device)
+        self.full = TransformersFull(models["primary"], self.pipeline)
+
+    def full_answer(self, clip, question: str, opts: Options, attn: str):
+        """The baseline with transformers attention ``attn`` for this call. -> (timings, visual, grid, engine name)"""
+        model = self.full.model
+        if attn != self.attn:
+            model.set_attn_implementation(attn)
+        try:
+            t, visual, grid = self.full.answer(clip, question, opts)
+        finally:
+            if attn != self.attn:
+                model.set_attn_implementation(self.attn)
+        return t, visual, grid, f"transformers[{self.device}, {str(model.dtype).removeprefix('torch.')}, {attn}]"
+
+    def reset_peak(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak_mb(self) -> float:
+        return torch.cuda.max_memory_allocated() / 2 ** 20 if self.device == "cuda" else 0.0

@@ -1,0 +1,63 @@
+"""What a registered compression method is: its needs, and one function from the vision graph's
+outputs to the kept visual tokens. Each method's file declares its ``Method``; ``registry.py``
+lists them."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The visual tokens a method keeps, in any order (``prefill_input`` sorts them by source)."""
+    tokens: np.ndarray  # [K, D] float32 kept (or merged) token vectors
+    source: np.ndarray  # [K] int64 index into the full visual span whose M-RoPE id each token takes
+    dominant: np.ndarray  # [K] bool: a token of the span itself (False: a merged, contextual token)
+
+    @staticmethod
+    def select(tokens: np.ndarray, index: np.ndarray) -> Kept:
+        """Plain selection: ``tokens[index]``, all dominant."""
+        index = np.asarray(index, np.int64)
+        return Kept(tokens[index], index, np.ones(len(index), bool))
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a method may read besides the vision outputs.
+
+    grid: merged tokens (groups, rows, cols) of the span; budgets [groups] int64 per-group token
+    counts (DyToK's allocation, or uniform); retention / budget: the user's request (budget: tokens
+    per group on average, or None); prior: True when the budgets come from the keyframe prior."""
+    grid: tuple[int, int, int]
+    budgets: np.ndarray
+    retention: float
+    budget: int | None = None
+    prior: bool = False
+
+    @property
+    def per_group(self) -> int:
+        return self.grid[1] * self.grid[2]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A compression method.
+
+    ``compress(vision, request) -> Kept``: ``vision`` holds the vision graph's outputs over the
+    span ("tokens" [N, D], "importance" [N], "metric" [N, dk]). ``label``: its name in tables.
+    ``uses_budgets``: per-group budgets decide how many tokens each group keeps (else the prior does
+    not change what it keeps). ``in_llm``: it prunes inside the LLM on the split graphs (the
+    pre-LLM step keeps every token). ``per_group``: each group is compressed on its own, so groups
+    may come at different grids (budget-aware encoder resolution). ``baseline``: run without the
+    prior it is a published method of its own (evaluation rows "no assistant"). ``compresses``:
+    False only for "none" (every token goes in; no prior runs)."""
+    name: str
+    label: str
+    compress: Callable[[dict, Request], Kept]
+    uses_budgets: bool = True
+    in_llm: bool = False
+    per_group: bool = False
+    baseline: bool = False
+    compresses: bool = True

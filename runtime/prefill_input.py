@@ -1,0 +1,75 @@
+"""From kept visual tokens to the LLM's prefill input: the one place where compressed tokens are
+put in order, spliced into the prompt, given their original M-RoPE ids and checked against the
+context. The pipeline, budget-aware encoder resolution, the evaluator and the training bank all
+build their LLM input here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .compression.method import Kept
+from .errors import PromptError
+from .positions import kept_sequence_indices
+
+
+@dataclass(frozen=True)
+class PromptSequence:
+    """A prompt before compression: ``ids`` [S] int64 with the whole visual span expanded (one id
+    per visual token), their M-RoPE ``positions`` [3, S] int64, the span ``start`` and length
+    ``n_visual``, and the first decode position (the original maximum + 1)."""
+    ids: np.ndarray
+    positions: np.ndarray
+    start: int
+    n_visual: int
+
+    @property
+    def next_position(self) -> int:
+        return int(self.positions.max()) + 1
+
+    @property
+    def text_tokens(self) -> int:
+        return len(self.ids) - self.n_visual
+
+
+@dataclass(frozen=True)
+class PrefillInput:
+    """What the LLM prefills. ids [L] int64 (kept prompt ids), positions [3, L] int64 (original
+    ids of the kept slots), embeds [L, D] float32 (None when no embedding table was given: the
+    training bank embeds on its own), visual [K, D] the kept tokens in span order at
+    ``start .. start+K``, source [K] int64 ascending (their indices into the full span), dominant [K]
+    bool, next_position: the first decode position."""
+    ids: np.ndarray
+    positions: np.ndarray
+    embeds: np.ndarray | None
+    visual: np.ndarray
+    source: np.ndarray
+    dominant: np.ndarray
+    start: int
+    next_position: int
+    n_visual_total: int
+
+
+def embed_rows(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Rows of an embedding table (memory-mapped .npy) as float32. ids [L] -> [L, D]"""
+    return np.asarray(table[np.asarray(ids)], np.float32)
+
+
+def prefill_input(seq: PromptSequence, kept: Kept, table: np.ndarray | None = None, max_new_tokens: int = 0,
+                  context_length: int | None = None) -> PrefillInput:
+    """``seq`` with its visual span replaced by ``kept`` (any order; sorted here by source, so
+    positions stay monotone per axis). ``table``: the embedding table (None: no ``embeds``).
+    Raises PromptError when the prompt plus ``max_new_tokens`` exceeds ``context_length``."""
+    order = np.argsort(kept.source, kind="stable")
+    source, visual, dominant = kept.source[order].astype(np.int64), kept.tokens[order], kept.dominant[order]
+    keep = kept_sequence_indices(len(seq.ids), seq.start, seq.n_visual, source)
+    if context_length is not None and len(keep) + max_new_tokens > context_length:
+        raise PromptError(f"prompt of {len(keep)} tokens plus {max_new_tokens} new tokens exceeds the context of "
+                          f"{context_length}; lower --retention or the frame count")
+    ids = seq.ids[keep]
+    embeds = None
+    if table is not None:
+        embeds = embed_rows(table, ids)
+        embeds[seq.start:seq.start + len(source)] = visual
+    return PrefillInput(ids, seq.positions[:, keep], embeds, visual, source, dominant, seq.start, seq.next_position,
+                        seq.n_visual)

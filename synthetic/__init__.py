@@ -1,0 +1,1 @@
+"""Synthetic datasets with known answers (the needle videos), importing only the runtime."""

@@ -1,0 +1,82 @@
+"""Every registered compression method end to end against transformers: the primary's vision
+features from transformers' own model, compressed by the method's function with the pipeline's
+budgets, must be the tokens the pipeline kept (same sources), and greedy decoding of the pruned
+prompt on transformers' model (FastV: its decoder layers split at K, tests/reference.py) must give
+the pipeline's tokens. A method added to the registry without a case here fails the first test."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import runtime.pipeline as pipeline_module  # noqa: E402
+from runtime.compression import REGISTRY, Request, get_method  # noqa: E402
+from runtime.options import Options  # noqa: E402
+from runtime.pipeline import load_pipeline  # noqa: E402
+from runtime.prefill_input import prefill_input  # noqa: E402
+from runtime.preprocess import preprocess_video  # noqa: E402
+from runtime.video import sample_video  # noqa: E402
+
+from tests.reference import split_llm_reference, vision_signals_reference  # noqa: E402
+
+QUESTION = "What happens in the video?"
+# method -> options beyond the method (the prior is on: DyToK budgets where the method takes them)
+CASES = {"none": {}, "visionzip": {}, "uniform": {}, "dycoke": {}, "dyntok": {}, "evs": {}, "fastv": {},
+         "evs-no-assistant": {"method": "evs", "assistant": False}, "fastv-no-assistant": {"method": "fastv", "assistant": False}}
+
+
+def test_every_registered_method_has_a_case():
+    assert set(REGISTRY) <= {options.get("method", name) for name, options in CASES.items()}
+
+
+@torch.no_grad()
+def greedy(model, embeds: np.ndarray, positions: np.ndarray, next_position: int, steps: int, eos) -> list[int]:
+    out = model(inputs_embeds=torch.from_numpy(embeds)[None], position_ids=torch.from_numpy(positions)[:, None],
+                use_cache=True)
+    tokens = []
+    for step in range(steps):
+        tok = int(out.logits[0, -1].argmax())
+        tokens.append(tok)
+        if tok in eos:
+            break
+        e = model.get_input_embeddings()(torch.tensor([[tok]]))
+        out = model(inputs_embeds=e, position_ids=torch.full((3, 1, 1), next_position + step),
+                    past_key_values=out.past_key_values, use_cache=True)
+    return tokens
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_method_matches_transformers(case, tiny_split, tiny_models, video_path, monkeypatch):
+    pipe = load_pipeline(tiny_split)
+    clip = sample_video(video_path, num_frames=8)
+    opts = Options(**{"method": case, **CASES[case]}, retention=0.25, min_pixels=16 * 784, max_pixels=64 * 784,
+                   max_new_tokens=6)
+    method = get_method(opts.method)
+    seen = []
+    monkeypatch.setattr(pipeline_module, "prefill_input", lambda *a, **k: seen.append(prefill_input(*a, **k)) or seen[-1])
+    result = pipe.answer(clip, QUESTION, opts)
+    inp = seen[-1]
+
+    model = tiny_models["primary"]
+    patches = preprocess_video(clip.frames, pipe.preprocess_config("primary", opts.max_pixels, opts.min_pixels))
+    grid = pipe.merged_grid("primary", patches.grid_thw)
+    with torch.no_grad():
+        tokens = model.model.visual(torch.from_numpy(patches.pixel_values), grid_thw=torch.tensor([patches.grid_thw]))
+    importance, metric = vision_signals_reference(model, patches.pixel_values, patches.grid_thw)
+    vision = {"tokens": tokens.pooler_output.numpy(), "importance": importance, "metric": metric}
+    want = method.compress(vision, Request(grid, result.budgets, opts.retention, opts.budget,
+                                           result.frame_weights is not None))
+    order = np.argsort(want.source, kind="stable")
+    np.testing.assert_array_equal(inp.source, want.source[order])
+    np.testing.assert_allclose(inp.visual, want.tokens[order], rtol=0, atol=1e-4)
+
+    embeds = model.get_input_embeddings()(torch.from_numpy(inp.ids)).detach().numpy().copy()
+    embeds[inp.start:inp.start + len(inp.source)] = want.tokens[order]
+    eos = pipe.prompt.eos_ids
+    if method.in_llm:
+        split = pipe.m.graph("primary_llm_lo")["split_layer"]
+        ref, _, _ = split_llm_reference(model, embeds, inp.positions, split, opts.max_new_tokens, inp.next_position,
+                                        inp.start, len(inp.source), result.budgets, opts.assistant, eos=eos)
+    else:
+        ref = greedy(model, embeds, inp.positions, inp.next_position, opts.max_new_tokens, eos)
+    assert result.token_ids == ref
+    if method.compresses and method.uses_budgets and opts.assistant:
+        assert len(set(result.budgets.tolist())) > 1  # the prior really moved tokens between groups
