@@ -71,7 +71,8 @@ def dart_picks(length: int, reduction: float, image_pivots: int = 4, text_pivots
         return int(length * (1 - rho) / (p_img + p_txt))
     if max_picks is not None and (isinstance(max_picks, bool) or not isinstance(max_picks, numbers.Integral)
                                   or max_picks < 0):
-        raise BudgetError(f"DART max_picks (LLaVA's max_num_trunction) must be a non-negative integer, got {max_picks!r}")
+        raise BudgetError(f"DART max_picks (LLaVA's max_num_trunction) must be a non-negative integer, "
+                          f"got {max_picks!r}")
     return int(math.ceil((max_picks if max_picks is not None else length * (1 - rho)) // (p_img + p_txt)))
 
 
@@ -160,7 +161,8 @@ def _check_hidden_keys(hidden, keys) -> tuple[np.ndarray, np.ndarray]:
     h = np.asarray(hidden)
     k = np.asarray(keys)
     if h.ndim != 2 or k.ndim != 3 or k.shape[1] != len(h):
-        raise ShapeError(f"DART hidden must be [S, D] and keys [H_kv, S, d_h] with the same S, got {h.shape} and {k.shape}")
+        raise ShapeError(f"DART hidden must be [S, D] and keys [H_kv, S, d_h] with the same S, "
+                         f"got {h.shape} and {k.shape}")
     if not (np.isfinite(h).all() and np.isfinite(k).all()):
         raise ShapeError("DART hidden states or keys hold non-finite values")
     return h.astype(np.float32, copy=False), k

@@ -13,8 +13,10 @@ half of the channels with the lowest variance over the video:
 - ``vidcom2_keep``: the two together, or VidCom2's selection under given budgets.
 
 Arithmetic is float32 in the reference's operation order, so the half-way products of step 6
-round as ``torch.round`` does (half to even: ``float32(0.9) * 15 = 13.5 -> 14``, V8.2). Ties in
-either ``topk`` are unspecified in the reference; here the lower index wins. Kept tokens are
+round as ``torch.round`` does (half to even: ``float32(0.9) * 15 = 13.5 -> 14``, V8.2). NumPy's
+reductions may differ from torch's in the last bit, which the temperature amplifies 100-fold: a
+group whose ``s_t * N`` lies within ~1e-4 of a half-integer can get one token more or less than
+the torch code. Ties in either ``topk`` are unspecified in the reference; here the lower index wins. Kept tokens are
 returned ascending: the Qwen adapters gather them in raster order and keep their original 3-D
 M-RoPE ids (§8.4, §10).
 """
@@ -83,8 +85,9 @@ def _similarities(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     flat = x.reshape(t * n, d)
     # torch's CPU var accumulates in double; only the channels' ranking matters (ties: lower index).
     var = flat.var(axis=0, dtype=np.float64).astype(np.float32)
-    channels = np.argsort(var, kind="stable")[:int(d * CHANNEL_FRACTION)]
-    z = x[:, :, channels]
+    keep = np.zeros(d, bool)
+    keep[np.argsort(var, kind="stable")[:int(d * CHANNEL_FRACTION)]] = True
+    z = np.compress(keep, x, axis=2)  # kept channels in index order (their order does not matter)
     z = z / np.maximum(np.sqrt(np.square(z).sum(axis=-1, keepdims=True)), np.float32(NORM_EPS))
     v = _kernel(z, z.mean(axis=(0, 1), keepdims=True))
     f = _kernel(z, z.mean(axis=1, keepdims=True))
@@ -93,10 +96,10 @@ def _similarities(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _budgets_from_video_similarity(v: np.ndarray, retention: float) -> np.ndarray:
     """§8.3 steps 5-6 in float32. v [T, N] -> k [T] int64 in [1, N]."""
-    t, n = v.shape
+    n = v.shape[1]
     u = -v.mean(axis=1)
     logits = (u - u.max()) / np.float32(TEMPERATURE)
-    e = np.exp(logits - logits.max())
+    e = np.exp(logits - logits.max())  # torch's softmax subtracts the max again (here 0)
     p = e / e.sum()
     s = np.minimum(np.float32(retention) * ((np.float32(1) + p) - p.mean()), np.float32(1))
     return np.maximum(np.rint(s * np.float32(n)), 1).astype(np.int64)

@@ -150,7 +150,7 @@ def test_no_text_pivots_is_allowed():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(span=(1, 12), reduction=0.0, image_pivots=2, text_pivots=1), "reduction ratio 0.0 asks for"),
     (dict(span=(1, 12), reduction=0.5, image_pivots=2, text_pivots=4), "4 text pivots but only 3"),
-    (dict(span=(1, 12), reduction=0.5, image_pivots=13, text_pivots=1), "13 image pivots"),
+    (dict(span=(1, 12), reduction=0.5, image_pivots=13, text_pivots=1), "13 image pivots but the visual span has only"),
     (dict(span=(1, 12), reduction=0.5, image_pivots=2, text_pivots=1, max_picks=12), "max_picks 12 asks for 4"),
     (dict(span=(1, 12), reduction=1.5), "reduction ratio"),
     (dict(span=(1, 12), reduction=-0.1), "reduction ratio"),
@@ -183,6 +183,15 @@ def test_embedding_form_is_the_in_llm_form_on_embeddings():
     assert len(dart_keep_embeddings(prompt[5:53], None, 0.7, 3, 0)) == 3 + 3 * 4  # no text pivots: m = int(4.8)
     with pytest.raises(BudgetError, match="text pivots"):
         dart_keep_embeddings(prompt[5:53], None, 0.7, 3, 2)
+
+
+def test_embedding_pivots_are_the_largest_l1_norms():
+    tokens = np.zeros((8, 4), np.float32)
+    tokens[:, 0] = 0.1
+    tokens[1] = [3, 0, 0, 0]  # L1 3 (L2 3)
+    tokens[5] = [1, 1, 1, 1]  # L1 4 (L2 2)
+    tokens[6] = [2, 1.5, 0, 0]  # L1 3.5 (L2 2.5)
+    assert dart_keep_embeddings(tokens, None, 1.0, image_pivots=2, text_pivots=0).tolist() == [5, 6]  # m = 0
 
 
 def test_per_group_counts_equal_the_budgets():
