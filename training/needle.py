@@ -157,7 +157,7 @@ COMMITTED = (
     (11, 140_000_000, 1.0, 2, COMPRESS_BANK),
     (12, 170_000_000, 1.0, 2, MIXED_BANK),
 )
-# The committed assistant's prior layers: chosen end to end on 150 validation videos (README).
+# The committed assistant's prior layers: chosen end to end on 150 validation videos (docs/needle-training-log.md).
 COMMITTED_PRIOR_LAYERS = (1, 2, 3)
 # The committed assistant: run 11's primary (``COMMITTED[PRIOR_FROM_RUN]``; its vision tower is the
 # final primary's, bank runs freeze it) trained for its prior (training/assistant.py: train_prior).
@@ -187,7 +187,7 @@ def stage_plan(stage: Stage, seed: int, stage_index: int, first_seed: int):
         nxt += b
 
 
-CLOSE_GAP = 3  # adjacent needles are where order fails (README)
+CLOSE_GAP = 3  # adjacent needles are where order fails (docs/needle-training-log.md)
 
 
 def train_video(index: int, family: str, frames: int, stage: Stage):
