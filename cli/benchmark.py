@@ -9,7 +9,7 @@ Prints a table (ratios against eager full tokens first; --format markdown for ev
 FLOPs-based projection for the real 7B/3B pair. --report re-prints a saved run (its table, and
 the projection with today's --accuracy rows) without measuring:
 
-  python scripts/benchmark.py --report docs/bench_small.json --accuracy docs/needle_prior_shapes.json --project 7b
+  python scripts/benchmark.py --report docs/results/bench_small.json --accuracy docs/results/needle_prior_shapes.json --project 7b
 """
 import argparse
 import os

@@ -44,7 +44,7 @@ def main() -> int:
     ap.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
     ap.add_argument("--assistant-only", action="store_true", help="keep the trained primary; derive the assistant")
     ap.add_argument("--prior-layers", help="comma-separated assistant prior layers (chosen end to end on validation, "
-                                           "README); default: the layer with the largest needle share")
+                                           "docs/needle-training-log.md); default: the layer with the largest needle share")
     ap.add_argument("--val-videos", type=int, default=40, help="validation videos per family for the layer choice")
     ap.add_argument("--train-prior", type=int, metavar="STEPS", default=0,
                     help="instead of cutting the primary: train a dedicated assistant for STEPS steps whose prior "

@@ -21,7 +21,7 @@ the budget is compared with the process's RSS now plus the run's additional peak
 - each engine keeps its own high-water mark (ONNX Runtime's CPU arena does not shrink), so the
   stages' peaks add up: peak = RSS now + OVERHEAD * (held + max(preprocessing, sum of stages));
 - everything times ``OVERHEAD`` for the allocator (ORT's arena, copies at graph boundaries),
-  calibrated on measured peak RSS (README, "Long videos, memory and bad input").
+  calibrated on measured peak RSS (docs/runtime.md, "Long videos, memory and bad input").
 """
 from __future__ import annotations
 

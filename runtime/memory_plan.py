@@ -1,6 +1,6 @@
 """Device memory plan for a deployment (primary model + assistant), computed from the configs.
 
-Bytes follow what our graphs hold (README: TensorRT engines), per precision (``DTYPES``):
+Bytes follow what our graphs hold (docs/tensorrt-jetson.md, docs/calibration.md), per precision (``DTYPES``):
 - fp32: the export. fp16 / bf16: ``convert_precision.py`` graphs; every weight in half precision
   except, in fp16, the MLP down projections, which stay fp32 after the fp32 SwiGLU product.
 - int8 / fp8: ``calibrate.py quantize`` Q/DQ graphs made from the fp32 export: the matmul weights

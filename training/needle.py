@@ -159,7 +159,7 @@ def stage_plan(stage: Stage, seed: int, stage_index: int, first_seed: int):
         nxt += b
 
 
-CLOSE_GAP = 3  # adjacent needles are where order fails (README)
+CLOSE_GAP = 3  # adjacent needles are where order fails (docs/needle-training-log.md)
 
 
 def train_video(index: int, family: str, frames: int, stage: Stage):

@@ -30,7 +30,7 @@ from .cuda_mem import DeviceArray, GpuInfo, check, cudart, gpu_info
 from .profiles import check_shapes_fit
 
 REBUILD = "rebuild with: python scripts/build_engines.py --artifacts {folder}"
-NOT_INSTALLED = "TensorRT is not installed: install it from NVIDIA's index or JetPack (README: 'Jetson'); CI never installs it"
+NOT_INSTALLED = "TensorRT is not installed: install it from NVIDIA's index or JetPack (docs/tensorrt-jetson.md); CI never installs it"
 # Module names of TensorRT's Python runtime, full first: (module, kind).
 TRT_MODULES = (("tensorrt", "full"), ("tensorrt_lean", "lean"), ("tensorrt_lean_bindings", "lean"))
 

@@ -111,7 +111,7 @@ def build_settings(version: str, graph: str, requested: str | None = None, weak_
         raise EngineError(f"--weak-typing applies builder flags to an fp32 graph for fp16/bf16/int8; the graph is "
                           f"{graph} and {target} was asked for")
     note = (f"weak typing on TensorRT {version}: BuilderFlag {'+'.join(_WEAK_FLAGS[target])} lets TensorRT pick "
-            f"layer precisions, so RMSNorm variances and SwiGLU products may overflow in fp16 (README: TensorRT engines); "
+            f"layer precisions, so RMSNorm variances and SwiGLU products may overflow in fp16 (docs/calibration.md: half precision); "
             f"this API is gone in TensorRT 11")
     return BuildSettings(target, False, _WEAK_FLAGS[target] + extra, target == "int8", (note,))
 
@@ -219,7 +219,7 @@ def build_engines(manifest: Manifest, opts: BuildOptions = BuildOptions(), devic
         import tensorrt as trt
     except ImportError:
         raise EngineError("TensorRT is not installed: install it from NVIDIA's index or JetPack "
-                          "(README: 'Jetson'); CI never installs it") from None
+                          "(docs/tensorrt-jetson.md); CI never installs it") from None
     if not hasattr(trt, "Builder"):
         raise EngineError(f"this TensorRT ({trt.__file__}) has no builder (a lean or dispatch runtime?); build on a "
                           f"machine with the full TensorRT")

@@ -137,7 +137,7 @@ def test_scripts_without_tensorrt_lint_and_fail_in_one_line(tiny_artifacts, vide
     assert lint.returncode == 0 and "0 TensorRT 10.1 parser problems in 4 graphs" in lint.stdout
     shown = run("scripts/build_engines.py", "--artifacts", tiny_artifacts, "--show-profiles", "--max-frames", "8")
     assert shown.returncode == 0 and "primary_llm [decode]" in shown.stdout
-    not_installed = "error: TensorRT is not installed: install it from NVIDIA's index or JetPack (README: 'Jetson'); CI never installs it"
+    not_installed = "error: TensorRT is not installed: install it from NVIDIA's index or JetPack (docs/tensorrt-jetson.md); CI never installs it"
     r = run("scripts/build_engines.py", "--artifacts", tiny_artifacts)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [not_installed]
     r = run("scripts/infer.py", "--artifacts", tiny_artifacts, "--video", video_path, "--question", "hi", "--backend", "tensorrt")

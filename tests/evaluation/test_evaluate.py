@@ -86,7 +86,7 @@ def test_prior_shapes():
 
 
 # The first six test-split videos (2 per family). The committed pair is right on 93% of the test
-# split (README); these six are the first, not picked.
+# split (docs/needle.md); these six are the first, not picked.
 FIXED = (0, 1, 2, 3, 4, 5)
 
 
