@@ -291,5 +291,59 @@ def test_greedy_tokens_by_hand_equal_generate(manifest, models, frames):
             pixel_values_videos=torch.from_numpy(pixels)[None], max_new_tokens=10, do_sample=False,
             eos_token_id=manifest.tokens["eos"], pad_token_id=manifest.tokens["pad"])
     want = out[0, len(ids):].tolist()
+    print(f"\ngreedy, {frames} frames ({len(ids)}-token prompt): by hand {got}, generate {want}")
     assert got == want
     assert len(set(got)) > 1  # not one token repeated: the comparison says something
+
+
+def edited_copy(src: str, dst, edit) -> str:
+    """A hard-linked copy of folder ``src`` whose manifest.json is ``edit(data)``."""
+    import json
+    import os
+    import shutil
+
+    from runtime.manifest import link_or_copy
+    shutil.copytree(src, dst, copy_function=link_or_copy)
+    path = os.path.join(dst, "manifest.json")
+    data = json.load(open(path))
+    edit(data)
+    os.remove(path)  # a link: do not write through it into the source folder
+    json.dump(data, open(path, "w"))
+    return str(dst)
+
+
+def test_manifest_fields_depend_on_the_family(manifest, folder, tiny_artifacts, tmp_path):
+    from runtime.errors import ManifestError
+
+    assert manifest.data["family"] == "llava_onevision" and manifest.data["schema_version"] == 2
+    assert "mrope_section" not in manifest.model("primary") and "vision_start" not in manifest.tokens
+    # schema 1 folders (Qwen2.5-VL, written before the family table) still load
+    old = edited_copy(tiny_artifacts, tmp_path / "qwen-schema1", lambda d: d.update(schema_version=1))
+    assert load_manifest(old).data["family"] == "qwen2_5_vl"
+    cases = {
+        "newline": (lambda d: d["models"]["assistant"].pop("image_newline"), r"models.assistant lacks \['image_newline'\]"),
+        "schema1": (lambda d: d.update(schema_version=1), "needs schema version 2"),
+        "family": (lambda d: d.update(family="llava_next"), "family 'llava_next' is not one this runtime knows"),
+        "frame": (lambda d: d["preprocess"].update(tokens_per_frame=0), "preprocess.tokens_per_frame"),
+        "shape": (lambda d: d["models"]["primary"]["image_newline"].update(shape=[65]), r"image_newline.shape"),
+    }
+    for name, (edit, message) in cases.items():
+        with pytest.raises(ManifestError, match=message):
+            load_manifest(edited_copy(folder, tmp_path / name, edit))
+
+
+def test_derived_folder_keeps_the_image_newline(manifest, tmp_path):
+    """Quantized/half folders (write_derived_folder) link every per-model file the family declares."""
+    import shutil
+
+    from runtime.manifest import write_derived_folder
+
+    def convert(role, src, dst):
+        shutil.copy(src, dst)
+        shutil.copy(src + ".data", dst + ".data")
+
+    derived = write_derived_folder(manifest, str(tmp_path / "derived"), ("primary_vision",), convert, "copy",
+                                   ("copied", True))
+    for which in ("primary", "assistant"):
+        entry = derived.model(which)["image_newline"]
+        np.testing.assert_array_equal(np.load(derived.path(entry["file"])), np.load(manifest.path(entry["file"])))
