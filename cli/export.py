@@ -1,9 +1,12 @@
-"""Export Qwen2.5-VL (primary + assistant) to an ONNX artifact folder.
+"""Export Qwen2.5-VL or LLaVA-OneVision (primary + assistant) to an ONNX artifact folder.
 
   python scripts/export.py --model tiny --out artifacts/tiny
   python scripts/export.py --model needle --out artifacts/needle   # the trained needle pair (weights/needle)
   python scripts/export.py --model qwen2.5-vl-7b --checkpoint /models/Qwen2.5-VL-7B-Instruct --out artifacts/7b
   python scripts/export.py --model qwen2.5-vl-7b-random --torch-only --dtype bfloat16 --out artifacts/7b-random
+  python scripts/export.py --model llava-onevision-tiny --out artifacts/llava-tiny
+  python scripts/export.py --model llava-onevision-qwen2-7b-ov --checkpoint /models/llava-onevision-qwen2-7b-ov-hf \
+      --assistant-checkpoint /models/llava-onevision-qwen2-0.5b-ov-hf --out artifacts/llava-7b
 """
 import argparse
 import sys
@@ -13,7 +16,9 @@ import time
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", help="preset: needle (trained, committed), tiny, small, qwen2.5-vl-3b/7b/32b/72b, "
-                                                    "qwen2.5-vl-3b/7b-random (real sizes, random weights)")
+                                                    "qwen2.5-vl-3b/7b-random (real sizes, random weights); LLaVA-OneVision: "
+                                                    "llava-onevision-tiny/small, llava-onevision-qwen2-7b-ov/0.5b-ov, "
+                                                    "llava-onevision-qwen2-7b/0.5b-random")
     ap.add_argument("--assistant", default="default", help="assistant preset for the keyframe prior, or 'none'")
     ap.add_argument("--checkpoint", help="local folder with config.json + *.safetensors for --model")
     ap.add_argument("--assistant-checkpoint", help="local folder for the assistant's weights")

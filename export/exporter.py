@@ -1,6 +1,7 @@
 """Write one self-describing artifact folder: ONNX graphs, token-embedding tables, tokenizer and
 a versioned manifest. Everything goes to a temporary folder that is renamed when complete;
-graphs whose source key and file hashes match an existing export are reused, not re-exported."""
+graphs whose source key and file hashes match an existing export are reused, not re-exported.
+What differs per model family (Qwen2.5-VL, LLaVA-OneVision) comes from ``export.families``."""
 from __future__ import annotations
 
 import glob
@@ -17,45 +18,23 @@ import numpy as np
 
 from runtime.errors import DyTokError
 from runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, link_or_copy, sha256_file
-from runtime.preprocess import PreprocessConfig
 from runtime.specs_kv import kv_input_names
-from runtime.vision_inputs import vision_feeds
 
 from . import specs
+from .families import family_of
 from .presets import Preset, get_preset
-from .tokenizer import QWEN_VL_CHAT_TEMPLATE, build_tiny_tokenizer, checkpoint_chat_template, special_ids
+from .tokenizer import build_tiny_tokenizer, special_ids
 from .weights import load_model, resolve_checkpoint
 
 EXPORTER_VERSION = "0.1.0"
-EXAMPLE_GRID = (2, 8, 12)  # example sizes > 1 on every dynamic axis, else dynamo freezes them
 
 
-def model_constants(model, prior_layers: list[int] | None = None) -> dict:
-    text = model.config.text_config
-    vision = model.config.vision_config
-    out = {
-        "hidden_size": text.hidden_size, "num_layers": text.num_hidden_layers, "num_heads": text.num_attention_heads,
-        "num_kv_heads": text.num_key_value_heads, "head_dim": text.hidden_size // text.num_attention_heads,
-        "vocab_size": text.vocab_size, "context_length": text.max_position_embeddings,
-        "mrope_section": list(text.rope_parameters["mrope_section"]), "rope_theta": text.rope_parameters["rope_theta"],
-        "tokens_per_second": vision.tokens_per_second, "merge_size": vision.spatial_merge_size,
-        "patch_size": vision.patch_size, "temporal_patch_size": vision.temporal_patch_size,
-        "window_size": vision.window_size, "vision_key_dim": vision.hidden_size // vision.num_heads,
-        "fullatt_block_indexes": list(vision.fullatt_block_indexes),
-        "intermediate_size": text.intermediate_size, "vision_hidden_size": vision.hidden_size,
-        "vision_intermediate_size": vision.intermediate_size, "vision_depth": vision.depth,
-    }
+def model_constants(model, family, prior_layers: list[int] | None = None) -> dict:
+    """The manifest's constants of one model (``family.constants``), with its prior layers if any."""
+    out = family.constants(model)
     if prior_layers is not None:
         out["prior_layers"] = prior_layers
     return out
-
-
-def _example_vision(model):
-    feeds = vision_feeds(EXAMPLE_GRID)
-    n = int(np.prod(EXAMPLE_GRID))
-    cfg = model.config.vision_config
-    pixels = np.random.default_rng(0).normal(size=(n, 3 * cfg.temporal_patch_size * cfg.patch_size ** 2))
-    return {"pixel_values": pixels.astype(np.float32), **feeds}
 
 
 def _export(module, spec: specs.GraphSpec, example: dict, path: str, translation: dict | None = None) -> None:
@@ -92,7 +71,8 @@ def _check_graph(path: str) -> None:
 def _code_hash() -> str:
     """Hash of the code that builds graphs and weights: a change to it invalidates reuse."""
     here = os.path.dirname(os.path.abspath(__file__))
-    files = sorted(glob.glob(os.path.join(here, "graphs", "*.py")) + [os.path.join(here, n) for n in ("weights.py", "presets.py", "specs.py")])
+    files = sorted(glob.glob(os.path.join(here, "graphs", "*.py")) + [os.path.join(here, n) for n in
+                                                                      ("weights.py", "presets.py", "specs.py", "families.py")])
     h = hashlib.sha256()
     for path in files:
         h.update(open(path, "rb").read())
@@ -143,13 +123,16 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
 
     from .graphs.gqa import onnx_translation
     from .graphs.llm import KeyframePrior, LanguageModel
-    from .graphs.vision import VisionEncoder
     from .validate import validate_graph
 
     preset = get_preset(model_name)
+    family = family_of(preset)
     if assistant_name == "default":
         assistant_name = preset.assistant
     assistant = get_preset(assistant_name) if assistant_name not in (None, "none") else None
+    if assistant is not None and assistant.family != preset.family:
+        raise DyTokError(f"assistant {assistant.name} is a {assistant.family} model, {preset.name} a {preset.family} one: "
+                         f"the keyframe prior shares the primary's prompt, so both must be of one family")
     # Fail on missing weights before any work.
     if not preset.is_random:
         checkpoint = resolve_checkpoint(preset, checkpoint)
@@ -182,13 +165,16 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
     tmp = tempfile.mkdtemp(prefix=os.path.basename(out) + ".partial-", dir=parent)
     try:
         if preset.is_random:
-            tokenizer = build_tiny_tokenizer()
-            template = QWEN_VL_CHAT_TEMPLATE
+            tokenizer = build_tiny_tokenizer(special_tokens=family.special_tokens)
+            template = family.chat_template
         else:
             tokenizer = Tokenizer.from_file(os.path.join(checkpoint, "tokenizer.json"))
-            template = checkpoint_chat_template(checkpoint)
+            template = family.checkpoint_template(checkpoint)
         tokenizer.save(os.path.join(tmp, "tokenizer.json"))
-        ids = special_ids(tokenizer)
+        try:
+            ids = special_ids(tokenizer, family.special_tokens)
+        except ValueError as e:
+            raise DyTokError(f"{preset.name}: {e}") from None
         graphs, models = {}, {}
 
         def emit(role, module, spec, example, key_parts, translation=None, extra=None):
@@ -214,7 +200,7 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
         def export_model(which, p: Preset, ckpt, layers=None):
             log(f"{which}: {p.name}" + (f" from {ckpt}" if ckpt else f" (random weights, seed {seed})"))
             model = load_model(p, tokenizer, ids, ckpt, seed, dtype=weights_dtype)
-            consts = model_constants(model, layers and select_layers(layers, model.config.text_config.num_hidden_layers))
+            consts = model_constants(model, family, layers and select_layers(layers, model.config.text_config.num_hidden_layers))
             key_parts = {"preset": repr(p), "seed": seed if p.is_random else None, "checkpoint": _checkpoint_key(ckpt),
                          "config": model.config.to_json_string(use_diff=False)}
             table = model.get_input_embeddings().weight.detach().float().numpy()
@@ -222,10 +208,10 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
             np.save(os.path.join(tmp, emb_name), table)
             consts["embeddings"] = {"file": emb_name, "sha256": sha256_file(os.path.join(tmp, emb_name)),
                                     "shape": list(table.shape), "dtype": "float32"}
+            consts.update(family.model_files(model, which, tmp))
             models[which] = consts
-            vspec = specs.vision_spec(f"{which}_vision", 3 * consts["temporal_patch_size"] * consts["patch_size"] ** 2,
-                                      consts["hidden_size"], consts["vision_key_dim"])
-            emit(f"{which}_vision", VisionEncoder(model.model.visual).eval(), vspec, _example_vision(model), key_parts)
+            emit(f"{which}_vision", family.vision_module(model).eval(), family.vision_spec(f"{which}_vision", consts),
+                 family.example_vision(consts), key_parts)
             return model, consts, key_parts
 
         model, consts, key_parts = export_model("primary", preset, checkpoint)
@@ -246,21 +232,15 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
                  translation, {"attention": llm_attention, "kv_cache": True})
             del amodel
 
-        vcfg = PreprocessConfig(**preset.preprocess)
         manifest = {
-            "schema_version": SCHEMA_VERSION, "family": "qwen2_5_vl", "preset": preset.name,
+            "schema_version": SCHEMA_VERSION, "family": family.name, "preset": preset.name,
             "assistant_preset": assistant.name if assistant else None, "seed": seed,
             "checkpoints": {"primary": checkpoint, "assistant": assistant_checkpoint},
             "versions": {"exporter": EXPORTER_VERSION, "torch": torch.__version__, "transformers": transformers.__version__,
                          "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "opset": specs.OPSET},
             "tokenizer": {"file": "tokenizer.json", "sha256": sha256_file(os.path.join(tmp, "tokenizer.json")),
                           "chat_template": template},
-            "tokens": {"video": ids["<|video_pad|>"], "image": ids["<|image_pad|>"],
-                       "vision_start": ids["<|vision_start|>"], "vision_end": ids["<|vision_end|>"],
-                       "eos": [ids["<|im_end|>"], ids["<|endoftext|>"]], "pad": ids["<|endoftext|>"]},
-            "preprocess": {"patch_size": consts["patch_size"], "temporal_patch_size": consts["temporal_patch_size"],
-                           "merge_size": consts["merge_size"], "min_pixels": vcfg.min_pixels, "max_pixels": vcfg.max_pixels,
-                           "image_mean": list(vcfg.image_mean), "image_std": list(vcfg.image_std)},
+            "tokens": family.tokens(ids), "preprocess": family.preprocess(preset, consts, checkpoint),
             "models": models, "graphs": graphs,
         }
         if torch_only:

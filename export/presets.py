@@ -1,10 +1,13 @@
 """Model presets: real checkpoints by name, and seeded random-weight models from real-shaped configs.
 
-Real presets only name a checkpoint; weights come from a local folder (see ``export.weights``).
-Random presets (``tiny`` for tests and the demo, ``small`` for benchmarks) keep Qwen2.5-VL's
-structure (windowed + full-attention ViT blocks, 2x2 merger, GQA, M-RoPE) at a small size;
-``qwen2.5-vl-7b-random`` / ``-3b-random`` have the released checkpoints' exact dimensions (from
-``runtime.models.REAL_MODELS``) with random weights, for GPU benchmarks without weights.
+Every preset belongs to a model family (``family``: "qwen2_5_vl" or "llava_onevision"; see
+``export.families``). Real presets only name a checkpoint; weights come from a local folder (see
+``export.weights``). Random presets (``tiny`` for tests and the demo, ``small`` for benchmarks)
+keep Qwen2.5-VL's structure (windowed + full-attention ViT blocks, 2x2 merger, GQA, M-RoPE) at a
+small size; ``qwen2.5-vl-7b-random`` / ``-3b-random`` have the released checkpoints' exact
+dimensions (from ``runtime.models.REAL_MODELS``) with random weights, for GPU benchmarks
+without weights. The ``llava-onevision-*`` presets do the same for LLaVA-OneVision (SigLIP tower,
+2-layer GELU projector, 2x bilinear video pooling, Qwen2 LLM with 1-D RoPE).
 """
 from __future__ import annotations
 
@@ -32,6 +35,10 @@ class Preset:
     # The export's default prior layers when this preset is the assistant (a checkpoint's
     # dytok.json wins; None: the reference's last third).
     prior_layers: str | list[int] | None = None
+    # The model family (export.families.FAMILIES): which transformers class, graphs and manifest
+    # entries. For "llava_onevision", ``vision`` holds SiglipVisionConfig overrides and ``text``
+    # Qwen2Config overrides.
+    family: str = "qwen2_5_vl"
 
     @property
     def is_random(self) -> bool:
@@ -103,6 +110,60 @@ PRESETS: dict[str, Preset] = {
     "qwen2.5-vl-72b": Preset("qwen2.5-vl-72b", "Qwen/Qwen2.5-VL-72B-Instruct", "qwen2.5-vl-7b"),
 }
 
+# LLaVA-OneVision, the DyToK paper's own setting (7B primary, 0.5B assistant). Dimensions of the
+# released transformers-format checkpoints, llava-hf/llava-onevision-qwen2-{7b,0.5b}-ov-hf
+# config.json, as transformers' convert_llava_onevision_weights_to_hf.py builds them: the text
+# config of Qwen/Qwen2-7B-Instruct / Qwen2-0.5B-Instruct with the vocabulary grown by <image> and
+# <video> and padded to a multiple of 64 (152064 + 2 -> 152128; 151936 + 2 -> 152000); the vision
+# tower google/siglip-so400m-patch14-384 with the last of its 27 layers dropped (26 layers,
+# vision_feature_layer -1, i.e. the original penultimate layer, no head); projector "gelu".
+LLAVA_OV_SIGLIP = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16,
+                       patch_size=14, image_size=384, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+                       vision_use_head=False)
+LLAVA_OV_TEXT = {
+    "llava-onevision-qwen2-7b-ov": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                                        num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768,
+                                        rms_norm_eps=1e-6, vocab_size=152128, tie_word_embeddings=False,
+                                        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+    "llava-onevision-qwen2-0.5b-ov": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                                          num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+                                          rms_norm_eps=1e-6, vocab_size=152000, tie_word_embeddings=True,
+                                          rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+}
+_LLAVA = dict(family="llava_onevision")
+# Tiny: seconds to export; 384-pixel frames as the real tower (27x27 patches pooled to 14x14).
+_LLAVA_TINY_VISION = dict(LLAVA_OV_SIGLIP, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4)
+_LLAVA_TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                        num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6,
+                        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})
+# Small: the cost class of the Qwen ``small`` pair: the 0.5B's LLM (896 wide, 24 layers) behind an
+# 8-layer 576-wide SigLIP (8 heads of 72, as so400m's); the assistant stops its prior at layer 2 of 8.
+_LLAVA_SMALL_VISION = dict(LLAVA_OV_SIGLIP, hidden_size=576, intermediate_size=2152, num_hidden_layers=8,
+                           num_attention_heads=8)
+_LLAVA_SMALL_TEXT = {k: v for k, v in LLAVA_OV_TEXT["llava-onevision-qwen2-0.5b-ov"].items()
+                     if k not in ("vocab_size", "tie_word_embeddings")}
+PRESETS.update({
+    "llava-onevision-tiny": Preset("llava-onevision-tiny", None, "llava-onevision-tiny-assistant", _LLAVA_TINY_VISION,
+                                   _LLAVA_TINY_TEXT, **_LLAVA),
+    "llava-onevision-tiny-assistant": Preset("llava-onevision-tiny-assistant", None, None, _LLAVA_TINY_VISION,
+                                             {**_LLAVA_TINY_TEXT, "num_hidden_layers": 3}, qk_scale=8.0, **_LLAVA),
+    "llava-onevision-small": Preset("llava-onevision-small", None, "llava-onevision-small-assistant", _LLAVA_SMALL_VISION,
+                                    _LLAVA_SMALL_TEXT, **_LLAVA),
+    "llava-onevision-small-assistant": Preset("llava-onevision-small-assistant", None, None,
+                                              {**_LLAVA_SMALL_VISION, "num_hidden_layers": 4},
+                                              {**_LLAVA_SMALL_TEXT, "num_hidden_layers": 8}, qk_scale=4.0,
+                                              prior_layers=[2], **_LLAVA),
+    "llava-onevision-qwen2-7b-random": Preset("llava-onevision-qwen2-7b-random", None, "llava-onevision-qwen2-0.5b-random",
+                                              LLAVA_OV_SIGLIP, LLAVA_OV_TEXT["llava-onevision-qwen2-7b-ov"], **_LLAVA),
+    "llava-onevision-qwen2-0.5b-random": Preset("llava-onevision-qwen2-0.5b-random", None, None, LLAVA_OV_SIGLIP,
+                                                LLAVA_OV_TEXT["llava-onevision-qwen2-0.5b-ov"], qk_scale=4.0, **_LLAVA),
+    "llava-onevision-qwen2-0.5b-ov": Preset("llava-onevision-qwen2-0.5b-ov", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+                                            None, **_LLAVA),
+    "llava-onevision-qwen2-7b-ov": Preset("llava-onevision-qwen2-7b-ov", "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+                                          "llava-onevision-qwen2-0.5b-ov", **_LLAVA),
+})
+
 
 def get_preset(name: str) -> Preset:
     try:
@@ -112,7 +173,10 @@ def get_preset(name: str) -> Preset:
 
 
 def random_config(preset: Preset, vocab_size: int, special_ids: dict[str, int]):
-    """A transformers ``Qwen2_5_VLConfig`` for a random preset, with the tokenizer's special ids."""
+    """A transformers config for a random preset (``Qwen2_5_VLConfig``, or ``LlavaOnevisionConfig``
+    for the llava_onevision family), with the tokenizer's special ids."""
+    if preset.family == "llava_onevision":
+        return llava_onevision_config(preset, vocab_size, special_ids)
     from transformers import Qwen2_5_VLConfig
 
     ids = dict(bos_token_id=special_ids["<|endoftext|>"], eos_token_id=special_ids["<|im_end|>"],
@@ -131,4 +195,21 @@ def random_config(preset: Preset, vocab_size: int, special_ids: dict[str, int]):
         vision_config=dict(preset.vision), text_config=text, vocab_size=vocab_size,
         image_token_id=special_ids["<|image_pad|>"], video_token_id=special_ids["<|video_pad|>"],
         vision_start_token_id=special_ids["<|vision_start|>"], vision_end_token_id=special_ids["<|vision_end|>"],
+        tie_word_embeddings=tied, **ids)
+
+
+def llava_onevision_config(preset: Preset, vocab_size: int, special_ids: dict[str, int]):
+    """A transformers ``LlavaOnevisionConfig`` for a random LLaVA-OV preset: SigLIP (no head) +
+    Qwen2, the released defaults for the rest (vision_feature_layer -1, "full" features, gelu
+    projector), the tokenizer's special ids."""
+    from transformers import LlavaOnevisionConfig
+
+    ids = dict(bos_token_id=special_ids["<|endoftext|>"], eos_token_id=special_ids["<|im_end|>"],
+               pad_token_id=special_ids["<|endoftext|>"])
+    text = dict(preset.text, model_type="qwen2", **ids)
+    tied = text.pop("tie_word_embeddings", False)
+    vocab_size = text["vocab_size"] = max(vocab_size, text.get("vocab_size", 0))
+    return LlavaOnevisionConfig(
+        vision_config=dict(preset.vision, model_type="siglip_vision_model"), text_config=text,
+        image_token_index=special_ids["<image>"], video_token_index=special_ids["<video>"],
         tie_word_embeddings=tied, **ids)

@@ -47,6 +47,18 @@ def vision_spec(role: str, patch_dim: int, out_dim: int, key_dim: int) -> GraphS
     ))
 
 
+def llava_vision_spec(role: str, image_size: int, out_dim: int, key_dim: int) -> GraphSpec:
+    """LLaVA-OneVision's vision graph (``graphs.llava_vision``): whole frames in, pooled tokens out
+    (n_tokens = n_frames * tokens per frame, 196 for 384-pixel frames)."""
+    return GraphSpec(role, (
+        Tensor("pixel_values", "float32", ("n_frames", 3, image_size, image_size)),
+    ), (
+        Tensor("tokens", "float32", ("n_tokens", out_dim)),
+        Tensor("importance", "float32", ("n_tokens",)),
+        Tensor("metric", "float32", ("n_tokens", key_dim)),
+    ))
+
+
 def llm_spec(hidden: int, num_layers: int, kv_heads: int, head_dim: int, vocab: int) -> GraphSpec:
     past = tuple(Tensor(n, "float32", (1, kv_heads, "past_len", head_dim)) for n in kv_input_names(num_layers, "past"))
     present = tuple(Tensor(n, "float32", (1, kv_heads, "total_len", head_dim)) for n in kv_input_names(num_layers, "present"))

@@ -19,6 +19,9 @@ class ParityError(AssertionError):
 def validation_feeds(spec: specs.GraphSpec, role: str) -> list[dict]:
     rng = np.random.default_rng(1)
     shape = {t.name: t.shape for t in spec.inputs}
+    if role.endswith("vision") and len(shape["pixel_values"]) == 4:  # LLaVA-OV: whole frames [n_frames, 3, S, S]
+        _, channels, height, width = shape["pixel_values"]
+        return [{"pixel_values": rng.normal(size=(frames, channels, height, width)).astype(np.float32)} for frames in (1, 3)]
     if role.endswith("vision"):
         dim = shape["pixel_values"][1]
         return [{"pixel_values": rng.normal(size=(int(np.prod(g)), dim)).astype(np.float32), **vision_feeds(g)}

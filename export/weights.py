@@ -10,6 +10,7 @@ import os
 
 from runtime.errors import DyTokError
 
+from .families import family_of
 from .presets import Preset, random_config
 
 
@@ -32,41 +33,59 @@ def resolve_checkpoint(preset: Preset, checkpoint: str | None) -> str:
     if checkpoint:
         looked.append(checkpoint)
         if os.path.isfile(os.path.join(checkpoint, "config.json")) and glob.glob(os.path.join(checkpoint, "*.safetensors")):
-            return checkpoint
+            return _check_model_type(preset, checkpoint)
     else:
         snapshots, cache = hf_cache_dirs(preset.hf_id)
         looked.append(f"{cache} (models--{preset.hf_id.replace('/', '--')})")
         for snap in reversed(snapshots):
             if glob.glob(os.path.join(snap, "*.safetensors")):
-                return snap
+                return _check_model_type(preset, snap)
     raise CheckpointNotFound(
         f"no local weights for {preset.name} ({preset.hf_id}); looked in: {'; '.join(looked)}. "
-        f"Download the checkpoint on a machine with network access (e.g. `huggingface-cli download {preset.hf_id}`), "
+        f"Download the checkpoint on a machine with network access (`hf download {preset.hf_id}`), "
         f"then pass --checkpoint /path/to/folder (config.json + *.safetensors) or set HF_HOME to that cache.")
+
+
+def _check_model_type(preset: Preset, folder: str) -> str:
+    """``folder`` if its config.json is of the preset's family, else one clear error."""
+    import json
+
+    path = os.path.join(folder, "config.json")
+    try:
+        model_type = json.load(open(path)).get("model_type")
+    except (OSError, ValueError, AttributeError) as e:
+        raise DyTokError(f"{path}: not a readable JSON config ({e})") from None
+    family = family_of(preset)
+    if model_type not in family.model_types:
+        raise DyTokError(f"{folder} holds a {model_type!r} checkpoint, but {preset.name} is a {family.name} model "
+                         f"(config.json model_type {' or '.join(family.model_types)})")
+    return folder
 
 
 def load_model(preset: Preset, tokenizer, special: dict[str, int], checkpoint: str | None = None, seed: int = 0,
                device: str = "cpu", dtype=None, attn_implementation: str = "eager"):
-    """A ``Qwen2_5_VLForConditionalGeneration`` in eval mode, in ``dtype`` (default fp32) on ``device``.
+    """The preset family's transformers model (``Qwen2_5_VLForConditionalGeneration``,
+    ``LlavaOnevisionForConditionalGeneration``) in eval mode, in ``dtype`` (default fp32) on ``device``.
 
     Random weights are drawn on the CPU in ``dtype`` from ``seed`` and then moved, so a seed gives
     the same model on every device. "eager" attention is what the parity tests compare against;
     benchmarks on a GPU may ask for "sdpa" (transformers' default there).
     """
     import torch
-    from transformers import Qwen2_5_VLForConditionalGeneration
+    import transformers
 
+    model_class = getattr(transformers, family_of(preset).model_class)
     dtype = dtype or torch.float32
     if preset.is_random:
         torch.manual_seed(seed)
         config = random_config(preset, tokenizer.get_vocab_size(), special)
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+        model = model_class._from_config(config, dtype=dtype, attn_implementation=attn_implementation)
         with torch.no_grad():
             for layer in model.model.language_model.layers:
                 layer.self_attn.q_proj.weight.mul_(preset.qk_scale)
                 layer.self_attn.k_proj.weight.mul_(preset.qk_scale)
         return model.to(device).eval()
     folder = resolve_checkpoint(preset, checkpoint)
-    return Qwen2_5_VLForConditionalGeneration.from_pretrained(
+    return model_class.from_pretrained(
         folder, local_files_only=True, use_safetensors=True, trust_remote_code=False, dtype=dtype,
         attn_implementation=attn_implementation).to(device).eval()

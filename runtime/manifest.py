@@ -9,14 +9,49 @@ from dataclasses import dataclass
 
 from .errors import ManifestError
 
-SCHEMA_VERSION = 1
+# Schema 2 adds the llava_onevision family; schema 1 folders (all qwen2_5_vl) are schema 2's
+# qwen2_5_vl folders with the older number, and still load.
+SCHEMA_VERSION = 2
+OLDEST_SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 _REQUIRED = {
     "schema_version": int, "family": str, "preset": str, "versions": dict, "tokenizer": dict, "tokens": dict,
     "preprocess": dict, "models": dict, "graphs": dict,
 }
-_MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "vocab_size", "context_length",
-               "mrope_section", "tokens_per_second", "merge_size", "embeddings")
+
+
+@dataclass(frozen=True)
+class FamilyFields:
+    """What the runtime reads of one model family, beyond the fields every family has."""
+    model_ints: tuple[str, ...]  # models.<which>: required integers >= 1
+    model_numbers: tuple[str, ...]  # models.<which>: required finite numbers
+    model_files: dict  # models.<which>: required arrays in the folder -> their shape, as model keys
+    mrope: bool  # models.<which>.mrope_section: M-RoPE sections summing to head_dim / 2
+    tokens: tuple[str, ...]  # tokens: required ids (besides eos)
+    preprocess_ints: tuple[str, ...]  # preprocess: required integers >= 1
+    since_schema: int  # the first schema version that has the family
+
+
+_LLM_INTS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "vocab_size", "context_length")
+_EMBEDDINGS = {"embeddings": ("vocab_size", "hidden_size")}
+FAMILIES = {
+    "qwen2_5_vl": FamilyFields(
+        model_ints=_LLM_INTS + ("merge_size",), model_numbers=("tokens_per_second",), model_files=_EMBEDDINGS,
+        mrope=True, tokens=("video", "vision_start", "vision_end"),
+        preprocess_ints=("patch_size", "temporal_patch_size", "merge_size", "min_pixels", "max_pixels"), since_schema=1),
+    # 1-D RoPE; whole frames of image_size pixels, tokens_per_frame pooled tokens each, and the
+    # image_newline embedding after a video's frames.
+    "llava_onevision": FamilyFields(
+        model_ints=_LLM_INTS + ("image_size", "patch_size", "tokens_per_frame"), model_numbers=(),
+        model_files={**_EMBEDDINGS, "image_newline": ("hidden_size",)}, mrope=False, tokens=("video",),
+        preprocess_ints=("image_size", "patch_size", "tokens_per_frame"), since_schema=2),
+}
+
+
+def model_file_names(data: dict) -> set[str]:
+    """The per-model array files (embeddings, ...) that a manifest's family declares."""
+    keys = FAMILIES[data["family"]].model_files
+    return {m[k]["file"] for m in data["models"].values() for k in keys}
 
 
 def link_or_copy(src: str, dst: str) -> None:
@@ -87,7 +122,7 @@ def write_derived_folder(manifest: Manifest, out: str, roles, convert, suffix: s
     try:
         data = json.loads(json.dumps(manifest.data))
         data.pop("engines", None)
-        names = {data["tokenizer"]["file"], *(m["embeddings"]["file"] for m in data["models"].values())}
+        names = {data["tokenizer"]["file"], *model_file_names(data)}
         for role, entry in data["graphs"].items():
             if role not in roles:
                 names.update(f for f in (entry["file"], entry.get("data_file")) if f)
@@ -147,11 +182,18 @@ def load_manifest(folder: str, verify_hashes: bool = True) -> Manifest:
     if version > SCHEMA_VERSION:
         raise ManifestError(f"{path}: schema version {version} is newer than this runtime supports "
                             f"({SCHEMA_VERSION}); upgrade dytok-deploy")
-    if version < SCHEMA_VERSION:
-        raise ManifestError(f"{path}: schema version {version} is older than {SCHEMA_VERSION}; re-export the model")
+    if version < OLDEST_SCHEMA_VERSION:
+        raise ManifestError(f"{path}: schema version {version} is older than {OLDEST_SCHEMA_VERSION}; re-export the model")
     for key, kind in _REQUIRED.items():
         if not isinstance(data.get(key), kind):
             raise ManifestError(f"{path}: field {key!r} missing or not a {kind.__name__}")
+    family = FAMILIES.get(data["family"])
+    if family is None:
+        raise ManifestError(f"{path}: family {data['family'][:40]!r} is not one this runtime knows "
+                            f"({', '.join(FAMILIES)}); upgrade dytok-deploy")
+    if version < family.since_schema:
+        raise ManifestError(f"{path}: family {data['family']!r} needs schema version {family.since_schema}, "
+                            f"the manifest says {version}")
     if "primary" not in data["models"]:
         raise ManifestError(f"{path}: models.primary missing")
     try:
@@ -159,7 +201,8 @@ def load_manifest(folder: str, verify_hashes: bool = True) -> Manifest:
     except _Malformed as e:
         raise ManifestError(f"{path}: {e}") from None
     for which, model in data["models"].items():
-        _check_file(folder, model["embeddings"], f"{which} embeddings", verify_hashes)
+        for key in family.model_files:
+            _check_file(folder, model[key], f"{which} {key.replace('_', ' ')}", verify_hashes)
     for role in ("primary_vision", "primary_llm"):
         if role not in data["graphs"]:
             raise ManifestError(f"{path}: graph {role!r} missing")
@@ -209,10 +252,12 @@ def _file(entry, where: str) -> None:
 
 def _check_fields(data: dict) -> None:
     """Types and ranges of every field the runtime reads, and their cross-checks (raises _Malformed)."""
+    family = FAMILIES[data["family"]]
     pre = data["preprocess"]
-    for key in ("patch_size", "temporal_patch_size", "merge_size", "min_pixels", "max_pixels"):
+    for key in family.preprocess_ints:
         _int(pre.get(key), f"preprocess.{key}")
-    _require(pre["min_pixels"], pre["min_pixels"] <= pre["max_pixels"], "preprocess.min_pixels", "<= max_pixels")
+    if "min_pixels" in family.preprocess_ints:
+        _require(pre["min_pixels"], pre["min_pixels"] <= pre["max_pixels"], "preprocess.min_pixels", "<= max_pixels")
     for key in ("image_mean", "image_std"):
         v = pre.get(key)
         _require(v, isinstance(v, list) and len(v) == 3, f"preprocess.{key}", "3 numbers")
@@ -220,7 +265,7 @@ def _check_fields(data: dict) -> None:
             _number(x, f"preprocess.{key}")
     _require(pre["image_std"], all(x != 0 for x in pre["image_std"]), "preprocess.image_std", "non-zero numbers")
     tokens = data["tokens"]
-    for key in ("video", "vision_start", "vision_end"):
+    for key in family.tokens:
         _int(tokens.get(key), f"tokens.{key}", 0)
     eos = tokens.get("eos")
     _require(eos, isinstance(eos, list), "tokens.eos", "a list")
@@ -232,20 +277,24 @@ def _check_fields(data: dict) -> None:
     for which, model in data["models"].items():
         where = f"models.{which}"
         _require(model, isinstance(model, dict), where, "an object")
-        missing = [k for k in _MODEL_KEYS if k not in model]
+        required = (*family.model_ints, *family.model_numbers, *(("mrope_section",) if family.mrope else ()),
+                    *family.model_files)
+        missing = [k for k in required if k not in model]
         if missing:
             raise _Malformed(f"{where} lacks {missing}")
-        for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "vocab_size",
-                    "context_length", "merge_size"):
+        for key in family.model_ints:
             _int(model[key], f"{where}.{key}")
         for key in ("patch_size", "temporal_patch_size", "window_size", "vision_key_dim", "vision_hidden_size",
                     "vision_intermediate_size", "vision_depth", "intermediate_size"):
             if key in model:
                 _int(model[key], f"{where}.{key}")
-        _number(model["tokens_per_second"], f"{where}.tokens_per_second")
-        section = model["mrope_section"]
-        _require(section, isinstance(section, list) and all(isinstance(x, int) and x > 0 for x in section)
-                 and sum(section) * 2 == model["head_dim"], f"{where}.mrope_section", "positive ints summing to head_dim/2")
+        for key in family.model_numbers:
+            _number(model[key], f"{where}.{key}")
+        if family.mrope:
+            section = model["mrope_section"]
+            _require(section, isinstance(section, list) and all(isinstance(x, int) and x > 0 for x in section)
+                     and sum(section) * 2 == model["head_dim"], f"{where}.mrope_section",
+                     "positive ints summing to head_dim/2")
         _require(model["num_heads"], model["num_heads"] % model["num_kv_heads"] == 0, f"{where}.num_heads",
                  "a multiple of num_kv_heads")
         layers = model.get("prior_layers")
@@ -253,10 +302,12 @@ def _check_fields(data: dict) -> None:
             _require(layers, isinstance(layers, list) and len(layers) > 0 and all(
                 isinstance(x, int) and 0 <= x < model["num_layers"] for x in layers), f"{where}.prior_layers",
                 "layer indices below num_layers")
-        emb = model["embeddings"]
-        _file(emb, f"{where}.embeddings")
-        _require(emb.get("shape"), emb.get("shape") == [model["vocab_size"], model["hidden_size"]],
-                 f"{where}.embeddings.shape", f"[vocab_size, hidden_size] = {[model['vocab_size'], model['hidden_size']]}")
+        for key, dims in family.model_files.items():
+            entry = model[key]
+            _file(entry, f"{where}.{key}")
+            want = [model[d] for d in dims]
+            _require(entry.get("shape"), entry.get("shape") == want, f"{where}.{key}.shape",
+                     f"[{', '.join(dims)}] = {want}")
     for role, entry in data["graphs"].items():
         where = f"graphs.{role}"
         _require(entry, isinstance(entry, dict), where, "an object")

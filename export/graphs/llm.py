@@ -23,6 +23,13 @@ def mrope_cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor, sections: 
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
+def rope_sections(text_config, head_dim: int) -> list[int]:
+    """The text config's M-RoPE sections; a config without them (Qwen2, LLaVA-OV's LLM: 1-D RoPE)
+    gets one band over the whole head, which reads the first row of ``position_ids`` only."""
+    sections = (getattr(text_config, "rope_parameters", None) or {}).get("mrope_section")
+    return list(sections) if sections else [head_dim // 2]
+
+
 def _is_gqa(attention: str) -> bool:
     if attention not in ("plain", "gqa"):
         raise ValueError(f"attention {attention!r}: expected plain or gqa")
@@ -37,7 +44,7 @@ class _Decoder(nn.Module):
         self.heads = cfg.num_attention_heads
         self.kv_heads = cfg.num_key_value_heads
         self.head_dim = cfg.hidden_size // cfg.num_attention_heads
-        self.sections = list(cfg.rope_parameters["mrope_section"])
+        self.sections = rope_sections(cfg, self.head_dim)
         self.register_buffer("inv_freq", text_model.rotary_emb.inv_freq.detach().clone(), persistent=False)
 
     def qkv(self, layer, x, cos, sin):
