@@ -15,7 +15,6 @@ from runtime.errors import DyTokError, EngineError, ManifestError
 from runtime.manifest import load_manifest
 from runtime.options import Options
 from runtime.pipeline import load_pipeline
-from runtime.preprocess import plan_grid
 from runtime.video import sample_video
 
 from .configs import Config, default_configs, prior_scale
@@ -160,8 +159,8 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
         if cfg.assistant and method.compresses:
             a_frames = clip.frames[: frames // f_div]
             a_cfg = host.preprocess_config("assistant", opts.assistant_max_pixels, min_pixels)
-            a_grid = plan_grid(a_frames.shape[1], a_frames.shape[2], len(a_frames), a_cfg)
-            a_len = len(ids) - total + a_grid[0] * a_grid[1] * a_grid[2] // manifest.model("assistant")["merge_size"] ** 2
+            a_grid = host.family.plan(a_frames.shape[1], a_frames.shape[2], len(a_frames), a_cfg)
+            a_len = len(ids) - total + int(np.prod(host.merged_grid("assistant", a_grid)))
         flops = stage_flops(manifest, grid, kept, len(ids), total, opts, a_grid, a_len)
         if method.in_llm:  # layers below K prefill every visual token
             layer_k = manifest.graph("primary_llm_lo")["split_layer"]

@@ -33,7 +33,6 @@ from runtime.fileio import atomic_path
 from runtime.options import Options
 from runtime.pipeline import Pipeline, load_pipeline
 from runtime.prefill_input import prefill_input
-from runtime.preprocess import preprocess_video
 from synthetic.needle import FAMILY_ORDER, NeedleVideo, make_video, split_seed
 
 from .prior_shapes import ASSISTANTS, assistant_options, prior_divisors, prior_shape
@@ -127,8 +126,8 @@ def score_video(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base:
     method, the prefill input, the LLM) with greedy decoding of one token. Returns one dict per
     config: correct, hit (needle share of the kept tokens), kept tokens, the frame weights' needle share."""
     frames = video.sampled()
-    patches = preprocess_video(frames.frames, pipe.preprocess_config("primary", base.max_pixels, base.min_pixels))
-    seq = pipe.sequence("primary", video.question, patches, 2 / frames.sampled_fps)
+    patches = pipe.family.preprocess(frames.frames, pipe.preprocess_config("primary", base.max_pixels, base.min_pixels))
+    seq = pipe.sequence("primary", video.question, patches, pipe.seconds_per_group(frames))
     grid = pipe.merged_grid("primary", patches.grid_thw)
     per_group = grid[1] * grid[2]
     needle = np.zeros(grid[0], bool)

@@ -34,7 +34,7 @@ import numpy as np
 from .compression.dytok import budget_for_retention
 from .compression.registry import get_method
 from .errors import PromptError
-from .preprocess import PreprocessConfig, plan_grid
+from .families import family_of
 
 FLOAT = 4  # fp32 activations
 OVERHEAD = 1.5
@@ -54,12 +54,12 @@ class ModelPlan:
     new_tokens: int = 0
     prefill_layers: int | None = None  # LLM layers that run (the prior stops at its deepest layer)
     prefill_chunk: int | None = None  # None: one call
-    merge: int = 2  # patches per merged token along each axis
+    visual: int | None = None  # the LLM's visual tokens of ``grid`` (None: 2x2 merged patches)
 
     @property
     def visual_tokens(self) -> int:
         t, h, w = self.grid
-        return t * h * w // self.merge ** 2
+        return self.visual if self.visual is not None else t * h * w // 4
 
     @property
     def sequence(self) -> int:
@@ -245,24 +245,26 @@ class Request:
     prefill_chunk: int | None = None  # prompt tokens per prefill call
 
 
-def plan_request(manifest, req: Request, opts) -> tuple[dict, ModelPlan, dict | None, ModelPlan | None]:
+def plan_request(manifest, req: Request, opts, family=None) -> tuple[dict, ModelPlan, dict | None, ModelPlan | None]:
+    """The primary's and the assistant's plans for ``req`` (``family``: the manifest's, by default)."""
+    family = family or family_of(manifest)
     pre = manifest.data["preprocess"]
     pm = manifest.model("primary")
-    cfg = PreprocessConfig.from_manifest(pre, req.max_pixels, req.min_pixels)
-    grid = plan_grid(req.height, req.width, req.frames, cfg)
-    per_group = grid[1] * grid[2] // pm["merge_size"] ** 2
-    kept = kept_estimate(opts.method, grid[0], per_group, opts.retention, opts.budget, opts.cap)
-    primary = ModelPlan(grid, req.text_tokens, kept, opts.max_new_tokens, None, req.prefill_chunk or None, pm["merge_size"])
+    grid = family.plan(req.height, req.width, req.frames, family.config(pre, req.max_pixels, req.min_pixels))
+    groups, rows, cols = family.merged_grid(grid, pm)
+    kept = kept_estimate(opts.method, groups, rows * cols, opts.retention, opts.budget, opts.cap)
+    primary = ModelPlan(grid, req.text_tokens, kept, opts.max_new_tokens, None, req.prefill_chunk or None,
+                        groups * rows * cols)
     if req.assistant_frames is None:
         return pm, primary, None, None
     am = manifest.model("assistant")
-    acfg = PreprocessConfig.from_manifest(pre, req.assistant_max_pixels, req.min_pixels)
-    agrid = plan_grid(req.height, req.width, req.assistant_frames, acfg)
+    agrid = family.plan(req.height, req.width, req.assistant_frames,
+                        family.config(pre, req.assistant_max_pixels, req.min_pixels))
+    a_visual = int(np.prod(family.merged_grid(agrid, am)))
     layers = max(am.get("prior_layers") or [am["num_layers"] - 1]) + 1
     inputs = {t["name"] for t in manifest.data["graphs"].get("assistant_prior", {}).get("inputs", [])}
     chunk = (req.prefill_chunk or None) if "attention_mask" in inputs else None  # old one-shot prior graphs
-    assistant = ModelPlan(agrid, req.text_tokens, agrid[0] * agrid[1] * agrid[2] // am["merge_size"] ** 2, 0, layers, chunk,
-                          am["merge_size"])
+    assistant = ModelPlan(agrid, req.text_tokens, a_visual, 0, layers, chunk, a_visual)
     return pm, primary, am, assistant
 
 
@@ -334,7 +336,7 @@ def admit(pipe, frames, question: str, opts):
     patch_dim = 3 * pre["temporal_patch_size"] * pre["patch_size"] ** 2
 
     def evaluate(r: Request) -> Verdict:
-        pm, p, am, a = plan_request(m, r, opts)
+        pm, p, am, a = plan_request(m, r, opts, pipe.family)
         return assess(pm, p, am, a, r.vision_chunk, budget, rss, patch_dim)
 
     verdict = evaluate(req)

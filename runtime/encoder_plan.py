@@ -119,7 +119,7 @@ def encode_budget_aware(pipe, frames, question: str, opts, method, weights, timi
     kept = compress_groups(method, parts, grids, Request((groups, *full), budgets, opts.retention, opts.budget,
                                                          weights is not None))
     seq = grouped_sequence(lambda n: pipe.prompt.input_ids(question, n), pipe.m.tokens["video"], grids,
-                           model["tokens_per_second"] * 2 / frames.sampled_fps)
+                           model["tokens_per_second"] * pipe.seconds_per_group(frames))
     timings["compress"] = time.perf_counter() - t0 + t_plan
     return kept, seq, budgets
 

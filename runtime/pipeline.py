@@ -23,13 +23,12 @@ from .engines.base import Engine, check_io
 from .errors import BudgetError, PromptError
 from .manifest import Manifest, load_manifest
 from .options import Options
-from .positions import mrope_positions
+from .families import family_of
 from .prefill import prior_attention
 from .prefill_input import PrefillInput, PromptSequence, embed_rows, prefill_input
-from .preprocess import PreprocessConfig, VideoPatches, plan_grid, preprocess_video
+from .preprocess import VideoPatches
 from .prompt import PromptBuilder, StreamDecoder
 from .video import SampledFrames, sample_video
-from .vision_inputs import VisionGeometry, vision_feeds
 
 
 @dataclass
@@ -54,39 +53,36 @@ class Pipeline:
                                     manifest.data["tokenizer"]["chat_template"], manifest.tokens)
         self.tables = {which: np.load(manifest.path(model["embeddings"]["file"]), mmap_mode="r", allow_pickle=False)
                        for which, model in manifest.data["models"].items()}
+        self.family = family_of(manifest)
 
     # ---- stages -------------------------------------------------------------------------
-    def preprocess_config(self, which: str, max_pixels: int | None, min_pixels: int | None) -> PreprocessConfig:
-        return PreprocessConfig.from_manifest(self.m.data["preprocess"], max_pixels, min_pixels)
+    def preprocess_config(self, which: str, max_pixels: int | None, min_pixels: int | None):
+        return self.family.config(self.m.data["preprocess"], max_pixels, min_pixels)
 
-    def merged_grid(self, which: str, grid_thw: tuple[int, int, int]) -> tuple[int, int, int]:
-        """Patch grid (t, h, w) -> the LLM's tokens per axis (t, h / merge, w / merge)."""
-        merge = self.m.model(which)["merge_size"]
-        return grid_thw[0], grid_thw[1] // merge, grid_thw[2] // merge
+    def merged_grid(self, which: str, grid: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The family's input grid -> the LLM's visual tokens per axis (groups, rows, cols)."""
+        return self.family.merged_grid(grid, self.m.model(which))
+
+    def seconds_per_group(self, frames: SampledFrames) -> float:
+        return self.family.frames_per_group / frames.sampled_fps
 
     def run_vision(self, which: str, patches: VideoPatches, chunk: int | None = None) -> dict[str, np.ndarray]:
-        """The vision graph over the video, ``chunk`` temporal groups per call. Exact: every
-        attention segment (window or full) lies inside one temporal group."""
+        """The vision graph over the video, ``chunk`` temporal groups per call. Exact: attention
+        never crosses a temporal group."""
         model = self.m.model(which)
-        geo = VisionGeometry(model["patch_size"], model["merge_size"], model["window_size"])
-        t, h, w = patches.grid_thw
+        t = patches.grid_thw[0]
         step = min(chunk or t, t)
-        parts = []
-        for g in range(0, t, step):
-            n = min(step, t - g)
-            feeds = {"pixel_values": patches.pixel_values[g * h * w:(g + n) * h * w], **vision_feeds((n, h, w), geo)}
-            parts.append(self.engines[f"{which}_vision"].run(feeds))
+        parts = [self.engines[f"{which}_vision"].run(self.family.vision_feeds(patches, g, min(step, t - g), model))
+                 for g in range(0, t, step)]
         if len(parts) == 1:
             return parts[0]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def sequence(self, which: str, question: str, patches: VideoPatches, seconds_per_group: float) -> PromptSequence:
-        """Full prompt ids, M-RoPE positions and the video span of one model."""
-        model = self.m.model(which)
+        """Full prompt ids, positions and the video span of one model."""
         t, h, w = self.merged_grid(which, patches.grid_thw)
         ids, start = self.prompt.input_ids(question, t * h * w)
-        pos, _ = mrope_positions(ids, self.m.tokens["video"], [patches.grid_thw], [seconds_per_group],
-                                 model["merge_size"], model["tokens_per_second"])
+        pos = self.family.positions(ids, self.m.tokens["video"], patches.grid_thw, seconds_per_group, self.m.model(which))
         return PromptSequence(ids, pos, start, t * h * w)
 
     def frame_prior(self, question: str, frames: SampledFrames, opts: Options) -> tuple[np.ndarray, int]:
@@ -95,9 +91,10 @@ class Pipeline:
         if opts.assistant_num_frames and opts.assistant_num_frames < len(frames.frames):
             pick = np.linspace(0, len(frames.frames) - 1, opts.assistant_num_frames).astype(int)
             clip = SampledFrames(frames.frames[pick], frames.indices[pick], frames.timestamps[pick], frames.fps)
-        patches = preprocess_video(clip.frames, self.preprocess_config("assistant", opts.assistant_max_pixels, opts.min_pixels))
+        patches = self.family.preprocess(clip.frames, self.preprocess_config("assistant", opts.assistant_max_pixels,
+                                                                              opts.min_pixels))
         tokens = self.run_vision("assistant", patches, opts.vision_chunk)["tokens"]
-        seq = self.sequence("assistant", question, patches, 2 / clip.sampled_fps)
+        seq = self.sequence("assistant", question, patches, self.seconds_per_group(clip))
         inp = prefill_input(seq, Kept.select(tokens, np.arange(len(tokens))), self.tables["assistant"])
         attn = prior_attention(self.engines["assistant_prior"], inp.embeds, inp.positions,
                                np.arange(seq.start, seq.start + seq.n_visual), self.m.model("assistant"),
@@ -162,6 +159,8 @@ class Pipeline:
         budget_aware = opts.encoder_slack is not None and method.compresses
         if budget_aware:
             check_per_group(method)
+            if not self.family.encoder_slack:
+                raise BudgetError(f"--encoder-slack: {self.family.name} encodes every frame at one fixed size")
         if opts.prior_layers is not None and self.uses_prior(opts):
             self.prior_rows(opts.prior_layers)  # a bad choice fails before any engine runs
         t_all = t0 = time.perf_counter()
@@ -173,10 +172,10 @@ class Pipeline:
         t0 = time.perf_counter()
         cfg = self.preprocess_config("primary", opts.max_pixels, opts.min_pixels)
         if budget_aware:  # groups are preprocessed at their own grids later
-            patches = VideoPatches(None, plan_grid(*frames.frames.shape[1:3], len(frames.frames), cfg), (0, 0))
+            patches = VideoPatches(None, self.family.plan(*frames.frames.shape[1:3], len(frames.frames), cfg), (0, 0))
         else:
-            patches = preprocess_video(frames.frames, cfg)
-        seq = self.sequence("primary", question, patches, 2 / frames.sampled_fps)
+            patches = self.family.preprocess(frames.frames, cfg)
+        seq = self.sequence("primary", question, patches, self.seconds_per_group(frames))
         context = self.m.model("primary")["context_length"]
         if seq.text_tokens + opts.max_new_tokens > context:
             raise PromptError(f"question of {seq.text_tokens} tokens plus {opts.max_new_tokens} new tokens does not fit "
