@@ -147,14 +147,14 @@ def score_video(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base:
         method = get_method(cfg.method)
         opts = replace(base, method=cfg.method, retention=cfg.retention, max_new_tokens=1)
         weights = priors[cfg.assistant] if method.compresses else None
-        budgets = pipe.budgets(weights, grid, opts, method)
-        kept = method.compress(vision, Request(grid, budgets, opts.retention, opts.budget, weights is not None))
+        request = Request(grid, pipe.budgets(weights, grid, opts, method), opts.retention, opts.budget, weights is not None)
+        kept = method.compress(vision, request)
         inp = prefill_input(seq, kept, pipe.tables["primary"], opts.max_new_tokens, context)
         source = inp.source
         key = None if method.in_llm or opts.dycoke_kv else hashlib.sha1(
             inp.source.tobytes() + np.ascontiguousarray(inp.visual, np.float32).tobytes()).digest()
         if key is None or key not in answers:
-            ids, kept_visual = pipe.generate(inp, opts, budgets, weights is not None)
+            ids, kept_visual = pipe.generate(inp, opts, request)
             if kept_visual is not None:  # FastV: the visual tokens layers >= K saw
                 source = kept_visual
             if key is not None:

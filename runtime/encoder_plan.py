@@ -97,7 +97,7 @@ def encode_budget_aware(pipe, frames, question: str, opts, method, weights, timi
     """The primary's vision and compression with budget-aware encoder resolution. ``pipe``: a
     runtime.pipeline.Pipeline; ``weights``: the prior's group weights or None. Fills timings
     vision / preprocess (added) / compress. -> (Kept with source into the concatenated groups,
-    the PromptSequence over the groups' own grids, budgets [G])."""
+    the PromptSequence over the groups' own grids, the compression Request with its budgets [G])."""
     model = pipe.m.model("primary")
     cfg = pipe.preprocess_config("primary", opts.max_pixels, opts.min_pixels)
     height, width = planned_size(frames.frames, cfg)
@@ -116,12 +116,12 @@ def encode_budget_aware(pipe, frames, question: str, opts, method, weights, timi
     timings["preprocess"] = timings.get("preprocess", 0.0) + timings.pop("preprocess_groups")
 
     t0 = time.perf_counter()
-    kept = compress_groups(method, parts, grids, Request((groups, *full), budgets, opts.retention, opts.budget,
-                                                         weights is not None))
+    request = Request((groups, *full), budgets, opts.retention, opts.budget, weights is not None)
+    kept = compress_groups(method, parts, grids, request)
     seq = grouped_sequence(lambda n: pipe.prompt.input_ids(question, n), pipe.m.tokens["video"], grids,
                            model["tokens_per_second"] * pipe.seconds_per_group(frames))
     timings["compress"] = time.perf_counter() - t0 + t_plan
-    return kept, seq, budgets
+    return kept, seq, request
 
 
 def grouped_sequence(expand, video_id: int, grids: np.ndarray, time_interval: float) -> PromptSequence:

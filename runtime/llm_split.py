@@ -15,11 +15,13 @@ layers >= K, exported with ``export.py --fastv-layer K``), and the two methods t
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import compression as C
+from .compression.method import Request
 from .compression.registry import get_method
 from .decode import empty_kv, one_token
 from .engines.base import Engine
@@ -36,14 +38,14 @@ def split_layer(manifest) -> int | None:
 
 
 def needs_split(opts) -> bool:
-    return get_method(opts.method).in_llm or bool(getattr(opts, "dycoke_kv", False))
+    return get_method(opts.method).in_llm is not None or bool(getattr(opts, "dycoke_kv", False))
 
 
 def check(manifest, opts) -> None:
     """Before any heavy work: the folder has the split graphs, in a form that can do what is asked."""
     if not needs_split(opts):
         return
-    in_llm = get_method(opts.method).in_llm
+    in_llm = get_method(opts.method).in_llm is not None
     what = f"--method {opts.method}" if in_llm else "DyCoke KV pruning (--dycoke-kv)"
     if split_layer(manifest) is None:
         raise ManifestError(f"{what} needs the LLM split at layer K ({LO}/{HI}), which {manifest.folder} lacks: "
@@ -64,9 +66,9 @@ def check(manifest, opts) -> None:
 class SplitStep:
     """The split LLM as a decode step (``runtime.decode``) for one request. ``vision_start`` /
     ``num_visual``: the visual span of the prompt as fed (after any pre-LLM compression).
-    ``budgets``: FastV per-group counts (None: no FastV); ``per_group``: True for DyToK+FastV,
-    False for FastV's global top-``budgets.sum()``. Layers < K hold all N + t KV rows, layers >= K
-    hold |keep| + t."""
+    ``select(lo outputs) -> kept sequence indices``: a method that prunes inside the LLM (layers
+    >= K then run on the kept rows at their original ids); None keeps every row. Layers < K hold
+    all N + t KV rows, layers >= K hold |keep| + t."""
     lo: Engine
     hi: Engine
     k_split: int
@@ -75,11 +77,10 @@ class SplitStep:
     head_dim: int
     vision_start: int
     num_visual: int
-    budgets: np.ndarray | None = None
-    per_group: bool = True
+    select: Callable[[dict], np.ndarray] | None = None
     dycoke_kv: bool = False
     kv_prune_ratio: float = 0.8
-    kept_visual: np.ndarray | None = None  # FastV: local indices of the visual tokens layers >= K see
+    kept_visual: np.ndarray | None = None  # the visual tokens layers >= K see (local indices), when ``select`` ran
     pruned_steps: int = 0
 
     def __post_init__(self):
@@ -87,20 +88,14 @@ class SplitStep:
         self.names_hi = kv_input_names(self.depth, "past", self.k_split)
         self.beta_prev = None
 
-    def fastv_keep(self, attention: np.ndarray) -> np.ndarray:
-        s, v = self.vision_start, self.num_visual
-        if self.per_group:
-            return C.fastv_keep_per_frame(attention, s, v, self.budgets)
-        return C.fastv_keep_top(attention, s, v, int(np.sum(self.budgets)))
-
     def prefill(self, embeds: np.ndarray, positions: np.ndarray, chunk: int | None = None) -> np.ndarray:
         n = len(embeds)
         self.out_lo = self.lo.run({"inputs_embeds": embeds[None], "position_ids": positions[:, None],
                                    "attention_mask": np.ones((1, n), np.int64),
                                    **empty_kv(self.names_lo, self.kv_heads, self.head_dim)})
         keep = np.arange(n)
-        if self.budgets is not None:
-            keep = self.fastv_keep(np.asarray(self.out_lo["attention"]))
+        if self.select is not None:
+            keep = self.select(self.out_lo)
             s = self.vision_start
             self.kept_visual = keep[(keep >= s) & (keep < s + self.num_visual)] - s
         hidden = np.asarray(self.out_lo["hidden_states"])[:, keep]
@@ -132,12 +127,14 @@ class SplitStep:
         return self.out_hi["logits"][0]
 
 
-def plan(pipe, opts, vision_start: int, num_visual: int, budgets: np.ndarray, prior: bool) -> SplitStep | None:
-    """The split-LLM step for these options on ``pipe``'s engines, or None for the one-graph LLM."""
+def plan(pipe, opts, vision_start: int, num_visual: int, request: Request) -> SplitStep | None:
+    """The split-LLM step for these options on ``pipe``'s engines, or None for the one-graph LLM.
+    ``request``: the method's view of the visual span as fed (its grid, budgets, prior)."""
     if not needs_split(opts):
         return None
     model = pipe.m.model("primary")
-    fastv = get_method(opts.method).in_llm
+    method = get_method(opts.method)
+    select = (lambda lo: method.in_llm(lo, request, vision_start)) if method.in_llm else None
     return SplitStep(pipe.engines[LO], pipe.engines[HI], split_layer(pipe.m), model["num_layers"],
-                     model["num_kv_heads"], model["head_dim"], vision_start, num_visual,
-                     budgets if fastv else None, prior, bool(opts.dycoke_kv), opts.kv_prune_ratio)
+                     model["num_kv_heads"], model["head_dim"], vision_start, num_visual, select, bool(opts.dycoke_kv),
+                     opts.kv_prune_ratio)

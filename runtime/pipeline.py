@@ -132,11 +132,12 @@ class Pipeline:
         return C.plan_budgets(weights, grid[0], grid[1] * grid[2], opts.retention, opts.budget, opts.cap,
                               everything=not method.compresses)
 
-    def generate(self, inp: PrefillInput, opts: Options, budgets: np.ndarray, prior: bool,
+    def generate(self, inp: PrefillInput, opts: Options, request: Request,
                  on_token: Callable[[str], None] | None = None, timings: dict | None = None):
-        """Prefill ``inp`` and decode. -> (token ids, the visual tokens layers >= K kept for FastV, else None)."""
+        """Prefill ``inp`` and decode; ``request``: the compression request (an in-LLM method's
+        budgets). -> (token ids, the visual tokens layers >= K saw when a method pruned inside the LLM, else None)."""
         timings = {} if timings is None else timings
-        split = llm_split.plan(self, opts, inp.start, len(inp.source), budgets, prior)
+        split = llm_split.plan(self, opts, inp.start, len(inp.source), request)
         step = split
         if step is None:
             llm, model = self.engines["primary_llm"], self.m.model("primary")
@@ -191,25 +192,26 @@ class Pipeline:
 
         if budget_aware:  # each group at the smallest grid its budget needs
             from .encoder_plan import encode_budget_aware
-            kept, seq, budgets = encode_budget_aware(self, frames, question, opts, method, weights, timings)
+            kept, seq, request = encode_budget_aware(self, frames, question, opts, method, weights, timings)
         else:
             t0 = time.perf_counter()
             vision = self.run_vision("primary", patches, opts.vision_chunk)
             timings["vision"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            budgets = self.budgets(weights, grid, opts, method)
-            kept = method.compress(vision, Request(grid, budgets, opts.retention, opts.budget, weights is not None))
+            request = Request(grid, self.budgets(weights, grid, opts, method), opts.retention, opts.budget,
+                              weights is not None)
+            kept = method.compress(vision, request)
             timings["compress"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         inp = prefill_input(seq, kept, self.tables["primary"], opts.max_new_tokens, context)
         timings["compress"] += time.perf_counter() - t0
 
-        token_ids, kept_visual = self.generate(inp, opts, budgets, weights is not None, on_token, timings)
+        token_ids, kept_visual = self.generate(inp, opts, request, on_token, timings)
         source, dominant = inp.source, inp.dominant
-        if kept_visual is not None:  # FastV: the visual tokens layers >= K saw
+        if kept_visual is not None:  # pruned inside the LLM: the visual tokens layers >= K saw
             source, dominant = kept_visual, np.ones(len(kept_visual), bool)
         timings["end_to_end"] = time.perf_counter() - t_all
-        return Result(self.prompt.decode(token_ids), token_ids, timings, weights, budgets, source, dominant,
+        return Result(self.prompt.decode(token_ids), token_ids, timings, weights, request.budgets, source, dominant,
                       (len(source), grid[0] * grid[1] * grid[2]), frames, patches.grid_thw)
 
 

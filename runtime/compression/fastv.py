@@ -58,4 +58,13 @@ def _all_tokens(vision: dict, request: Request) -> Kept:
     return Kept.select(vision["tokens"], np.arange(len(vision["tokens"])))
 
 
-METHOD = Method("fastv", "FastV", _all_tokens, in_llm=True, baseline=True)
+def _select(lo: dict, request: Request, start: int) -> np.ndarray:
+    """With the prior: each group's top-``b_g`` (DyToK+FastV); without: FastV's global top-k with
+    the same total."""
+    attention, visual = np.asarray(lo["attention"]), int(np.prod(request.grid))
+    if request.prior:
+        return fastv_keep_per_frame(attention, start, visual, request.budgets)
+    return fastv_keep_top(attention, start, visual, int(np.sum(request.budgets)))
+
+
+METHOD = Method("fastv", "FastV", _all_tokens, in_llm=_select, baseline=True)

@@ -48,8 +48,11 @@ class Method:
     ``compress(vision, request) -> Kept``: ``vision`` holds the vision graph's outputs over the
     span ("tokens" [N, D], "importance" [N], "metric" [N, dk]). ``label``: its name in tables.
     ``uses_budgets``: per-group budgets decide how many tokens each group keeps (else the prior does
-    not change what it keeps). ``in_llm``: it prunes inside the LLM on the split graphs (the
-    pre-LLM step keeps every token). ``per_group``: each group is compressed on its own, so groups
+    not change what it keeps). ``in_llm(lo, request, start) -> kept sequence indices`` (ascending,
+    int64): a method that prunes inside the LLM, on the split graphs, chooses from the lower
+    segment's prefill outputs ``lo`` ("hidden_states" [1, S, D], "attention" [S], "present_*")
+    which prompt positions layers >= K see; ``start`` is where the visual span begins (the
+    pre-LLM step keeps every token). None for the others. ``per_group``: each group is compressed on its own, so groups
     may come at different grids (budget-aware encoder resolution). ``baseline``: run without the
     prior it is a published method of its own (evaluation rows "no assistant"). ``compresses``:
     False only for "none" (every token goes in; no prior runs)."""
@@ -57,7 +60,7 @@ class Method:
     label: str
     compress: Callable[[dict, Request], Kept]
     uses_budgets: bool = True
-    in_llm: bool = False
+    in_llm: Callable[[dict, Request, int], np.ndarray] | None = None
     per_group: bool = False
     baseline: bool = False
     compresses: bool = True

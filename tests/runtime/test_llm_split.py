@@ -4,6 +4,7 @@ says, keeps all rows when the attention is stable, FastV feeds the upper segment
 their original ids, and streamed text keeps multi-byte characters whole."""
 import numpy as np
 
+from runtime.compression import Request, get_method
 from runtime.decode import generate
 from runtime.llm_split import SplitStep
 from runtime.options import Options
@@ -43,6 +44,12 @@ class Hi:
                 "present_value_1": np.zeros((1, 1, total, 2), np.float32)}
 
 
+def fastv(budgets: np.ndarray, prior: bool):
+    """FastV's in-LLM selection over the 3 groups of 2 visual tokens (DyToK budgets with the prior)."""
+    request = Request((3, 1, 2), budgets, 0.5, None, prior)
+    return lambda lo: get_method("fastv").in_llm(lo, request, S)
+
+
 def split_step(prefill_attention=0.0, **kw) -> SplitStep:
     return SplitStep(Lo(prefill_attention), Hi(), 1, 2, 1, 2, S, V, **kw)
 
@@ -76,7 +83,7 @@ def test_fastv_feeds_the_kept_rows_at_their_original_ids_and_keeps_two_kv_length
     hold 11 keys and layers >= K hold 8."""
     att = np.zeros(N, np.float32)
     att[S:S + V] = [0.05, 0.20, 0.01, 0.15, 0.02, 0.07]
-    split = split_step(att, budgets=np.array([1, 1, 1]), per_group=False)
+    split = split_step(att, select=fastv(np.array([1, 1, 1]), prior=False))
     run(split, 2)
     keep = [0, 1, 3, 5, 7, 8, 9]
     hi = split.hi.calls
@@ -85,7 +92,7 @@ def test_fastv_feeds_the_kept_rows_at_their_original_ids_and_keeps_two_kv_length
     assert split.kept_visual.tolist() == [1, 3, 5]
     assert hi[1]["position_ids"].ravel().tolist() == [10, 10, 10]
     assert split.lo.calls[1]["attention_mask"].shape[1] == 11 and hi[1]["attention_mask"].shape[1] == 8
-    per_group = split_step(att, budgets=np.array([1, 0, 2]), per_group=True)  # groups of 2: top-1, none, top-2
+    per_group = split_step(att, select=fastv(np.array([1, 0, 2]), prior=True))  # groups of 2: top-1, none, top-2
     run(per_group, 1)
     assert per_group.kept_visual.tolist() == [1, 4, 5]
 
