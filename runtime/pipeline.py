@@ -17,12 +17,12 @@ from . import compression as C
 from . import llm_split
 from .admission import admit
 from .compression.method import Kept, Method, Request
-from .compression.registry import check_per_group, get_method
+from .compression.registry import check_per_group, compress, get_method
 from .decode import GraphStep, generate
 from .engines.base import Engine, check_io
 from .errors import BudgetError, PromptError
 from .manifest import Manifest, load_manifest
-from .options import Options
+from .options import Options, check_request
 from .families import family_of
 from .prefill import prior_attention
 from .prefill_input import PrefillInput, PromptSequence, embed_rows, prefill_input
@@ -154,6 +154,7 @@ class Pipeline:
     # ---- the whole thing -----------------------------------------------------------------
     def answer(self, video: str | SampledFrames, question: str, opts: Options = Options(),
                on_token: Callable[[str], None] | None = None) -> Result:
+        check_request(question, opts)
         method = get_method(opts.method)
         timings: dict[str, float] = {}
         llm_split.check(self.m, opts)
@@ -200,7 +201,7 @@ class Pipeline:
             t0 = time.perf_counter()
             request = Request(grid, self.budgets(weights, grid, opts, method), opts.retention, opts.budget,
                               weights is not None)
-            kept = method.compress(vision, request)
+            kept = compress(method, vision, request)
             timings["compress"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         inp = prefill_input(seq, kept, self.tables["primary"], opts.max_new_tokens, context)

@@ -140,7 +140,8 @@ def plan_budgets(weights: np.ndarray | None, groups: int, per_group: int, retent
     average = budget if budget is not None else budget_for_retention(per_group, retention)
     cap = per_group if cap is None else cap
     if cap > per_group:
-        raise BudgetError(f"cap {cap} exceeds the {per_group} tokens of a temporal group")
+        raise BudgetError(f"--cap {cap} exceeds the {per_group} tokens of a temporal group")
+    average = min(average, cap)  # a budget above what a group holds keeps every token
     if weights is not None:
         return allocate_budgets(weights, average, cap)
-    return uniform_budgets(groups, min(average, cap))
+    return uniform_budgets(groups, average)

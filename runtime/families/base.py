@@ -25,7 +25,10 @@ class Family:
     model) -> feeds``: the vision graph's inputs for groups ``first .. first+count-1``.
     ``positions(ids [L], video_id, input grid, seconds_per_group, model) -> [3, L] int64``: the
     LLM's position ids (three equal rows for 1-D RoPE). ``frames_per_group``: frames one group holds.
-    ``encoder_slack``: budget-aware encoder resolution (groups at their own grids) applies."""
+    ``encoder_slack``: budget-aware encoder resolution (groups at their own grids) applies.
+    ``check_pixels(section, max_pixels, min_pixels) -> (max_pixels, min_pixels)``: the pixel bounds
+    a request asked for, checked (an error naming the flag) and adjusted (a note); None for a
+    family that encodes every frame at one fixed size (pixel bounds do not apply)."""
     name: str
     frames_per_group: int
     encoder_slack: bool
@@ -35,3 +38,4 @@ class Family:
     merged_grid: Callable[[tuple[int, int, int], dict], tuple[int, int, int]]
     vision_feeds: Callable[[VideoPatches, int, int, dict], dict]
     positions: Callable[[np.ndarray, int, tuple[int, int, int], float, dict], np.ndarray]
+    check_pixels: Callable[[dict, int | None, int | None], tuple[int | None, int | None]] | None = None
