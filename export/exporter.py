@@ -137,7 +137,7 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
     if not preset.is_random:
         checkpoint = resolve_checkpoint(preset, checkpoint)
     if assistant is not None and not assistant.is_random:
-        assistant_checkpoint = resolve_checkpoint(assistant, assistant_checkpoint)
+        assistant_checkpoint = resolve_checkpoint(assistant, assistant_checkpoint, "--assistant-checkpoint")
     if prior_layers is None:  # the assistant checkpoint's measured choice (dytok.json), the preset's, else the last third
         prior_layers = _checkpoint_prior_layers(assistant_checkpoint) or (assistant and assistant.prior_layers) or "last_third"
 

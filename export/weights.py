@@ -26,9 +26,16 @@ def hf_cache_dirs(hf_id: str) -> list[str]:
     return sorted(glob.glob(pattern)), cache
 
 
-def resolve_checkpoint(preset: Preset, checkpoint: str | None) -> str:
+def resolve_checkpoint(preset: Preset, checkpoint: str | None, flag: str = "--checkpoint") -> str:
     """A local folder holding ``config.json`` and ``*.safetensors`` for ``preset``, or a clear exit."""
     looked = []
+    if checkpoint and not os.path.isdir(checkpoint):
+        raise CheckpointNotFound(f"{flag} {checkpoint}: no such folder (give the local folder holding the "
+                                 f"checkpoint's config.json and *.safetensors)")
+    if checkpoint and not (os.path.isfile(os.path.join(checkpoint, "config.json"))
+                           and glob.glob(os.path.join(checkpoint, "*.safetensors"))):
+        raise CheckpointNotFound(f"{flag} {checkpoint}: the folder has no config.json with *.safetensors weights "
+                                 f"(a Hugging Face checkpoint folder, e.g. from `hf download {preset.hf_id or 'ID'}`)")
     checkpoint = checkpoint or preset.local_path
     if checkpoint:
         looked.append(checkpoint)
