@@ -11,7 +11,6 @@ for none) at the primary's precision, frames and pixels; the --assistant-* flags
 Computed from the configs (formulas in runtime/memory_plan.py); prints the --max-context to give
 scripts/build_engines.py. With --device, exits 1 when the sum does not fit.
 """
-import argparse
 import sys
 
 
@@ -24,15 +23,55 @@ def _manifest_config(m, which: str) -> dict:
                 min_pixels=pre["min_pixels"], temporal_patch_size=pre["temporal_patch_size"], tie_word_embeddings=False)
 
 
+# calibration/ort_quant.py modes and export/half.py precisions -> the memory plan's precisions
+FOLDER_PRECISION = {"dynamic-int8": "int8", "int8": "int8", "fp8": "fp8", "int4": "int4", "fp16": "fp16", "bf16": "bf16",
+                    "float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def folder_precision(m) -> str:
+    """The weights' precision of an artifact folder: quantized, half precision, a --torch-only
+    dtype, else the fp32 ONNX export."""
+    record = m.data.get("quantization") or {}
+    half = m.data.get("half_precision") or {}
+    key = record.get("mode") or half.get("precision") or (m.data.get("torch_dtype") if m.torch_only else None)
+    return FOLDER_PRECISION.get(key, "fp32")
+
+
+def size(b: float) -> str:
+    """Bytes as a fixed-width figure: MB below 1 GB, else GB."""
+    return f"{b / 1e6:8.1f} MB" if b < 1e9 else f"{b / 1e9:8.2f} GB"
+
+
+def hints(p: dict, args, assistant: bool) -> str:
+    """The flags that shrink the largest parts of a plan that does not fit."""
+    parts = {(role, kind, what): b for role, part in p["parts"].items()
+             for kind in ("weights", "activations") for what, b in part[kind].items()}
+    parts.update({("primary", "kv", "cache"): p["parts"]["primary"]["kv_cache"]})
+    role, kind, what = max(parts, key=parts.get)
+    prefix = "--assistant-" if role == "assistant" else "--"
+    if kind == "weights":
+        out = [f"{'--assistant-precision' if role == 'assistant' else '--precision'} int8 or int4"]
+    elif what == "cache":
+        out = ["--retention (fewer kept tokens)", "--new-tokens", "--text-tokens"]
+    else:
+        out = [f"{prefix}frames", f"{prefix}max-pixels"] + (["--vision-chunk 1"] if what == "vision" else [])
+    if assistant and role == "primary":
+        out.append("--assistant none")
+    return f"largest part: {role} {kind} {what} ({size(parts[role, kind, what]).strip()}); try {', '.join(out)}"
+
+
 def main() -> int:
-    from runtime.memory_plan import DEVICES, DTYPES, GB, Workload, plan_deployment
+    from runtime.memory_plan import DEVICES, DTYPES, Workload, plan_deployment
     from runtime.models import REAL_MODELS
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from cli.common import parser
+
+    ap = parser(__doc__)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", choices=sorted(REAL_MODELS))
     src.add_argument("--artifacts", help="read the configs from an artifact folder's manifest")
-    ap.add_argument("--precision", default="bf16", choices=sorted(DTYPES))
+    ap.add_argument("--precision", choices=sorted(DTYPES), help="weights' precision (default: the folder's with "
+                                                                 "--artifacts, else bf16)")
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--max-pixels", type=int, help="per frame (default: the model's)")
     ap.add_argument("--retention", type=float, default=0.25)
@@ -66,12 +105,14 @@ def main() -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         config, name = _manifest_config(m, "primary"), m.data["preset"]
+        args.precision = args.precision or folder_precision(m)
         if args.assistant not in ("none",) and "assistant" in m.data["models"]:
             if args.assistant not in (None, "manifest"):
                 print("error: with --artifacts the assistant comes from the folder: use --assistant none or leave it out",
                       file=sys.stderr)
                 return 2
             assistant, assistant_name = _manifest_config(m, "assistant"), "assistant"
+    args.precision = args.precision or "bf16"
     w = Workload(args.frames, args.max_pixels, args.retention, args.text_tokens, args.new_tokens, args.vision_chunk or None)
     aw = Workload(args.assistant_frames or args.frames, args.assistant_max_pixels or args.max_pixels, 1.0, args.text_tokens, 0,
                   args.vision_chunk or None)
@@ -81,7 +122,6 @@ def main() -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    gb = lambda b: f"{b / GB:7.2f} GB"  # noqa: E731
     for role, part in p["parts"].items():
         label = name if role == "primary" else assistant_name
         frames = w.frames if role == "primary" else aw.frames
@@ -89,20 +129,21 @@ def main() -> int:
         extra = (f"{args.retention:.0%} kept, context {part['context']}" if role == "primary"
                  else f"all tokens seen, prior over {part['context']} tokens, {part['prior_depth']} layers")
         print(f"{role}: {label}, {part['precision']}, {frames} frames at <= {pixels} px -> {part['visual_tokens']} visual tokens, {extra}")
-        for what, b in part["weights"].items():
-            print(f"  weights {what:<16}{gb(b)}")
+        rows = [(f"weights {what}", b) for what, b in part["weights"].items()]
         if role == "primary":
-            print(f"  KV cache (2 sets)    {gb(part['kv_cache'])}   at --max-context {part['context']}")
-        for what, b in part["activations"].items():
-            print(f"  activations {what:<12}{gb(b)}")
-        print(f"  subtotal             {gb(part['total'])}   (embedding table {gb(part['embeddings_mapped']).strip()} "
-              f"memory-mapped, not counted)")
+            rows.append((f"KV cache (2 sets, --max-context {part['context']})", part["kv_cache"]))
+        rows += [(f"activations {what}", b) for what, b in part["activations"].items()]
+        rows.append(("subtotal", part["total"]))
+        for label, b in rows:
+            print(f"  {label:<44}{size(b)}")
+        print(f"  {'embedding table (memory-mapped, not counted)':<44}{size(part['embeddings_mapped'])}")
     if "assistant" not in p["parts"]:
         print("assistant: none")
-    print(f"total (all engines resident) {gb(p['total'])}")
+    print(f"{'total (all engines resident)':<46}{size(p['total'])}")
     if args.device:
-        verdict = "fits" if p["fits"] else "does NOT fit"
-        print(f"{args.device}: {gb(p['usable'])} usable -> {verdict}")
+        print(f"{args.device + ' usable':<46}{size(p['usable'])} -> {'fits' if p['fits'] else 'does NOT fit'}")
+        if not p["fits"]:
+            print(hints(p, args, "assistant" in p["parts"]))
         return 0 if p["fits"] else 1
     return 0
 

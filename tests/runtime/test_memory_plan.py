@@ -78,7 +78,17 @@ def test_script_plans_primary_and_assistant_and_exit_code_says_if_the_sum_fits()
     assert alone.returncode == 0 and "fits" in alone.stdout and "--max-context 3456" in alone.stdout
     both = run("--assistant-frames", "16", "--assistant-max-pixels", "150528")
     assert both.returncode == 1 and "qwen2.5-vl-3b, int8, 16 frames" in both.stdout and "does NOT fit" in both.stdout
+    assert both.stdout.strip().splitlines()[-1].startswith("largest part: ") and "; try --" in both.stdout
     small = run("--frames", "16", "--max-pixels", "200704", "--assistant-frames", "8", "--assistant-max-pixels", "50176")
     assert small.returncode == 0 and "fits" in small.stdout
     bad = run("--assistant", "qwen9")
     assert bad.returncode == 2 and bad.stderr.startswith("error: --assistant 'qwen9'")
+
+
+def test_script_reads_the_folder_precision_and_prints_small_sizes_in_mb(tiny_artifacts):
+    out = subprocess.run([sys.executable, "scripts/plan_memory.py", "--artifacts", tiny_artifacts, "--frames", "8"],
+                         capture_output=True, text=True)
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0 and lines[0].startswith("primary: tiny, fp32, 8 frames")
+    sizes = [line for line in lines if line.endswith((" MB", " GB"))]
+    assert sizes and "0.00 GB" not in out.stdout and len({len(line) for line in sizes}) == 1  # one column
