@@ -17,13 +17,6 @@ from runtime.pipeline import load_pipeline
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(scope="session")
-def needle_artifacts(tmp_path_factory):
-    """The committed needle weights exported through the real checkpoint path, once per session."""
-    pytest.importorskip("torch")
-    from export.exporter import export_artifacts
-    return export_artifacts("needle", str(tmp_path_factory.mktemp("artifacts") / "needle"), log=lambda *_: None)
-
 SCRIPT_METHODS = ("visionzip", "uniform", "dycoke", "dyntok", "none")  # scripts/evaluate.py --methods default
 
 
