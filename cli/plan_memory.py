@@ -42,22 +42,30 @@ def size(b: float) -> str:
     return f"{b / 1e6:8.1f} MB" if b < 1e9 else f"{b / 1e9:8.2f} GB"
 
 
-def hints(p: dict, args, assistant: bool) -> str:
-    """The flags that shrink the largest parts of a plan that does not fit."""
+SMALLER = {"fp32": ("bf16", "int8", "int4"), "bf16": ("int8", "int4"), "fp16": ("int8", "int4"), "int8": ("int4",),
+           "fp8": ("int4",), "int4": ()}
+
+
+def hints(p: dict, assistant: bool) -> str:
+    """The flags that shrink the two largest parts a flag can shrink, of a plan that does not fit."""
     parts = {(role, kind, what): b for role, part in p["parts"].items()
              for kind in ("weights", "activations") for what, b in part[kind].items()}
-    parts.update({("primary", "kv", "cache"): p["parts"]["primary"]["kv_cache"]})
-    role, kind, what = max(parts, key=parts.get)
-    prefix = "--assistant-" if role == "assistant" else "--"
-    if kind == "weights":
-        out = [f"{'--assistant-precision' if role == 'assistant' else '--precision'} int8 or int4"]
-    elif what == "cache":
-        out = ["--retention (fewer kept tokens)", "--new-tokens", "--text-tokens"]
-    else:
-        out = [f"{prefix}frames", f"{prefix}max-pixels"] + (["--vision-chunk 1"] if what == "vision" else [])
-    if assistant and role == "primary":
-        out.append("--assistant none")
-    return f"largest part: {role} {kind} {what} ({size(parts[role, kind, what]).strip()}); try {', '.join(out)}"
+    parts.update({(role, "KV", "cache"): part["kv_cache"] for role, part in p["parts"].items()})
+    out = []
+    for role, kind, what in sorted(parts, key=parts.get, reverse=True):
+        prefix = "--assistant-" if role == "assistant" else "--"
+        if kind == "weights":
+            lower = SMALLER[p["parts"][role]["precision"]]
+            flags = [f"{prefix}precision {'/'.join(lower)}"] if lower else []
+        elif kind == "KV":
+            flags = ["--retention", "--new-tokens"] if role == "primary" else [f"{prefix}frames", "--prior-depth"]
+        else:
+            flags = [f"{prefix}frames", f"{prefix}max-pixels"] + (["--vision-chunk 1"] if what == "vision" else [])
+        if assistant and role == "assistant":
+            flags.append("--assistant none")
+        if flags and len(out) < 2:
+            out.append(f"{role} {kind} {what} ({size(parts[role, kind, what]).strip()}): {', '.join(flags)}")
+    return "largest parts: " + ("; ".join(out) if out else "none that a flag shrinks; a smaller model or a larger device")
 
 
 def main() -> int:
@@ -132,6 +140,8 @@ def main() -> int:
         rows = [(f"weights {what}", b) for what, b in part["weights"].items()]
         if role == "primary":
             rows.append((f"KV cache (2 sets, --max-context {part['context']})", part["kv_cache"]))
+        else:
+            rows.append((f"KV cache (2 sets, prior over {part['context']} tokens)", part["kv_cache"]))
         rows += [(f"activations {what}", b) for what, b in part["activations"].items()]
         rows.append(("subtotal", part["total"]))
         for label, b in rows:
@@ -143,7 +153,7 @@ def main() -> int:
     if args.device:
         print(f"{args.device + ' usable':<46}{size(p['usable'])} -> {'fits' if p['fits'] else 'does NOT fit'}")
         if not p["fits"]:
-            print(hints(p, args, "assistant" in p["parts"]))
+            print(hints(p, "assistant" in p["parts"]))
         return 0 if p["fits"] else 1
     return 0
 
