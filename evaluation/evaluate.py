@@ -139,7 +139,7 @@ def score_video(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base:
         if not pipe.m.has_assistant:
             raise DyTokError("the artifact folder has no assistant: use --assistants none")
         opts = assistant_options(base, a, len(frames.frames), pipe.m.data["preprocess"]["max_pixels"])
-        priors[a] = pipe.map_weights(pipe.frame_prior(video.question, frames, opts)[0], grid[0])
+        priors[a] = pipe.frame_prior(video.question, frames, opts, grid[0])
     context = pipe.m.model("primary")["context_length"]
     answers: dict[bytes, int] = {}  # configs that keep the same tokens (e.g. all of them) share one LLM run
     out = []

@@ -85,8 +85,8 @@ class Pipeline:
         pos = self.family.positions(ids, self.m.tokens["video"], patches.grid_thw, seconds_per_group, self.m.model(which))
         return PromptSequence(ids, pos, start, t * h * w)
 
-    def frame_prior(self, question: str, frames: SampledFrames, opts: Options) -> tuple[np.ndarray, int]:
-        """Assistant keyframe prior: weights over the assistant's temporal groups, and their count."""
+    def frame_prior(self, question: str, frames: SampledFrames, opts: Options, groups: int) -> np.ndarray:
+        """The assistant's keyframe prior as weights over the primary's ``groups`` temporal groups."""
         clip = frames
         if opts.assistant_num_frames and opts.assistant_num_frames < len(frames.frames):
             pick = np.linspace(0, len(frames.frames) - 1, opts.assistant_num_frames).astype(int)
@@ -101,8 +101,7 @@ class Pipeline:
                                self.m.graph("assistant_prior"), opts.prefill_chunk)
         if opts.prior_layers is not None:
             attn = attn[self.prior_rows(opts.prior_layers)]
-        groups = patches.grid_thw[0]
-        return C.frame_weights(attn, seq.n_visual // groups), groups
+        return C.map_group_weights(C.frame_weights(attn, seq.n_visual // patches.grid_thw[0]), groups)
 
     def prior_rows(self, layers) -> list[int]:
         """Rows of the prior graph's output for assistant ``layers`` (Options.prior_layers)."""
@@ -113,18 +112,9 @@ class Pipeline:
                               "choose a non-empty subset (or re-export with --layers)")
         return [exported.index(x) for x in layers]
 
-    @staticmethod
-    def map_weights(weights: np.ndarray, groups: int) -> np.ndarray:
-        """Assistant group weights -> primary group weights (nearest in time), renormalised."""
-        if len(weights) == groups:
-            return weights
-        src = (np.arange(len(weights)) + 0.5) / len(weights)
-        dst = (np.arange(groups) + 0.5) / groups
-        mapped = weights[np.abs(dst[:, None] - src[None, :]).argmin(axis=1)]
-        return (mapped / mapped.sum()).astype(np.float32)
-
     def uses_prior(self, opts: Options) -> bool:
-        return get_method(opts.method).compresses and opts.assistant and self.m.has_assistant
+        m = get_method(opts.method)
+        return m.compresses and not m.own_prior and opts.assistant and self.m.has_assistant
 
     @staticmethod
     def budgets(weights: np.ndarray | None, grid: tuple[int, int, int], opts: Options, method: Method) -> np.ndarray:
@@ -188,7 +178,7 @@ class Pipeline:
         t0 = time.perf_counter()
         weights = None
         if self.uses_prior(opts):
-            weights = self.map_weights(self.frame_prior(question, frames, opts)[0], grid[0])
+            weights = self.frame_prior(question, frames, opts, grid[0])
         timings["assistant"] = time.perf_counter() - t0
 
         if budget_aware:  # each group at the smallest grid its budget needs
@@ -208,11 +198,12 @@ class Pipeline:
         timings["compress"] += time.perf_counter() - t0
 
         token_ids, kept_visual = self.generate(inp, opts, request, on_token, timings)
-        source, dominant = inp.source, inp.dominant
-        if kept_visual is not None:  # pruned inside the LLM: the visual tokens layers >= K saw
+        source, dominant, budgets = inp.source, inp.dominant, request.budgets
+        if kept_visual is not None:  # pruned inside the LLM: the visual tokens layers >= K saw, per group
             source, dominant = kept_visual, np.ones(len(kept_visual), bool)
+            budgets = np.bincount(kept_visual // (grid[1] * grid[2]), minlength=grid[0]).astype(np.int64)
         timings["end_to_end"] = time.perf_counter() - t_all
-        return Result(self.prompt.decode(token_ids), token_ids, timings, weights, request.budgets, source, dominant,
+        return Result(self.prompt.decode(token_ids), token_ids, timings, weights, budgets, source, dominant,
                       (len(source), grid[0] * grid[1] * grid[2]), frames, patches.grid_thw)
 
 

@@ -190,6 +190,8 @@ def _causal(n: int) -> torch.Tensor:
 def split_llm_reference(model, embeds: np.ndarray, pos: np.ndarray, split: int, max_new_tokens: int, start_pos: int,
                         vision_start: int, num_visual: int, fastv_budgets=None, fastv_per_group: bool = True,
                         dycoke_p: float | None = None, eos=()):
+    """``fastv_budgets``: per-group counts, or a function of the attention row [N] that gives them
+    (the primary's own prior)."""
     """FastV (spec §3.2, with DyToK per-group budgets, §1.9) and DyCoke's KV step (§4.3) on transformers'
     own decoder layers, rotary and cache, greedy. The attention row is the model's real one: the
     eager attention weights of layer ``split - 1`` (a forward hook), last query row, head mean.
@@ -217,7 +219,7 @@ def split_llm_reference(model, embeds: np.ndarray, pos: np.ndarray, split: int, 
         keep = torch.arange(n)
         if fastv_budgets is not None:
             span = alpha[vision_start:vision_start + num_visual]
-            b = torch.as_tensor(np.asarray(fastv_budgets))
+            b = torch.as_tensor(np.asarray(fastv_budgets(alpha.numpy()) if callable(fastv_budgets) else fastv_budgets))
             if fastv_per_group:
                 per = num_visual // len(b)
                 local = torch.cat([torch.argsort(-row, stable=True)[:int(k)] + g * per

@@ -145,3 +145,15 @@ def plan_budgets(weights: np.ndarray | None, groups: int, per_group: int, retent
     if weights is not None:
         return allocate_budgets(weights, average, cap)
     return uniform_budgets(groups, average)
+
+
+def map_group_weights(weights: np.ndarray, groups: int) -> np.ndarray:
+    """Weights over one model's temporal groups -> over ``groups`` groups of the same clip: each
+    target group takes the source group nearest in time, renormalised. [G'] -> [groups] float32"""
+    weights = np.asarray(weights, np.float32)
+    if len(weights) == groups:
+        return weights
+    src = (np.arange(len(weights)) + 0.5) / len(weights)
+    dst = (np.arange(groups) + 0.5) / groups
+    mapped = weights[np.abs(dst[:, None] - src[None, :]).argmin(axis=1)]
+    return (mapped / mapped.sum()).astype(np.float32)

@@ -55,7 +55,8 @@ class Method:
     pre-LLM step keeps every token). None for the others. ``per_group``: each group is compressed on its own, so groups
     may come at different grids (budget-aware encoder resolution). ``baseline``: run without the
     prior it is a published method of its own (evaluation rows "no assistant"). ``compresses``:
-    False only for "none" (every token goes in; no prior runs)."""
+    False only for "none" (every token goes in; no prior runs). ``own_prior``: the method weights the
+    groups itself (inside the primary), so no assistant runs."""
     name: str
     label: str
     compress: Callable[[dict, Request], Kept]
@@ -64,3 +65,4 @@ class Method:
     per_group: bool = False
     baseline: bool = False
     compresses: bool = True
+    own_prior: bool = False

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import BudgetError
 from ..notes import note
-from . import baselines, dycoke, dyntok, evs, fastv, visionzip
+from . import baselines, dycoke, dyntok, evs, fastv, self_prior, visionzip
 from .method import Kept, Method, Request
 
 
@@ -25,6 +25,7 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
     NONE,
     fastv.METHOD,
     evs.METHOD,
+    self_prior.METHOD,
 )}
 METHODS = tuple(REGISTRY)
 

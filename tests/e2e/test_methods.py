@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import runtime.pipeline as pipeline_module  # noqa: E402
 from runtime.compression import REGISTRY, Request, get_method  # noqa: E402
+from runtime.compression.self_prior import self_budgets  # noqa: E402
 from runtime.options import Options  # noqa: E402
 from runtime.pipeline import load_pipeline  # noqa: E402
 from runtime.prefill_input import prefill_input  # noqa: E402
@@ -20,7 +21,8 @@ from tests.reference import split_llm_reference, vision_signals_reference  # noq
 QUESTION = "What happens in the video?"
 # method -> options beyond the method (the prior is on: DyToK budgets where the method takes them)
 CASES = {"none": {}, "visionzip": {}, "uniform": {}, "dycoke": {}, "dyntok": {}, "evs": {}, "fastv": {},
-         "evs-no-assistant": {"method": "evs", "assistant": False}, "fastv-no-assistant": {"method": "fastv", "assistant": False}}
+         "evs-no-assistant": {"method": "evs", "assistant": False}, "fastv-no-assistant": {"method": "fastv", "assistant": False},
+         "self": {}}
 
 
 def test_every_registered_method_has_a_case():
@@ -73,10 +75,14 @@ def test_method_matches_transformers(case, tiny_split, tiny_models, video_path, 
     eos = pipe.prompt.eos_ids
     if method.in_llm:
         split = pipe.m.graph("primary_llm_lo")["split_layer"]
+        budgets, per_group = result.budgets, opts.assistant
+        if method.own_prior:  # DyToK budgets from transformers' own attention row at layer K-1
+            request = Request(grid, result.budgets, opts.retention, opts.budget, False)
+            budgets, per_group = (lambda alpha: self_budgets(alpha, inp.start, request)), True
         ref, _, _ = split_llm_reference(model, embeds, inp.positions, split, opts.max_new_tokens, inp.next_position,
-                                        inp.start, len(inp.source), result.budgets, opts.assistant, eos=eos)
+                                        inp.start, len(inp.source), budgets, per_group, eos=eos)
     else:
         ref = greedy(model, embeds, inp.positions, inp.next_position, opts.max_new_tokens, eos)
     assert result.token_ids == ref
-    if method.compresses and method.uses_budgets and opts.assistant:
+    if method.compresses and method.uses_budgets and opts.assistant and not method.own_prior:
         assert len(set(result.budgets.tolist())) > 1  # the prior really moved tokens between groups

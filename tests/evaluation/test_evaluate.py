@@ -196,8 +196,9 @@ def test_prior_layers_pick_rows_of_the_exported_prior(tmp_path):
     assert exported == [1, 2, 3]
     v = split_videos(1, start=3)[0]
     base = Options(method="visionzip", retention=0.25, max_new_tokens=1)
-    w_all, _ = pipe.frame_prior(v.question, v.sampled(), base)
-    singles = [pipe.frame_prior(v.question, v.sampled(), replace(base, prior_layers=(x,)))[0] for x in exported]
+    groups = v.num_groups
+    w_all = pipe.frame_prior(v.question, v.sampled(), base, groups)
+    singles = [pipe.frame_prior(v.question, v.sampled(), replace(base, prior_layers=(x,)), groups) for x in exported]
     assert not np.allclose(singles[0], singles[-1])  # the layers differ
     per_layer = [s / s.sum() for s in singles]
     assert np.allclose(w_all, np.mean(per_layer, axis=0) / np.mean(per_layer, axis=0).sum(), atol=1e-6)
@@ -219,5 +220,5 @@ def test_training_prior_is_the_runtime_prior(needle_artifacts):
     for v in split_videos(2, start=4):
         with torch.no_grad():
             torch_w = prior_groups(model, batcher([v]), layers, batcher.video_id)[0].mean(0).numpy()
-        w, _ = pipe.frame_prior(v.question, v.sampled(), Options(method="visionzip", max_new_tokens=1))
+        w = pipe.frame_prior(v.question, v.sampled(), Options(method="visionzip", max_new_tokens=1), v.num_groups)
         np.testing.assert_allclose(w, torch_w / torch_w.sum(), atol=1e-4)
