@@ -106,8 +106,9 @@ def torch_engines(manifest: Manifest, models: dict | None = None, device: str = 
     if "assistant" in models:
         layers = manifest.model("assistant")["prior_layers"]
         engines["assistant_vision"] = TorchEngine(vision("assistant"), *io("assistant_vision"), device)
-        engines["assistant_prior"] = TorchEngine(KeyframePrior(models["assistant"], layers, attention),
-                                                 *io("assistant_prior"), device)
+        p_inputs, p_outputs = io("assistant_prior")  # its chunked-prefill cache stays on the device too
+        engines["assistant_prior"] = TorchEngine(KeyframePrior(models["assistant"], layers, attention), p_inputs, p_outputs,
+                                                 device, keep_on_device=tuple(n for n in p_outputs if n.startswith("present")))
     return engines
 
 

@@ -1,6 +1,6 @@
 """Prefill and decode of the primary LLM on a preallocated KV cache, written in place: the
-PyTorch backend's ``open_step`` (``export.torch_engine.TorchLLMEngine``), which the runtime uses instead of feeding
-``past_*``/``present_*`` through ``Engine.run`` at every token.
+``open_step`` of the PyTorch backend's LLM engine (``export.torch_engine.TorchLLMEngine``),
+which the runtime uses instead of feeding ``past_*``/``present_*`` through ``Engine.run``.
 
 The decode step has static shapes: it attends over the whole cache ``[0, max_len)`` with a mask
 of the rows written so far, and its inputs (embedding, M-RoPE position, write index) are device
@@ -10,6 +10,7 @@ the same function runs eagerly, so the tests exercise the captured code.
 """
 from __future__ import annotations
 
+import logging
 import threading
 
 import numpy as np
@@ -19,6 +20,8 @@ from runtime.errors import PromptError
 
 from .graphs.gqa import causal_mask
 from .graphs.llm import LanguageModel, mrope_cos_sin
+
+log = logging.getLogger("dytok.torch")
 
 
 class _Cache:
@@ -34,7 +37,7 @@ class _Cache:
         self.position = torch.zeros(3, 1, 1, dtype=torch.int64, device=device)
         self.index = torch.zeros(1, dtype=torch.int64, device=device)
         self.rows = torch.arange(max_len, device=device)
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graph: torch.cuda.CUDAGraph | bool | None = None  # None: not tried; False: capture failed, eager
         self.logits: torch.Tensor | None = None
 
 
@@ -55,7 +58,8 @@ class LLMStep:
             pool.release(cache)
 
     def _tensor(self, array: np.ndarray, dtype=None) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(array))
+        array = np.ascontiguousarray(array)
+        t = torch.from_numpy(array if array.flags.writeable else array.copy())  # tables are read-only mmaps
         return t.to(self._pool.device, dtype or self._pool.dtype)
 
     @torch.no_grad()
@@ -105,9 +109,9 @@ class LLMStep:
         c.embed.copy_(self._tensor(np.asarray(embed, np.float32).reshape(1, 1, -1)))
         c.position.fill_(int(position))
         c.index.fill_(self.length)
-        if c.k.device.type == "cuda":
-            if c.graph is None:
-                self._capture()
+        if c.k.device.type == "cuda" and c.graph is None:
+            self._capture()
+        if c.graph:
             c.graph.replay()
             logits = c.logits
         else:
@@ -126,8 +130,13 @@ class LLMStep:
                 self._decode_body()
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            c.logits = self._decode_body()
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                c.logits = self._decode_body()
+        except RuntimeError as e:  # an op this torch build cannot capture: same step, launched eagerly
+            log.warning("CUDA graph capture of the decode step failed (%s); decoding without it", e)
+            c.graph, c.logits = False, None
+            return
         c.graph = graph
 
 
@@ -139,7 +148,7 @@ class StepPool:
         if module.attention != "sdpa":
             raise ValueError(f"the static-cache step runs the sdpa formulation, not {module.attention!r}")
         self.module, self.device, self.dtype = module, device, dtype
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # release() runs from LLMStep.__del__, whenever a step is dropped
         self._idle: _Cache | None = None
 
     def open(self, max_len: int) -> LLMStep:
