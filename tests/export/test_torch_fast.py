@@ -186,8 +186,8 @@ def test_static_step_greedy_tokens_match_the_past_present_loop(pairs, pair):
     plain, fast, layers = _llm_engines(model)
     table = model.get_input_embeddings().weight.detach().numpy()
     rng = np.random.default_rng(4)
-    new_tokens = 12
-    for n, chunk in [(1, None), (9, None), (40, 16), (77, None), (77, 32), (77, 76)]:
+    new_tokens = 10
+    for n, chunk in [(1, None), (9, None), (40, 16), (77, 32)]:
         ids = rng.integers(0, table.shape[0], n)
         embeds, pos = table[ids], _positions(rng, n)
         want_tokens, want_logits = _greedy_plain(plain, table, embeds, pos, chunk, new_tokens, layers)
