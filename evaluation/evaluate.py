@@ -72,13 +72,15 @@ class Config:
         prefix = {"full": "DyToK+", "reduced": "DyToK(reduced)+", "none": ""}.get(self.assistant)
         if prefix is None:
             prefix = "DyToK(prior 1/{} frames 1/{} px)+".format(*prior_divisors(self.assistant))
-        return prefix + get_method(self.method).label + ("" if self.assistant != "none" else " (no assistant)")
+        method = get_method(self.method)
+        return prefix + method.label + ("" if self.assistant != "none" or method.own_prior else " (no assistant)")
 
 
 def grid(methods=METHODS, retentions=RETENTIONS, assistants=ASSISTANTS) -> list[Config]:
-    """The issue's grid, narrowed to the given methods, retentions and assistant settings:
-    compressing methods x retention x assistant settings (without the assistant only the methods
-    that are published baselines of their own, ``Method.baseline``); ``none`` once (all tokens)."""
+    """The grid, narrowed to the given methods, retentions and assistant settings: compressing
+    methods x retention x assistant settings (without the assistant only the methods that are
+    published baselines of their own, ``Method.baseline``); a method with its own prior once per
+    retention (no assistant runs); ``none`` once (all tokens)."""
     for m in methods:
         if m not in METHODS:
             raise DyTokError(f"method {m!r}: expected one of {', '.join(METHODS)}")
@@ -92,6 +94,9 @@ def grid(methods=METHODS, retentions=RETENTIONS, assistants=ASSISTANTS) -> list[
             out.append(Config(m, 1.0, "none"))
             continue
         for r in retentions:
+            if get_method(m).own_prior:
+                out.append(Config(m, float(r), "none"))
+                continue
             for a in assistants:
                 if a != "none" or get_method(m).baseline:
                     out.append(Config(m, float(r), a))

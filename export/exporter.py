@@ -178,8 +178,8 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
         graphs, models = {}, {}
 
         def emit(role, module, spec, example, key_parts, translation=None, extra=None):
-            if torch_only:
-                graphs[role] = spec.io_table()
+            if torch_only:  # no graph file; its I/O table and what the runtime reads of it (split_layer, kv_cache)
+                graphs[role] = {**spec.io_table(), **(extra or {})}
                 return
             key = _source_key({"role": role, "exporter": EXPORTER_VERSION, "opset": specs.OPSET,
                                "io": spec.io_table(), **key_parts})
