@@ -103,7 +103,8 @@ def measure(args) -> dict:
         # ONNX Runtime's fused GroupQueryAttention: the fastest LLM graph for the runtime rows
         export_artifacts(args.model, folder, checkpoint=args.checkpoint, validate=False, torch_only=real_size,
                          dtype="bfloat16" if real_size else "float32", llm_attention="gqa",
-                         fastv_layer="default")  # the split LLM graphs for the FastV rows
+                         fastv_layer="default",  # the split LLM graphs for the FastV rows
+                         device=args.device if real_size else "cpu")  # real-size random weights drawn where they run
     video = args.video
     if not video:
         os.makedirs("out", exist_ok=True)

@@ -34,6 +34,8 @@ def main() -> int:
                          "TensorRT included) or ONNX Runtime's fused GroupQueryAttention (faster there; not TensorRT)")
     ap.add_argument("--torch-only", action="store_true",
                     help="no ONNX graphs: a folder for the PyTorch engine backend (real-size GPU benchmarks)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="where a random preset draws its weights, for a --torch-only folder (a GPU draws a 7B in seconds)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                     help="weights' dtype of a --torch-only folder (ONNX graphs are always fp32)")
     ap.add_argument("--fastv-layer", metavar="K", help="also export the primary LLM split at layer K (an integer, or "
@@ -48,7 +50,7 @@ def main() -> int:
         out = export_artifacts(args.model, args.out or os.path.join("artifacts", args.model), args.assistant, args.checkpoint, args.assistant_checkpoint,
                                args.layers, args.seed, validate=not args.skip_validate, torch_only=args.torch_only,
                                dtype=args.dtype, llm_attention=args.llm_attention,
-                               fastv_layer=args.fastv_layer)
+                               fastv_layer=args.fastv_layer, device=args.device)
     except DyTokError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

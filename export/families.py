@@ -148,7 +148,7 @@ def _llava_example_vision(c: dict) -> dict:
 def _llava_files(model, which: str, folder: str) -> dict:
     """``image_newline`` [D]: the learned embedding transformers appends after a video's frames."""
     name = f"{which}_image_newline.npy"
-    newline = model.model.image_newline.detach().float().numpy()
+    newline = model.model.image_newline.detach().float().cpu().numpy()
     np.save(os.path.join(folder, name), newline)
     return {"image_newline": {"file": name, "sha256": sha256_file(os.path.join(folder, name)),
                               "shape": list(newline.shape), "dtype": "float32"}}

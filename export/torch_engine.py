@@ -74,8 +74,10 @@ def load_models(manifest: Manifest, device: str = "cpu", dtype: torch.dtype | No
     seed = manifest.data.get("seed", 0)
     ckpts = manifest.data.get("checkpoints", {})
     dtype = dtype or getattr(torch, manifest.data.get("torch_dtype", "float32"))
-    load = lambda key, which: load_model(get_preset(manifest.data[key]), tok, ids, ckpts.get(which), seed, device,  # noqa: E731
-                                         dtype, attn_implementation)
+    draw = manifest.data.get("weights_device", "cpu")  # random weights: the device type the folder drew them on
+    draw = device if torch.device(draw).type == torch.device(device).type else draw
+    load = lambda key, which: load_model(get_preset(manifest.data[key]), tok, ids, ckpts.get(which), seed, draw,  # noqa: E731
+                                         dtype, attn_implementation).to(device)
     models = {"primary": load("preset", "primary")}
     if manifest.has_assistant:
         models["assistant"] = load("assistant_preset", "assistant")
