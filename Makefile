@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 DEMO := $(VENV)/.installed-demo
 FULL := $(VENV)/.installed
 
-.PHONY: demo test bench serve clean
+.PHONY: demo test bench gpu-bench serve clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ serve: $(FULL)
 
 bench: $(DEMO)
 	$(PY) scripts/bench_core.py
+
+# The GPU suite (one NVIDIA GPU, no network): parity, rates, 7B + 3B at 32 and 96 frames -> docs/gpu/.
+# Installs nothing: the .venv's python if there is one, else the host's (a GPU image with torch).
+gpu-bench:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/gpu_bench.py
 
 clean:
 	rm -rf $(VENV) out
