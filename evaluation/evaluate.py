@@ -32,7 +32,7 @@ from runtime.errors import DyTokError
 from runtime.fileio import atomic_path
 from runtime.options import Options
 from runtime.pipeline import Pipeline, load_pipeline
-from runtime.prefill_input import prefill_input
+from runtime.prefill_input import prefill_input, text_after
 from synthetic.needle import FAMILY_ORDER, NeedleVideo, make_video, split_seed
 
 from .prior_shapes import ASSISTANTS, assistant_options, prior_divisors, prior_shape
@@ -134,6 +134,7 @@ def score_video(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base:
     needle[list(video.needle_groups)] = True
     vision = pipe.run_vision("primary", patches, base.vision_chunk)
     answer_id = pipe.prompt.tokenizer.token_to_id(video.answer)
+    text = text_after(seq, pipe.tables["primary"])
     priors: dict[str, np.ndarray | None] = {"none": None}
     for a in {c.assistant for c in configs if get_method(c.method).compresses} - {"none"}:
         if not pipe.m.has_assistant:
@@ -147,7 +148,8 @@ def score_video(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base:
         method = get_method(cfg.method)
         opts = replace(base, method=cfg.method, retention=cfg.retention, max_new_tokens=1)
         weights = priors[cfg.assistant] if method.compresses else None
-        request = Request(grid, pipe.budgets(weights, grid, opts, method), opts.retention, opts.budget, weights is not None)
+        request = Request(grid, pipe.budgets(weights, grid, opts, method), opts.retention, opts.budget, weights is not None,
+                          text, seq.start)
         kept = method.compress(vision, request)
         inp = prefill_input(seq, kept, pipe.tables["primary"], opts.max_new_tokens, context)
         source = inp.source

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BudgetError
-from . import baselines, dycoke, dyntok, evs, fastv, visionzip
+from . import baselines, dart, dycoke, dyntok, evs, fastv, vidcom2, visionzip
 from .method import Kept, Method, Request
 
 
@@ -24,6 +24,10 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
     NONE,
     fastv.METHOD,
     evs.METHOD,
+    vidcom2.METHOD,
+    vidcom2.BUDGETS_VISIONZIP,
+    dart.METHOD,
+    dart.EMBED,
 )}
 METHODS = tuple(REGISTRY)
 
