@@ -13,7 +13,10 @@ primary's frames and pixels), "reduced" (half the frames, a quarter of the pixel
 budgets, so its rows do not depend on the assistant. FastV prunes inside the LLM, on the split
 graphs of a folder exported with ``--fastv-layer`` (``runtime/llm_split.py``); its hit rate counts
 the visual tokens layers >= K see. EVS without the assistant is vLLM's global rule, with it
-DyToK+EVS.
+DyToK+EVS. VidCom2 without the assistant is VidCom2 (its own budgets), with it DyToK+VidCom2;
+``vidcom2-visionzip`` (VidCom2's budgets, VisionZip's selection) ignores the prior, so it has
+rows without the assistant only. DART runs in the LLM like FastV (``dart``, split graphs) or on
+the embeddings before it (``dart-embed``); with the assistant both take DyToK's per-group quotas.
 """
 from __future__ import annotations
 
@@ -78,7 +81,8 @@ class Config:
 def grid(methods=METHODS, retentions=RETENTIONS, assistants=ASSISTANTS) -> list[Config]:
     """The issue's grid, narrowed to the given methods, retentions and assistant settings:
     compressing methods x retention x assistant settings (without the assistant only the methods
-    that are published baselines of their own, ``Method.baseline``); ``none`` once (all tokens)."""
+    that are published baselines of their own, ``Method.baseline``; such a baseline that the prior
+    does not change, ``uses_budgets`` False, only without it); ``none`` once (all tokens)."""
     for m in methods:
         if m not in METHODS:
             raise DyTokError(f"method {m!r}: expected one of {', '.join(METHODS)}")
@@ -92,9 +96,13 @@ def grid(methods=METHODS, retentions=RETENTIONS, assistants=ASSISTANTS) -> list[
             out.append(Config(m, 1.0, "none"))
             continue
         for r in retentions:
+            method = get_method(m)
             for a in assistants:
-                if a != "none" or get_method(m).baseline:
-                    out.append(Config(m, float(r), a))
+                if a == "none" and not method.baseline:
+                    continue
+                if a != "none" and method.baseline and not method.uses_budgets:
+                    continue  # the prior would change nothing: its rows would repeat the no-assistant ones
+                out.append(Config(m, float(r), a))
     return out
 
 
@@ -260,7 +268,9 @@ def plot(rows: list[dict], path: str, title: str = "") -> None:
         curves[(r["label"], r["method"], r["assistant"])].append(r)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     styles = {"full": "-", "reduced": "--", "none": ":"}
-    colours = {"visionzip": "tab:blue", "uniform": "tab:orange", "dycoke": "tab:green", "dyntok": "tab:red"}
+    colours = {"visionzip": "tab:blue", "uniform": "tab:orange", "dycoke": "tab:green", "dyntok": "tab:red",
+               "fastv": "tab:purple", "evs": "tab:brown", "vidcom2": "tab:pink", "vidcom2-visionzip": "tab:gray",
+               "dart": "tab:olive", "dart-embed": "tab:cyan"}
     for (label, method, assistant), rs in sorted(curves.items()):
         rs = sorted(rs, key=lambda r: r["retention"])
         x = [r["retention"] for r in rs]
@@ -268,7 +278,8 @@ def plot(rows: list[dict], path: str, title: str = "") -> None:
             if method == "none":
                 ax.axhline(rs[0][key], color="k", lw=1, alpha=0.5, label=label)
             else:
-                ax.plot(x, [r[key] for r in rs], styles.get(assistant, "-."), marker="o", label=label, color=colours[method])
+                ax.plot(x, [r[key] for r in rs], styles.get(assistant, "-."), marker="o", label=label,
+                        color=colours.get(method))
     for ax, name in zip(axes, ("accuracy", "hit rate (kept tokens on the answer's groups)")):
         ax.set_xscale("log")
         ax.set_xticks(RETENTIONS, [str(r) for r in RETENTIONS])

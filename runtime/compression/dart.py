@@ -378,4 +378,4 @@ def _embed(vision: dict, request: Request) -> Kept:
 
 
 METHOD = Method("dart", "DART", _all_tokens, in_llm=_in_llm, final_norm=True, baseline=True)
-EMBED = Method("dart-embed", "DART (embeddings)", _embed, baseline=True)
+EMBED = Method("dart-embed", "DART-embed", _embed, baseline=True)
