@@ -39,7 +39,8 @@ def main() -> int:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                     help="weights' dtype of a --torch-only folder (ONNX graphs are always fp32)")
     ap.add_argument("--fastv-layer", metavar="K", help="also export the primary LLM split at layer K (an integer, or "
-                    "'default' = 3) as primary_llm_lo/_hi: needed by --method fastv and --dycoke-kv")
+                    "'default' = 3) as primary_llm_lo/_hi, with the final norm's weight: needed by --method fastv, "
+                    "--method dart (the paper's K is 2) and --dycoke-kv")
     args = ap.parse_args()
     quiet(args.verbose)
     from export.exporter import export_artifacts

@@ -118,9 +118,10 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
     every runtime including TensorRT) or "gqa" (ONNX Runtime's fused GroupQueryAttention in the
     primary LLM and assistant prior graphs; same inputs and outputs, faster on ONNX Runtime, not
     TensorRT). ``fastv_layer`` (int or "default"): also export the LLM split at that layer
-    (``primary_llm_lo``/``_hi``, for FastV and DyCoke's KV step; ``export/split_llm.py``).
-    ``device``: where random presets draw their weights (a GPU draws a real-size pair in seconds;
-    the folder records it, and the PyTorch engines draw on the same device type)."""
+    (``primary_llm_lo``/``_hi``, for FastV, DART and DyCoke's KV step, with the final norm's
+    weight; ``export/split_llm.py``). ``device``: where random presets draw their weights (a GPU
+    draws a real-size pair in seconds; the folder records it, and the PyTorch engines draw on the
+    same device type)."""
     from runtime.compression.dytok import select_layers
 
     from .graphs.gqa import onnx_translation
@@ -226,7 +227,7 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
              {**key_parts, "attention": llm_attention}, translation, {"attention": llm_attention})
         if fastv_layer is not None:
             from .split_llm import emit_split
-            emit_split(emit, model, consts, key_parts, fastv_layer, llm_attention, translation)
+            emit_split(emit, model, consts, key_parts, fastv_layer, llm_attention, translation, tmp)
         del model
         if assistant is not None:
             amodel, aconsts, akey = export_model("assistant", assistant, assistant_checkpoint, prior_layers)

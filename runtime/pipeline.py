@@ -25,7 +25,7 @@ from .manifest import Manifest, load_manifest
 from .options import Options, check_request
 from .families import family_of
 from .prefill import prior_attention
-from .prefill_input import PrefillInput, PromptSequence, embed_rows, prefill_input
+from .prefill_input import PrefillInput, PromptSequence, embed_rows, prefill_input, text_after
 from .preprocess import VideoPatches
 from .prompt import PromptBuilder, StreamDecoder
 from .video import SampledFrames, sample_video
@@ -190,7 +190,7 @@ class Pipeline:
             timings["vision"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             request = Request(grid, self.budgets(weights, grid, opts, method), opts.retention, opts.budget,
-                              weights is not None)
+                              weights is not None, text_after(seq, self.tables["primary"]), seq.start)
             kept = compress(method, vision, request)
             timings["compress"] = time.perf_counter() - t0
         t0 = time.perf_counter()

@@ -55,6 +55,12 @@ def embed_rows(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.asarray(table[np.asarray(ids)], np.float32)
 
 
+def text_after(seq: PromptSequence, table: np.ndarray) -> np.ndarray:
+    """Input embeddings of the prompt after the visual span (``Request.text``: DART's text
+    pivots). -> [S - start - n_visual, D] float32"""
+    return embed_rows(table, seq.ids[seq.start + seq.n_visual:])
+
+
 def prefill_input(seq: PromptSequence, kept: Kept, table: np.ndarray | None = None, max_new_tokens: int = 0,
                   context_length: int | None = None) -> PrefillInput:
     """``seq`` with its visual span replaced by ``kept`` (any order; sorted here by source, so

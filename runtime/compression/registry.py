@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import BudgetError
 from ..notes import note
-from . import baselines, dycoke, dyntok, evs, fastv, self_prior, visionzip
+from . import baselines, dart, dycoke, dyntok, evs, fastv, self_prior, vidcom2, visionzip
 from .method import Kept, Method, Request
 
 
@@ -25,6 +25,10 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
     NONE,
     fastv.METHOD,
     evs.METHOD,
+    vidcom2.METHOD,
+    vidcom2.BUDGETS_VISIONZIP,
+    dart.METHOD,
+    dart.EMBED,
     self_prior.METHOD,
 )}
 METHODS = tuple(REGISTRY)
