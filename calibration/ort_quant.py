@@ -20,13 +20,12 @@ hard-linked, the manifest's hashes updated and a ``quantization`` record added.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 
 import numpy as np
 
 from runtime.errors import ManifestError
-from runtime.manifest import Manifest, load_manifest, write_derived_folder
+from runtime.manifest import Manifest, load_manifest, loadable, write_derived_folder
 
 from .dataset import CalibrationSet, common_shape_files
 
@@ -65,11 +64,13 @@ def quantize_static_graph(src: str, dst: str, reader: FeedsReader, fp8: bool = F
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     kind = QuantType.QFLOAT8E4M3FN if fp8 else QuantType.QInt8
-    quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"],
-                    per_channel=not fp8, activation_type=kind, weight_type=kind, use_external_data_format=True,
-                    calibrate_method=CalibrationMethod.Distribution if fp8 else CalibrationMethod.MinMax,  # ORT: fp8 needs it
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                   "MatMulConstBOnly": True})  # activation x activation matmuls (attention) stay fp32
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(dst))) as scratch:
+        quantize_static(loadable(src, scratch), dst, reader, quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["MatMul", "Gemm"], per_channel=not fp8, activation_type=kind,
+                        weight_type=kind, use_external_data_format=True,
+                        calibrate_method=CalibrationMethod.Distribution if fp8 else CalibrationMethod.MinMax,  # ORT: fp8 needs it
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                       "MatMulConstBOnly": True})  # activation x activation matmuls (attention) stay fp32
 
 
 def gemm_to_matmul(model) -> int:
@@ -112,18 +113,11 @@ def gemm_to_matmul(model) -> int:
 
 
 def load_graph(src: str):
-    """``onnx.load`` with external data. onnx refuses a data file with several hard links (other
-    quantized folders link the graphs they leave alone), so such a graph is read from a copy."""
+    """``onnx.load`` with external data, from a private copy when the files are hard-linked."""
     import onnx
 
-    data = [os.path.join(os.path.dirname(src), f) for f in os.listdir(os.path.dirname(src) or ".")
-            if f.startswith(os.path.basename(src)) and f != os.path.basename(src)]
-    if all(os.stat(f).st_nlink == 1 for f in data) and os.stat(src).st_nlink == 1:
-        return onnx.load(src)
     with tempfile.TemporaryDirectory() as tmp:
-        for f in [src, *data]:
-            shutil.copyfile(f, os.path.join(tmp, os.path.basename(f)))
-        return onnx.load(os.path.join(tmp, os.path.basename(src)))
+        return onnx.load(loadable(src, tmp))
 
 
 def quantize_dynamic_graph(src: str, dst: str) -> None:

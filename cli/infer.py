@@ -135,8 +135,6 @@ def main() -> int:
         else:
             pipe = load_pipeline(folder, tuple(args.provider or ["cpu"]), args.threads, profile_dir=args.profile,
                                  backend=args.backend, trt_cache=args.trt_cache, fp16=args.fp16)
-        if (line := model_note(pipe.m)) is not None:
-            note(line)
         random = not any((pipe.m.data.get("checkpoints") or {}).values())
         stream = (lambda s: print(s, end="", flush=True)) if args.stream and not random else None
         result = pipe.answer(args.video, args.question, opts, on_token=stream)
@@ -145,6 +143,8 @@ def main() -> int:
             write_contact_sheet(args.visualize, result)
         if args.profile:
             print_profiles(pipe)
+        if (line := model_note(pipe.m)) is not None:  # after the answer, so that a bad input stays one line
+            note(line)
     except DyTokError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

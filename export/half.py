@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
 from collections import defaultdict
 
 import numpy as np
 
 from runtime.errors import ManifestError
-from runtime.manifest import Manifest, load_manifest, write_derived_folder
+from runtime.manifest import Manifest, load_manifest, loadable, write_derived_folder
 
 HALF = ("fp16", "bf16")
 _ALWAYS_FP32 = ("Pow", "ReduceMean", "ReduceSum", "Sqrt", "Reciprocal", "Softmax")
@@ -101,22 +100,6 @@ def island_nodes(model, precision: str) -> list[str]:
     return list(keep)
 
 
-def _loadable(src: str, scratch: str) -> str:
-    """``src``, or a private copy in ``scratch`` when its files are hard-linked: onnx refuses to load
-    external data with several hard links (a hardlink-attack guard), and ``calibrate.py quantize``
-    and ``convert_artifacts`` hard-link the graphs they leave unchanged."""
-    files = [f for f in (src, src + ".data") if os.path.isfile(f)]
-    if all(os.stat(f).st_nlink == 1 for f in files):
-        return src
-    import onnx
-
-    model = onnx.load(src, load_external_data=False)
-    locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
-    for name in {os.path.basename(src), *locations}:
-        shutil.copyfile(os.path.join(os.path.dirname(src), name), os.path.join(scratch, name))
-    return os.path.join(scratch, os.path.basename(src))
-
-
 def convert_model(src: str, precision: str, islands: bool = True):
     """``src`` (an fp32 ONNX file, external data beside it) converted to ``precision`` with AutoCast;
     ``islands=False`` gives the naive all-half graph (for comparison only). Returns (model, islands)."""
@@ -131,7 +114,7 @@ def convert_model(src: str, precision: str, islands: bool = True):
     keep = island_nodes(onnx.load(src, load_external_data=False), precision) if islands else []
     with tempfile.TemporaryDirectory() as scratch:
         model = convert_to_mixed_precision(
-            _loadable(src, scratch), precision, nodes_to_exclude=[f"^{re.escape(n)}$" for n in keep], data_max=np.inf,
+            loadable(src, scratch), precision, nodes_to_exclude=[f"^{re.escape(n)}$" for n in keep], data_max=np.inf,
             init_max=np.finfo(np.float16).max if precision == "fp16" else np.inf, keep_io_types=True, opset=18)
     return model, keep
 

@@ -45,7 +45,7 @@ def group_grid(full: tuple[int, int], need: int) -> tuple[int, int]:
 def check_slack(slack: float) -> None:
     """Raise unless ``slack`` is a usable encoder slack (>= 1 tokens encoded per kept token)."""
     if not slack >= 1:
-        raise BudgetError(f"encoder slack must be >= 1 (tokens encoded per kept token), got {slack}")
+        raise BudgetError(f"--encoder-slack {slack}: must be >= 1 (tokens encoded per kept token)")
 
 
 def plan_group_grids(full: tuple[int, int], budgets: np.ndarray, slack: float) -> np.ndarray:

@@ -74,6 +74,19 @@ def link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def loadable(src: str, scratch: str) -> str:
+    """``src`` (an ONNX file), or a copy of it and its external data in ``scratch`` when any of those
+    files has several hard links: onnx refuses such data (a hardlink-attack guard), and derived
+    folders hard-link the graphs they leave unchanged (:func:`link_or_copy`)."""
+    folder, base = os.path.split(os.path.abspath(src))
+    files = [base, *(f for f in os.listdir(folder) if f.startswith(base + "."))]
+    if all(os.stat(os.path.join(folder, f)).st_nlink == 1 for f in files):
+        return src
+    for f in files:
+        shutil.copyfile(os.path.join(folder, f), os.path.join(scratch, f))
+    return os.path.join(scratch, base)
+
+
 def sha256_file(path: str, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -51,9 +51,9 @@ def _swiglu(model):
 def _scaled_graph(src: str, dst: str) -> list[str]:
     """Copy ``src`` with every SwiGLU's gate/up weights x SCALE_MLP and down weights / SCALE_MLP^2;
     returns the tensors to watch (variances and SwiGLU products)."""
-    from export.half import _loadable
+    from runtime.manifest import loadable
 
-    model = onnx.load(_loadable(src, os.path.dirname(dst)))  # other tests hard-link the session's graphs
+    model = onnx.load(loadable(src, os.path.dirname(dst)))  # other tests hard-link the session's graphs
     inits = {t.name: t for t in model.graph.initializer}
 
     def scale(node, factor):
