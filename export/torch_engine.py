@@ -9,8 +9,8 @@ from runtime.engines.base import Engine
 from runtime.manifest import Manifest
 from runtime.pipeline import Pipeline
 
+from .families import FAMILIES
 from .graphs.llm import KeyframePrior, LanguageModel, LanguageModelSegment
-from .graphs.vision import VisionEncoder
 from .presets import get_preset
 from .tokenizer import special_ids
 from .weights import load_model
@@ -47,13 +47,15 @@ def load_models(manifest: Manifest, device: str = "cpu", dtype: torch.dtype | No
     ``dtype`` (default: the folder's ``torch_dtype``, fp32 for ONNX exports)."""
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(manifest.path(manifest.data["tokenizer"]["file"]))
-    ids = special_ids(tok)
     seed = manifest.data.get("seed", 0)
     ckpts = manifest.data.get("checkpoints", {})
     dtype = dtype or getattr(torch, manifest.data.get("torch_dtype", "float32"))
-    load = lambda key, which: load_model(get_preset(manifest.data[key]), tok, ids, ckpts.get(which), seed, device,  # noqa: E731
-                                         dtype, attn_implementation)
+
+    def load(key: str, which: str):  # each model with its own family's tokenizer and special tokens
+        tok = Tokenizer.from_file(manifest.path(manifest.section(which, "tokenizer")["file"]))
+        ids = special_ids(tok, FAMILIES[manifest.family_name(which)].special_tokens)
+        return load_model(get_preset(manifest.data[key]), tok, ids, ckpts.get(which), seed, device, dtype,
+                          attn_implementation)
     models = {"primary": load("preset", "primary")}
     if manifest.has_assistant:
         models["assistant"] = load("assistant_preset", "assistant")
@@ -65,7 +67,8 @@ def torch_engines(manifest: Manifest, models: dict | None = None, device: str = 
     models = models or load_models(manifest, device, dtype)
     io = lambda role: ([t["name"] for t in manifest.graph(role)["inputs"]], [t["name"] for t in manifest.graph(role)["outputs"]])  # noqa: E731
     llm_inputs, llm_outputs = io("primary_llm")
-    engines = {"primary_vision": TorchEngine(VisionEncoder(models["primary"].model.visual), *io("primary_vision"), device),
+    vision = lambda which: FAMILIES[manifest.family_name(which)].vision_module(models[which])  # noqa: E731
+    engines = {"primary_vision": TorchEngine(vision("primary"), *io("primary_vision"), device),
                "primary_llm": TorchEngine(LanguageModel(models["primary"]), llm_inputs, llm_outputs, device,
                                           keep_on_device=tuple(n for n in llm_outputs if n.startswith("present")))}
     split = manifest.data["graphs"].get("primary_llm_lo", {}).get("split_layer")
@@ -77,7 +80,7 @@ def torch_engines(manifest: Manifest, models: dict | None = None, device: str = 
                                         keep_on_device=tuple(n for n in outputs if n.startswith("present")))
     if "assistant" in models:
         layers = manifest.model("assistant")["prior_layers"]
-        engines["assistant_vision"] = TorchEngine(VisionEncoder(models["assistant"].model.visual), *io("assistant_vision"), device)
+        engines["assistant_vision"] = TorchEngine(vision("assistant"), *io("assistant_vision"), device)
         engines["assistant_prior"] = TorchEngine(KeyframePrior(models["assistant"], layers), *io("assistant_prior"), device)
     return engines
 
