@@ -1,0 +1,152 @@
+"""LLaVA-OneVision through the ONNX Runtime pipeline against transformers' own model
+(``llava-onevision-tiny``, the session's ``llava_tiny`` folder with the LLM split at layer 2):
+
+- every token (method "none"): the pipeline's greedy tokens are ``generate``'s on the same video,
+  at two frame counts (``generate`` also checks that the prompt's <video> rows match its features:
+  frames * 196 + the image_newline row);
+- the keyframe prior: the pipeline's frame weights against the detection pass of spec §1.3 computed
+  from transformers' hidden states on the assistant;
+- every registered method with the prior (as tests/e2e/test_methods.py for Qwen2.5-VL): the kept
+  tokens equal the method's function on transformers' vision features and signals, in the method's
+  order (spec §1.7: dominant then contextual per frame; DyCoke's TTM order), the prompt is
+  renumbered 0 .. L-1 with the newline row after the kept tokens, and greedy decoding of that
+  prompt on transformers' model (FastV, DyCoke's KV step: its decoder layers split at K,
+  tests/reference.py) gives the pipeline's tokens.
+"""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import runtime.pipeline as pipeline_module  # noqa: E402
+from runtime.compression import REGISTRY, Request, frame_weights, get_method  # noqa: E402
+from runtime.options import Options  # noqa: E402
+from runtime.pipeline import load_pipeline  # noqa: E402
+from runtime.prefill_input import prefill_input  # noqa: E402
+from runtime.video import sample_video  # noqa: E402
+
+from tests.e2e.test_methods import CASES  # noqa: E402
+from tests.reference import llava_signals_reference, prior_reference, split_llm_reference  # noqa: E402
+
+QUESTION = "What happens in the video?"
+FRAMES = 5  # frames of the method cases (their tokens vary on this video; checked by the asserts)
+CASES = {**CASES, "dycoke-kv": {"method": "dycoke", "dycoke_kv": True}}
+
+
+@pytest.fixture(scope="module")
+def pipe(llava_tiny):
+    return load_pipeline(llava_tiny)
+
+
+def test_every_registered_method_has_a_case():
+    assert set(REGISTRY) <= {options.get("method", name) for name, options in CASES.items()}
+
+
+@pytest.mark.parametrize("frames", [2, 6])
+def test_every_token_matches_generate(pipe, llava_models, video_path, frames):
+    clip = sample_video(video_path, num_frames=frames)
+    result = pipe.answer(clip, QUESTION, Options(method="none", max_new_tokens=8))
+    model = llava_models["primary"]
+    patches = pipe.family.preprocess(clip.frames, pipe.preprocess_config("primary", None, None))
+    ids, _ = pipe.prompt.input_ids(QUESTION, frames * 196 + 1)  # transformers' count: frames * 14 * 14 + 1
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.from_numpy(ids)[None], attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             pixel_values_videos=torch.from_numpy(patches.pixel_values)[None], max_new_tokens=8,
+                             do_sample=False, eos_token_id=sorted(pipe.prompt.eos_ids), pad_token_id=pipe.m.tokens["pad"])
+    want = out[0, len(ids):].tolist()
+    print(f"\n{frames} frames ({len(ids)}-token prompt): pipeline {result.token_ids}, generate {want}")
+    assert result.token_ids == want
+    assert len(set(want)) > 1  # not one token repeated: the comparison says something
+
+
+def test_prior_matches_transformers(pipe, llava_models, video_path):
+    """Spec §1.3 on the assistant: its video features and newline spliced in, the last token's
+    query against the frames' keys (the newline's excluded), softmax over them, head mean, per-frame
+    mean, mean over the prior layers, normalised."""
+    clip = sample_video(video_path, num_frames=6)
+    weights, groups = pipe.frame_prior(QUESTION, clip, Options())
+    model = llava_models["assistant"]
+    patches = pipe.families["assistant"].preprocess(clip.frames, pipe.preprocess_config("assistant", None, None))
+    n_vis = 6 * 196
+    ids, start = pipe.prompts["assistant"].input_ids(QUESTION, n_vis + 1)
+    with torch.no_grad():
+        feats = model.model.get_video_features(torch.from_numpy(patches.pixel_values)[None]).pooler_output[0]
+        embeds = model.get_input_embeddings()(torch.from_numpy(ids)).clone()
+    embeds[start:start + n_vis + 1] = feats
+    layers = pipe.m.model("assistant")["prior_layers"]
+    attn = prior_reference(model, embeds[None].numpy(), np.arange(len(ids))[None], start, n_vis, layers)
+    want = attn.reshape(len(layers), 6, 196).mean(2).mean(0)
+    want = want / want.sum()
+    print(f"\nprior: pipeline {np.round(weights, 4)}, reference {np.round(want, 4)}")
+    assert groups == 6
+    np.testing.assert_allclose(weights, want, rtol=1e-4)
+    assert np.ptp(want) > 0.1 * want.mean()  # the sharpened assistant's prior is uneven
+    np.testing.assert_allclose(frame_weights(attn, 196), want, rtol=1e-5)
+
+
+@torch.no_grad()
+def greedy(model, embeds: np.ndarray, steps: int, eos) -> list[int]:
+    """1-D RoPE at positions 0 .. L-1, then L, L+1, ... (transformers' defaults)."""
+    out = model(inputs_embeds=torch.from_numpy(embeds)[None], use_cache=True)
+    tokens, n = [], len(embeds)
+    for step in range(steps):
+        tok = int(out.logits[0, -1].argmax())
+        tokens.append(tok)
+        if tok in eos:
+            break
+        e = model.get_input_embeddings()(torch.tensor([[tok]]))
+        out = model(inputs_embeds=e, position_ids=torch.tensor([[n + step]]), past_key_values=out.past_key_values,
+                    use_cache=True)
+    return tokens
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_method_matches_transformers(case, pipe, llava_models, video_path, monkeypatch):
+    clip = sample_video(video_path, num_frames=FRAMES)
+    options = dict(CASES[case])
+    opts = Options(**{"method": case, **options}, retention=0.25, max_new_tokens=6)
+    method = get_method(opts.method)
+    seen = []
+    monkeypatch.setattr(pipeline_module, "prefill_input", lambda *a, **k: seen.append(prefill_input(*a, **k)) or seen[-1])
+    result = pipe.answer(clip, QUESTION, opts)
+    inp = seen[-1]
+
+    model = llava_models["primary"]
+    patches = pipe.family.preprocess(clip.frames, pipe.preprocess_config("primary", None, None))
+    grid = pipe.merged_grid("primary", patches.grid_thw)
+    assert grid == (FRAMES, 14, 14)
+    with torch.no_grad():
+        feats = model.model.get_video_features(torch.from_numpy(patches.pixel_values)[None]).pooler_output[0].numpy()
+        importance, metric = llava_signals_reference(model, patches.pixel_values)
+    vision = {"tokens": feats[:-1], "importance": importance, "metric": metric}
+    want = method.compress(vision, Request(grid, result.budgets, opts.retention, opts.budget,
+                                           result.frame_weights is not None))
+    np.testing.assert_array_equal(inp.source, want.source)  # the method's own order
+    np.testing.assert_allclose(inp.visual, want.tokens, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(inp.positions, np.tile(np.arange(len(inp.ids)), (3, 1)))  # renumbered
+    assert inp.next_position == len(inp.ids)
+
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(torch.from_numpy(inp.ids)).numpy().copy()
+    k = len(want.source)
+    embeds[inp.start:inp.start + k] = want.tokens
+    embeds[inp.start + k] = feats[-1]  # the image_newline row after the kept tokens
+    np.testing.assert_allclose(inp.embeds, embeds, rtol=0, atol=1e-4)
+    eos = pipe.prompt.eos_ids
+    if method.in_llm or opts.dycoke_kv:
+        split = pipe.m.graph("primary_llm_lo")["split_layer"]
+        ref, _, _ = split_llm_reference(model, embeds, inp.positions, split, opts.max_new_tokens, inp.next_position,
+                                        inp.start, k, result.budgets if method.in_llm else None, opts.assistant,
+                                        dycoke_p=opts.kv_prune_ratio if opts.dycoke_kv else None, eos=eos)
+    else:
+        ref = greedy(model, embeds, opts.max_new_tokens, eos)
+    assert result.token_ids == ref
+    if method.compresses and method.uses_budgets and opts.assistant:
+        assert len(set(result.budgets.tolist())) > 1  # the prior really moved tokens between groups
+    if case == "visionzip":  # spec §1.7: per frame, dominant tokens ascending, then contextual ones
+        per_frame = want.source // 196
+        assert (np.diff(per_frame) >= 0).all()
+        for f in range(FRAMES):
+            flags = want.dominant[per_frame == f]
+            assert (np.diff(flags.astype(int)) <= 0).all()  # dominant first
+            dom = want.source[per_frame == f][flags]
+            assert (np.diff(dom) > 0).all()
