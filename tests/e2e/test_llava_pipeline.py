@@ -150,3 +150,16 @@ def test_method_matches_transformers(case, pipe, llava_models, video_path, monke
             assert (np.diff(flags.astype(int)) <= 0).all()  # dominant first
             dom = want.source[per_frame == f][flags]
             assert (np.diff(dom) > 0).all()
+
+
+def test_torch_backend_matches_onnxruntime(pipe, llava_models, video_path):
+    """The PyTorch engines (export/torch_engine.py: LlavaVisionEncoder and the shared LLM modules)
+    run the same folder to the same tokens and kept tokens."""
+    from export.torch_engine import torch_pipeline
+    tp = torch_pipeline(pipe.m, llava_models)
+    clip = sample_video(video_path, num_frames=FRAMES)
+    for method in ("visionzip", "dycoke"):
+        opts = Options(method=method, retention=0.25, max_new_tokens=6)
+        a, b = pipe.answer(clip, QUESTION, opts), tp.answer(clip, QUESTION, opts)
+        assert a.token_ids == b.token_ids, method
+        np.testing.assert_array_equal(a.kept_source, b.kept_source)
