@@ -163,3 +163,14 @@ def test_torch_backend_matches_onnxruntime(pipe, llava_models, video_path):
         a, b = pipe.answer(clip, QUESTION, opts), tp.answer(clip, QUESTION, opts)
         assert a.token_ids == b.token_ids, method
         np.testing.assert_array_equal(a.kept_source, b.kept_source)
+
+
+def test_pixel_options_and_encoder_slack_are_refused(pipe, video_path):
+    from runtime.errors import DyTokError
+    clip = sample_video(video_path, num_frames=2)
+    for opts, message in ((Options(max_pixels=200_000), "--max-pixels 200000: the primary \\(llava_onevision\\) encodes "
+                                                        "every frame at one fixed size"),
+                          (Options(assistant_max_pixels=50_000), "--assistant-max-pixels"),
+                          (Options(encoder_slack=2.0), "--encoder-slack: llava_onevision")):
+        with pytest.raises(DyTokError, match=message):
+            pipe.answer(clip, QUESTION, opts)
