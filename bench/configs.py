@@ -39,6 +39,7 @@ def default_configs() -> list[Config]:
         Config("runtime DyToK+VisionZip 25%, assistant reduced", "runtime", "visionzip", 0.25, True, True),
         Config("runtime VisionZip 25%, no assistant", "runtime", "visionzip", 0.25, False),
         *compression_in_llm_configs(),
+        *vidcom2_dart_configs(),
     ]
 
 
@@ -51,6 +52,20 @@ def compression_in_llm_configs() -> list[Config]:
         Config("runtime DyToK+EVS 25%", "runtime", "evs", 0.25, True),
         Config("runtime EVS 25%, no assistant", "runtime", "evs", 0.25, False),
         Config("runtime DyToK+DyCoke 25% + DyCoke KV", "runtime", "dycoke", 0.25, True, dycoke_kv=True),
+    ]
+
+
+def vidcom2_dart_configs() -> list[Config]:
+    """VidCom2 (vLLM's pruner) and DART in both placements (in the LLM, as in the paper; on the
+    embeddings, as TensorRT-Edge-LLM), each with and without the prior, at 25%. In-LLM DART needs
+    a folder exported with --fastv-layer K (it prunes at that K) whose split carries the final norm."""
+    return [
+        Config("runtime DyToK+VidCom2 25%", "runtime", "vidcom2", 0.25, True),
+        Config("runtime VidCom2 25%, no assistant", "runtime", "vidcom2", 0.25, False),
+        Config("runtime DyToK+DART 25%", "runtime", "dart", 0.25, True),
+        Config("runtime DART 25%, no assistant", "runtime", "dart", 0.25, False),
+        Config("runtime DyToK+DART-embed 25%", "runtime", "dart-embed", 0.25, True),
+        Config("runtime DART-embed 25%, no assistant", "runtime", "dart-embed", 0.25, False),
     ]
 
 

@@ -48,8 +48,10 @@ def header(report: dict, saved: str | None = None) -> str:
 
 
 def _baseline(report: dict) -> dict:
+    """The eager full-token row, else the first measured one (a row of ones when none was measured)."""
     measured = [r for r in report["configs"] if "skipped" not in r]
-    return next((r for r in measured if r["backend"] == "eager" and r["method"] == "none"), measured[0])
+    return next((r for r in measured if r["backend"] == "eager" and r["method"] == "none"),
+                measured[0] if measured else {"e2e_s": float("nan"), "ttft_s": float("nan")})
 
 
 def _accuracy_cell(a: dict | None, interval: bool = True) -> str:

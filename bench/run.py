@@ -109,6 +109,9 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
     bounds = host.family.pixel_bounds(manifest.section("primary", "preprocess"))
     if bounds is None:  # every frame at the family's one size: pixel options do not apply
         max_pixels = min_pixels = None
+    elif host.family.check_pixels is not None:  # once, so the eager baseline and every row see the same bounds
+        max_pixels, min_pixels = host.family.check_pixels(manifest.section("primary", "preprocess"), max_pixels,
+                                                          min_pixels)
     a_bounds = host.families["assistant"].pixel_bounds(manifest.section("assistant", "preprocess")) \
         if manifest.has_assistant else None
     base = Options(num_frames=frames, max_pixels=max_pixels, min_pixels=min_pixels, max_new_tokens=max_new_tokens,
@@ -140,25 +143,35 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
     order = [(i, k) for i in range(warmup + runs) for k in plans] if interleave else \
         [(i, k) for k in plans for i in range(warmup + runs)]
     samples: dict[int, list] = {k: [] for k in plans}
-    last, peak = {}, {k: 0 for k in plans}
+    last, peak, failed = {}, {k: 0 for k in plans}, {}
     for i, k in order:
+        if k in failed:
+            continue
         cfg, (opts, row_attn) = configs[k], plans[k]
         if eager is not None:
             eager.reset_peak()
-        if cfg.backend == "eager" and not get_method(cfg.method).compresses:
-            t, visual, grid, engine = eager.full_answer(clip, question, opts, row_attn)
-            last[k] = (visual, grid, None, engine)
-        else:
-            pipe = eager.pipeline if cfg.backend == "eager" else pipes[cfg.variant]
-            r = pipe.answer(clip, question, opts)
-            t = dict(r.timings)
-            last[k] = (r.visual_tokens, r.grid_thw, r.budgets, pipe.engines["primary_llm"].name)
+        try:  # one row's failure (a device error, an out-of-memory) must not lose the others
+            if cfg.backend == "eager" and not get_method(cfg.method).compresses:
+                t, visual, grid, engine = eager.full_answer(clip, question, opts, row_attn)
+                last[k] = (visual, grid, None, engine)
+            else:
+                pipe = eager.pipeline if cfg.backend == "eager" else pipes[cfg.variant]
+                r = pipe.answer(clip, question, opts)
+                t = dict(r.timings)
+                last[k] = (r.visual_tokens, r.grid_thw, r.budgets, pipe.engines["primary_llm"].name)
+        except Exception as e:  # noqa: BLE001 - reported in the row, with its type
+            failed[k] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            results[k] = {**asdict(configs[k]), "skipped": failed[k]}
+            log(f"  {cfg.name}: {failed[k]}")
+            continue
         if eager is not None:
             peak[k] = max(peak[k], eager.peak_mb())
         if i >= warmup:
             samples[k].append(t)
     pm = manifest.model("primary")
     for k, (opts, _) in plans.items():
+        if k in failed:
+            continue
         cfg, (visual, grid, budgets, engine) = configs[k], last[k]
         method = get_method(cfg.method)
         f_div, _ = prior_scale(cfg)
@@ -192,8 +205,9 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
         results[k] = row
         log(f"  {cfg.name}: e2e {med['end_to_end']:.3f}s, ttft {med['ttft']:.3f}s, {kept}/{total} visual tokens")
     measured = [row for row in results if "skipped" not in row]
-    best = max(f / row["stages_s"][s] for row in measured for s, f in row["flops"].items()
-               if s in ("vision", "prefill", "assistant") and row["stages_s"][s] > 0 and row.get("variant", "fp32") == "fp32")
+    best = max((f / row["stages_s"][s] for row in measured for s, f in row["flops"].items()
+                if s in ("vision", "prefill", "assistant") and row["stages_s"][s] > 0
+                and row.get("variant", "fp32") == "fp32"), default=float("nan"))
     for row in measured:
         floor = sum(row["flops"].values()) / best
         row["floor_s"] = floor

@@ -11,14 +11,16 @@ the projection with today's --accuracy rows) without measuring:
 
   python scripts/benchmark.py --report docs/results/bench_small.json --accuracy docs/results/needle_prior_shapes.json --project 7b
 """
-import argparse
 import os
 import sys
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="small")
+    from cli.common import DEFAULT_PRESET, parser, quiet
+
+    ap = parser(__doc__)
+    ap.add_argument("--model", default=DEFAULT_PRESET, help="preset to benchmark (small: the CPU speed stand-in; "
+                                                            "qwen2.5-vl-7b-random with --device cuda: real size)")
     ap.add_argument("--checkpoint")
     ap.add_argument("--artifacts", help="artifact folder (default artifacts/<model>; exported if missing)")
     ap.add_argument("--video", help="default: a generated sample")
@@ -27,8 +29,10 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=16)
-    ap.add_argument("--max-pixels", type=int, default=192 * 28 * 28)
-    ap.add_argument("--min-pixels", type=int, default=16 * 28 * 28)
+    ap.add_argument("--max-pixels", type=int, help="most pixels per frame (default: the folder's; the committed CPU runs "
+                                                   "of small used 150528 = 192x28x28)")
+    ap.add_argument("--min-pixels", type=int, help="fewest pixels per frame (default: the folder's; the committed CPU "
+                                                   "runs of small used 12544 = 16x28x28)")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--runtime-backend", default="auto", choices=["auto", "onnxruntime", "tensorrt", "torch"],
@@ -55,6 +59,7 @@ def main() -> int:
     ap.add_argument("--format", default="terminal", choices=["terminal", "markdown"],
                     help="the table: compact fixed-width columns, or Markdown (every column, for docs)")
     args = ap.parse_args()
+    quiet(args.verbose)
 
     from bench import report as R
     from bench.accuracy import join_accuracy
@@ -98,7 +103,8 @@ def measure(args) -> dict:
         # ONNX Runtime's fused GroupQueryAttention: the fastest LLM graph for the runtime rows
         export_artifacts(args.model, folder, checkpoint=args.checkpoint, validate=False, torch_only=real_size,
                          dtype="bfloat16" if real_size else "float32", llm_attention="gqa",
-                         fastv_layer="default")  # the split LLM graphs for the FastV rows
+                         fastv_layer="default",  # the split LLM graphs for the FastV rows
+                         device=args.device if real_size else "cpu")  # real-size random weights drawn where they run
     video = args.video
     if not video:
         os.makedirs("out", exist_ok=True)

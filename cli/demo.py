@@ -6,28 +6,32 @@ weights and where the token budget went. Re-running reuses the unchanged graphs.
 
 ``--model tiny`` runs the random-weight preset instead (mechanics only: its words are noise).
 """
-import argparse
 import os
 import sys
 from dataclasses import replace
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="needle", choices=["needle", "tiny"])
-    ap.add_argument("--artifacts", help="artifact folder (default: artifacts/<model>)")
+    from cli.common import DEFAULT_ARTIFACTS, parser, quiet
+
+    ap = parser(__doc__)
+    ap.add_argument("--model", default="needle", choices=["needle", "tiny"], help="the trained needle pair, or the "
+                                                                                  "random-weight tiny preset")
+    ap.add_argument("--artifacts", help="artifact folder (default: the default model's folder for needle, "
+                                        "artifacts/tiny for tiny)")
     ap.add_argument("--index", type=int, default=0, help="test-split video index (needle)")
-    ap.add_argument("--retention", type=float, default=0.1)
+    ap.add_argument("--retention", type=float, default=0.1, help="share of the visual tokens DyToK keeps")
     ap.add_argument("--video", help="tiny only: video file (default: a generated sample in out/)")
     ap.add_argument("--question", default="What happens in the video?", help="tiny only")
     args = ap.parse_args()
+    quiet(args.verbose)
 
     from export.exporter import export_artifacts
     from runtime.errors import DyTokError
     from runtime.options import Options
     from runtime.pipeline import load_pipeline
 
-    out = args.artifacts or os.path.join("artifacts", args.model)
+    out = args.artifacts or (DEFAULT_ARTIFACTS if args.model == "needle" else os.path.join("artifacts", args.model))
     print(f"1. export {args.model} -> {out}")
     try:
         export_artifacts(args.model, out, log=lambda s: print("   " + s))

@@ -15,7 +15,6 @@ the --assistant-* flags set its own. Pixel flags do not apply to LLaVA-OneVision
 Computed from the configs (formulas in runtime/memory_plan.py); prints the --max-context to give
 scripts/build_engines.py. With --device, exits 1 when the sum does not fit.
 """
-import argparse
 import sys
 
 
@@ -36,15 +35,63 @@ def _frames(config: dict, frames: int, pixels: int | None) -> str:
     return f"{frames} frames at <= {pixels or config['max_pixels']} px"
 
 
+# calibration/ort_quant.py modes and export/half.py precisions -> the memory plan's precisions
+FOLDER_PRECISION = {"dynamic-int8": "int8", "int8": "int8", "fp8": "fp8", "int4": "int4", "fp16": "fp16", "bf16": "bf16",
+                    "float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def folder_precision(m) -> str:
+    """The weights' precision of an artifact folder: quantized, half precision, a --torch-only
+    dtype, else the fp32 ONNX export."""
+    record = m.data.get("quantization") or {}
+    half = m.data.get("half_precision") or {}
+    key = record.get("mode") or half.get("precision") or (m.data.get("torch_dtype") if m.torch_only else None)
+    return FOLDER_PRECISION.get(key, "fp32")
+
+
+def size(b: float) -> str:
+    """Bytes as a fixed-width figure: MB below 1 GB, else GB."""
+    return f"{b / 1e6:8.1f} MB" if b < 1e9 else f"{b / 1e9:8.2f} GB"
+
+
+SMALLER = {"fp32": ("bf16", "int8", "int4"), "bf16": ("int8", "int4"), "fp16": ("int8", "int4"), "int8": ("int4",),
+           "fp8": ("int4",), "int4": ()}
+
+
+def hints(p: dict, assistant: bool) -> str:
+    """The flags that shrink the two largest parts a flag can shrink, of a plan that does not fit."""
+    parts = {(role, kind, what): b for role, part in p["parts"].items()
+             for kind in ("weights", "activations") for what, b in part[kind].items()}
+    parts.update({(role, "KV", "cache"): part["kv_cache"] for role, part in p["parts"].items()})
+    out = []
+    for role, kind, what in sorted(parts, key=parts.get, reverse=True):
+        prefix = "--assistant-" if role == "assistant" else "--"
+        if kind == "weights":
+            lower = SMALLER[p["parts"][role]["precision"]]
+            flags = [f"{prefix}precision {'/'.join(lower)}"] if lower else []
+        elif kind == "KV":
+            flags = ["--retention", "--new-tokens"] if role == "primary" else [f"{prefix}frames", "--prior-depth"]
+        else:
+            flags = [f"{prefix}frames", f"{prefix}max-pixels"] + (["--vision-chunk 1"] if what == "vision" else [])
+        if assistant and role == "assistant":
+            flags.append("--assistant none")
+        if flags and len(out) < 2:
+            out.append(f"{role} {kind} {what} ({size(parts[role, kind, what]).strip()}): {', '.join(flags)}")
+    return "largest parts: " + ("; ".join(out) if out else "none that a flag shrinks; a smaller model or a larger device")
+
+
 def main() -> int:
-    from runtime.memory_plan import DEVICES, DTYPES, GB, Workload, plan_deployment
+    from runtime.memory_plan import DEVICES, DTYPES, Workload, plan_deployment
     from runtime.models import REAL_MODELS
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from cli.common import parser
+
+    ap = parser(__doc__)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", choices=sorted(REAL_MODELS))
     src.add_argument("--artifacts", help="read the configs from an artifact folder's manifest")
-    ap.add_argument("--precision", default="bf16", choices=sorted(DTYPES))
+    ap.add_argument("--precision", choices=sorted(DTYPES), help="weights' precision (default: the folder's with "
+                                                                 "--artifacts, else bf16)")
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--max-pixels", type=int, help="per frame (default: the model's)")
     ap.add_argument("--retention", type=float, default=0.25)
@@ -78,12 +125,14 @@ def main() -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         config, name = _manifest_config(m, "primary"), m.data["preset"]
+        args.precision = args.precision or folder_precision(m)
         if args.assistant not in ("none",) and "assistant" in m.data["models"]:
             if args.assistant not in (None, "manifest"):
                 print("error: with --artifacts the assistant comes from the folder: use --assistant none or leave it out",
                       file=sys.stderr)
                 return 2
             assistant, assistant_name = _manifest_config(m, "assistant"), "assistant"
+    args.precision = args.precision or "bf16"
     w = Workload(args.frames, args.max_pixels, args.retention, args.text_tokens, args.new_tokens, args.vision_chunk or None)
     aw = Workload(args.assistant_frames or args.frames, args.assistant_max_pixels or args.max_pixels, 1.0, args.text_tokens, 0,
                   args.vision_chunk or None)
@@ -93,7 +142,6 @@ def main() -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    gb = lambda b: f"{b / GB:7.2f} GB"  # noqa: E731
     for role, part in p["parts"].items():
         label = name if role == "primary" else assistant_name
         cfg, work = (config, w) if role == "primary" else (assistant, aw)
@@ -101,20 +149,23 @@ def main() -> int:
                  else f"all tokens seen, prior over {part['context']} tokens, {part['prior_depth']} layers")
         print(f"{role}: {label}, {part['precision']}, {_frames(cfg, work.frames, work.max_pixels)} -> "
               f"{part['visual_tokens']} visual tokens, {extra}")
-        for what, b in part["weights"].items():
-            print(f"  weights {what:<16}{gb(b)}")
+        rows = [(f"weights {what}", b) for what, b in part["weights"].items()]
         if role == "primary":
-            print(f"  KV cache (2 sets)    {gb(part['kv_cache'])}   at --max-context {part['context']}")
-        for what, b in part["activations"].items():
-            print(f"  activations {what:<12}{gb(b)}")
-        print(f"  subtotal             {gb(part['total'])}   (embedding table {gb(part['embeddings_mapped']).strip()} "
-              f"memory-mapped, not counted)")
+            rows.append((f"KV cache (2 sets, --max-context {part['context']})", part["kv_cache"]))
+        else:
+            rows.append((f"KV cache (2 sets, prior over {part['context']} tokens)", part["kv_cache"]))
+        rows += [(f"activations {what}", b) for what, b in part["activations"].items()]
+        rows.append(("subtotal", part["total"]))
+        for label, b in rows:
+            print(f"  {label:<44}{size(b)}")
+        print(f"  {'embedding table (memory-mapped, not counted)':<44}{size(part['embeddings_mapped'])}")
     if "assistant" not in p["parts"]:
         print("assistant: none")
-    print(f"total (all engines resident) {gb(p['total'])}")
+    print(f"{'total (all engines resident)':<46}{size(p['total'])}")
     if args.device:
-        verdict = "fits" if p["fits"] else "does NOT fit"
-        print(f"{args.device}: {gb(p['usable'])} usable -> {verdict}")
+        print(f"{args.device + ' usable':<46}{size(p['usable'])} -> {'fits' if p['fits'] else 'does NOT fit'}")
+        if not p["fits"]:
+            print(hints(p, "assistant" in p["parts"]))
         return 0 if p["fits"] else 1
     return 0
 

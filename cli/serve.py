@@ -18,10 +18,10 @@ def add_server_args(ap: argparse.ArgumentParser) -> None:
     from serving.config import ServerConfig
 
     d = ServerConfig()
-    ap.add_argument("--artifacts", help="artifact folder (default: artifacts/needle if exported, else artifacts/tiny; "
-                                        "env DYTOK_ARTIFACTS)")
+    ap.add_argument("--artifacts", help="artifact folder (default: the needle demo model, artifacts/needle or env "
+                                        "DYTOK_ARTIFACTS, exported on first use)")
     ap.add_argument("--export-missing", action="store_true",
-                    help="export the default preset first when its folder is missing (needs the export extra)")
+                    help="export a missing --artifacts folder whose name is a preset (needs the export extra)")
     ap.add_argument("--model-name", help="the model id clients send (default: the manifest's preset)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
@@ -45,22 +45,14 @@ def add_server_args(ap: argparse.ArgumentParser) -> None:
 
 
 def artifacts_folder(args) -> str:
-    """The folder to serve; with --export-missing, exported first when absent (needs the export extra)."""
-    from serving.config import resolve_artifacts
+    """The folder to serve: --artifacts, else the default model (the needle demo, exported on first
+    use); an --artifacts folder that does not exist is exported only with --export-missing."""
+    from cli.common import artifacts_or_default
 
-    try:
-        from export.presets import PRESETS
-    except ImportError:  # the runtime alone: serve what exists
-        PRESETS = {}
-    folder, preset = resolve_artifacts(args.artifacts, PRESETS)
-    if not os.path.isdir(folder) and getattr(args, "export_missing", False):
-        if preset is None:
-            raise SystemExit(f"error: {folder} does not exist and its name is not an export preset")
-        from export.exporter import export_artifacts
-
-        print(f"exporting the {preset!r} preset to {folder} (once) ...", file=sys.stderr, flush=True)
-        export_artifacts(preset, folder, log=lambda *_: None)
-    return folder
+    if args.artifacts and not os.path.isdir(args.artifacts) and not getattr(args, "export_missing", False):
+        raise SystemExit(f"error: no artifact folder at {args.artifacts}: export one with scripts/export.py --model "
+                         f"<preset> --out {args.artifacts}, or add --export-missing")
+    return artifacts_or_default(args.artifacts)
 
 
 def config_from_args(args):
@@ -78,11 +70,14 @@ def config_from_args(args):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from cli.common import parser, quiet
+
+    ap = parser(__doc__)
     add_server_args(ap)
     ap.add_argument("--ray", action="store_true", help="serve on Ray Serve (see scripts/serve_ray.py)")
     ap.add_argument("--replicas", type=int, default=2, help="with --ray: pipeline replicas")
     args = ap.parse_args()
+    quiet(args.verbose)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("dytok").setLevel(logging.INFO)
     if args.ray:  # the defaults of scripts/serve_ray.py: 1 CPU per replica, a local cluster
@@ -96,10 +91,6 @@ def main() -> int:
     from serving.backend import LocalBackend
 
     cfg = config_from_args(args)
-    if not os.path.isdir(cfg.artifacts):
-        print(f"error: no artifact folder at {cfg.artifacts}: export one with scripts/export.py --model <preset> --out "
-              f"{cfg.artifacts}, or add --export-missing", file=sys.stderr)
-        return 2
     try:
         backend = LocalBackend(cfg)
     except DyTokError as e:

@@ -13,7 +13,10 @@ primary's frames and pixels), "reduced" (half the frames, a quarter of the pixel
 budgets, so its rows do not depend on the assistant. FastV prunes inside the LLM, on the split
 graphs of a folder exported with ``--fastv-layer`` (``runtime/llm_split.py``); its hit rate counts
 the visual tokens layers >= K see. EVS without the assistant is vLLM's global rule, with it
-DyToK+EVS.
+DyToK+EVS. VidCom2 without the assistant is VidCom2 (its own budgets), with it DyToK+VidCom2;
+``vidcom2-visionzip`` (VidCom2's budgets, VisionZip's selection) ignores the prior, so it has
+rows without the assistant only. DART runs in the LLM like FastV (``dart``, split graphs) or on
+the embeddings before it (``dart-embed``); with the assistant both take DyToK's per-group quotas.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from runtime.errors import DyTokError
 from runtime.fileio import atomic_path
 from runtime.options import Options
 from runtime.pipeline import Pipeline, load_pipeline
-from runtime.prefill_input import prefill_input
+from runtime.prefill_input import prefill_input, text_after
 from synthetic.needle import FAMILY_ORDER, NeedleVideo, make_video, split_seed
 
 from .prior_shapes import ASSISTANTS, assistant_options, prior_divisors, prior_shape
@@ -72,13 +75,16 @@ class Config:
         prefix = {"full": "DyToK+", "reduced": "DyToK(reduced)+", "none": ""}.get(self.assistant)
         if prefix is None:
             prefix = "DyToK(prior 1/{} frames 1/{} px)+".format(*prior_divisors(self.assistant))
-        return prefix + get_method(self.method).label + ("" if self.assistant != "none" else " (no assistant)")
+        method = get_method(self.method)
+        return prefix + method.label + ("" if self.assistant != "none" or method.own_prior else " (no assistant)")
 
 
 def grid(methods=METHODS, retentions=RETENTIONS, assistants=ASSISTANTS) -> list[Config]:
-    """The issue's grid, narrowed to the given methods, retentions and assistant settings:
-    compressing methods x retention x assistant settings (without the assistant only the methods
-    that are published baselines of their own, ``Method.baseline``); ``none`` once (all tokens)."""
+    """The grid, narrowed to the given methods, retentions and assistant settings: compressing
+    methods x retention x assistant settings (without the assistant only the methods that are
+    published baselines of their own, ``Method.baseline``; such a baseline that the prior does not
+    change, ``uses_budgets`` False, only without it); a method with its own prior once per retention
+    (no assistant runs); ``none`` once (all tokens)."""
     for m in methods:
         if m not in METHODS:
             raise DyTokError(f"method {m!r}: expected one of {', '.join(METHODS)}")
@@ -92,9 +98,16 @@ def grid(methods=METHODS, retentions=RETENTIONS, assistants=ASSISTANTS) -> list[
             out.append(Config(m, 1.0, "none"))
             continue
         for r in retentions:
+            method = get_method(m)
+            if method.own_prior:
+                out.append(Config(m, float(r), "none"))
+                continue
             for a in assistants:
-                if a != "none" or get_method(m).baseline:
-                    out.append(Config(m, float(r), a))
+                if a == "none" and not method.baseline:
+                    continue
+                if a != "none" and method.baseline and not method.uses_budgets:
+                    continue  # the prior would change nothing: its rows would repeat the no-assistant ones
+                out.append(Config(m, float(r), a))
     return out
 
 
@@ -134,12 +147,13 @@ def score_video(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base:
     needle[list(video.needle_groups)] = True
     vision = pipe.run_vision("primary", patches, base.vision_chunk)
     answer_id = pipe.prompt.tokenizer.token_to_id(video.answer)
+    text = text_after(seq, pipe.tables["primary"])
     priors: dict[str, np.ndarray | None] = {"none": None}
     for a in {c.assistant for c in configs if get_method(c.method).compresses} - {"none"}:
         if not pipe.m.has_assistant:
             raise DyTokError("the artifact folder has no assistant: use --assistants none")
         opts = assistant_options(base, a, len(frames.frames), pipe.m.data["preprocess"]["max_pixels"])
-        priors[a] = pipe.map_weights(pipe.frame_prior(video.question, frames, opts)[0], grid[0])
+        priors[a] = pipe.frame_prior(video.question, frames, opts, grid[0])
     context = pipe.m.model("primary")["context_length"]
     answers: dict[bytes, int] = {}  # configs that keep the same tokens (e.g. all of them) share one LLM run
     out = []
@@ -147,7 +161,8 @@ def score_video(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base:
         method = get_method(cfg.method)
         opts = replace(base, method=cfg.method, retention=cfg.retention, max_new_tokens=1)
         weights = priors[cfg.assistant] if method.compresses else None
-        request = Request(grid, pipe.budgets(weights, grid, opts, method), opts.retention, opts.budget, weights is not None)
+        request = Request(grid, pipe.budgets(weights, grid, opts, method), opts.retention, opts.budget, weights is not None,
+                          text, seq.start)
         kept = method.compress(vision, request)
         inp = prefill_input(seq, kept, pipe.tables["primary"], opts.max_new_tokens, context)
         source = inp.source
@@ -258,7 +273,9 @@ def plot(rows: list[dict], path: str, title: str = "") -> None:
         curves[(r["label"], r["method"], r["assistant"])].append(r)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     styles = {"full": "-", "reduced": "--", "none": ":"}
-    colours = {"visionzip": "tab:blue", "uniform": "tab:orange", "dycoke": "tab:green", "dyntok": "tab:red"}
+    colours = {"visionzip": "tab:blue", "uniform": "tab:orange", "dycoke": "tab:green", "dyntok": "tab:red",
+               "fastv": "tab:purple", "evs": "tab:brown", "vidcom2": "tab:pink", "vidcom2-visionzip": "tab:gray",
+               "dart": "tab:olive", "dart-embed": "tab:cyan"}
     for (label, method, assistant), rs in sorted(curves.items()):
         rs = sorted(rs, key=lambda r: r["retention"])
         x = [r["retention"] for r in rs]
@@ -266,7 +283,8 @@ def plot(rows: list[dict], path: str, title: str = "") -> None:
             if method == "none":
                 ax.axhline(rs[0][key], color="k", lw=1, alpha=0.5, label=label)
             else:
-                ax.plot(x, [r[key] for r in rs], styles.get(assistant, "-."), marker="o", label=label, color=colours[method])
+                ax.plot(x, [r[key] for r in rs], styles.get(assistant, "-."), marker="o", label=label,
+                        color=colours.get(method))
     for ax, name in zip(axes, ("accuracy", "hit rate (kept tokens on the answer's groups)")):
         ax.set_xscale("log")
         ax.set_xticks(RETENTIONS, [str(r) for r in RETENTIONS])

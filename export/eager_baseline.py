@@ -112,3 +112,27 @@ class Eager:
 
     def peak_mb(self) -> float:
         return torch.cuda.max_memory_allocated() / 2 ** 20 if self.device == "cuda" else 0.0
+
+
+def measure_rates(device: str, dtype: torch.dtype, size: int = 4096, copy_mb: int = 1024, repeats: int = 5) -> dict:
+    """The device's measured matrix-multiply rate (``size``-cube matmuls in ``dtype``) and copy
+    bandwidth (a ``copy_mb`` MB device-to-device copy: read + write), best of ``repeats``."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    src = torch.empty(copy_mb * 2 ** 20, device=device, dtype=torch.uint8)
+    dst = torch.empty_like(src)
+    a @ b, dst.copy_(src)  # warm-up
+    best_mm = best_copy = float("inf")
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        a @ b
+        sync()
+        best_mm = min(best_mm, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        sync()
+        best_copy = min(best_copy, time.perf_counter() - t0)
+    return {"matmul_flops_per_s": 2.0 * size ** 3 / best_mm, "copy_bytes_per_s": 2.0 * src.numel() / best_copy,
+            "matmul_dtype": str(dtype).removeprefix("torch."), "matmul_size": size, "copy_mb": copy_mb}

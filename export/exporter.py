@@ -109,7 +109,7 @@ def _graph_entry(folder: str, name: str, spec: specs.GraphSpec, key: str) -> dic
 def export_artifacts(model_name: str, out: str, assistant_name: str | None = "default", checkpoint: str | None = None,
                      assistant_checkpoint: str | None = None, prior_layers=None, seed: int = 0,
                      validate: bool = True, torch_only: bool = False, dtype: str = "float32",
-                     llm_attention: str = "plain", log=print, fastv_layer=None) -> str:
+                     llm_attention: str = "plain", log=print, fastv_layer=None, device: str = "cpu") -> str:
     """Export ``model_name`` (and its assistant) to ``out``. Returns ``out``.
 
     ``torch_only``: write everything but the ONNX graphs (their I/O tables stay), for the PyTorch
@@ -118,7 +118,10 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
     every runtime including TensorRT) or "gqa" (ONNX Runtime's fused GroupQueryAttention in the
     primary LLM and assistant prior graphs; same inputs and outputs, faster on ONNX Runtime, not
     TensorRT). ``fastv_layer`` (int or "default"): also export the LLM split at that layer
-    (``primary_llm_lo``/``_hi``, for FastV and DyCoke's KV step; ``export/split_llm.py``)."""
+    (``primary_llm_lo``/``_hi``, for FastV, DART and DyCoke's KV step, with the final norm's
+    weight; ``export/split_llm.py``). ``device``: where random presets draw their weights (a GPU
+    draws a real-size pair in seconds; the folder records it, and the PyTorch engines draw on the
+    same device type)."""
     from runtime.compression.dytok import select_layers
 
     from .graphs.gqa import onnx_translation
@@ -137,7 +140,7 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
     if not preset.is_random:
         checkpoint = resolve_checkpoint(preset, checkpoint)
     if assistant is not None and not assistant.is_random:
-        assistant_checkpoint = resolve_checkpoint(assistant, assistant_checkpoint)
+        assistant_checkpoint = resolve_checkpoint(assistant, assistant_checkpoint, "--assistant-checkpoint")
     if prior_layers is None:  # the assistant checkpoint's measured choice (dytok.json), the preset's, else the last third
         prior_layers = _checkpoint_prior_layers(assistant_checkpoint) or (assistant and assistant.prior_layers) or "last_third"
 
@@ -151,6 +154,8 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
         raise DyTokError(f"llm attention {llm_attention!r}: expected plain or gqa")
     if dtype not in ("float32", "bfloat16", "float16"):
         raise DyTokError(f"dtype {dtype!r}: expected float32, bfloat16 or float16")
+    if not torch_only and device != "cpu":
+        raise DyTokError(f"device {device}: ONNX graphs are exported on the CPU; a device is for --torch-only folders")
     if not torch_only and dtype != "float32":
         raise DyTokError(f"dtype {dtype}: ONNX graphs are exported in float32 (quantize them with scripts/calibrate.py); "
                          f"other dtypes are for --torch-only folders")
@@ -181,8 +186,8 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
         graphs, models = {}, {}
 
         def emit(role, module, spec, example, key_parts, translation=None, extra=None):
-            if torch_only:
-                graphs[role] = spec.io_table()
+            if torch_only:  # no graph file; its I/O table and what the runtime reads of it (split_layer, kv_cache)
+                graphs[role] = {**spec.io_table(), **(extra or {})}
                 return
             key = _source_key({"role": role, "exporter": EXPORTER_VERSION, "opset": specs.OPSET,
                                "io": spec.io_table(), **key_parts})
@@ -202,11 +207,11 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
 
         def export_model(which, p: Preset, ckpt, layers=None, fam=family, tok=(tokenizer, template, ids)):
             log(f"{which}: {p.name}" + (f" from {ckpt}" if ckpt else f" (random weights, seed {seed})"))
-            model = load_model(p, tok[0], tok[2], ckpt, seed, dtype=weights_dtype)
+            model = load_model(p, tok[0], tok[2], ckpt, seed, device if p.is_random else "cpu", weights_dtype)
             consts = model_constants(model, fam, layers and select_layers(layers, model.config.text_config.num_hidden_layers))
             key_parts = {"preset": repr(p), "seed": seed if p.is_random else None, "checkpoint": _checkpoint_key(ckpt),
                          "config": model.config.to_json_string(use_diff=False)}
-            table = model.get_input_embeddings().weight.detach().float().numpy()
+            table = model.get_input_embeddings().weight.detach().float().cpu().numpy()
             emb_name = f"{which}_embeddings.npy"
             np.save(os.path.join(tmp, emb_name), table)
             consts["embeddings"] = {"file": emb_name, "sha256": sha256_file(os.path.join(tmp, emb_name)),
@@ -230,7 +235,7 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
              {**key_parts, "attention": llm_attention}, translation, {"attention": llm_attention})
         if fastv_layer is not None:
             from .split_llm import emit_split
-            emit_split(emit, model, consts, key_parts, fastv_layer, llm_attention, translation)
+            emit_split(emit, model, consts, key_parts, fastv_layer, llm_attention, translation, tmp)
         del model
         if assistant is not None:
             amodel, aconsts, akey = export_model("assistant", assistant, assistant_checkpoint, prior_layers, afamily, a_tok)
@@ -253,6 +258,8 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
         }
         if torch_only:
             manifest.update(torch_only=True, torch_dtype=dtype)
+        if device != "cpu":  # random weights differ per device type: the engines must draw them on the same one
+            manifest.update(weights_device=device)
         with open(os.path.join(tmp, MANIFEST_NAME), "w") as f:
             json.dump(manifest, f, indent=1)
         if os.path.exists(out):

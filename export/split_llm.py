@@ -1,12 +1,18 @@
 """The primary LLM split at layer K into two graphs, ``primary_llm_lo`` (layers < K) and
 ``primary_llm_hi`` (layers >= K), exported beside the one-graph ``primary_llm`` on request
-(``export.py --fastv-layer K``). FastV prunes visual tokens between them at prefill and DyCoke's
-decode-time KV step masks the KV rows of the upper segment; see ``runtime/llm_split.py``."""
+(``export.py --fastv-layer K``). FastV and DART prune visual tokens between them at prefill and
+DyCoke's decode-time KV step masks the KV rows of the upper segment; see ``runtime/llm_split.py``.
+With the split the folder also gets the LLM's final RMSNorm (``final_norm_file``): DART reads
+layer K-1's output after that norm, and the lower graph returns it before (the graphs stay as
+they are)."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
 from runtime.errors import DyTokError
+from runtime.manifest import sha256_file
 
 from . import specs
 
@@ -46,11 +52,24 @@ def example_feeds(spec: specs.GraphSpec, seq: int = 7, past: int = 5) -> dict:
     return feeds
 
 
-def emit_split(emit, model, consts: dict, key_parts: dict, layer, attention: str, translation) -> int:
-    """Export both segments through the exporter's ``emit``; returns the split layer."""
+def final_norm_file(model, which: str, folder: str) -> dict:
+    """Write the LLM's final RMSNorm weight [D] (float32) to ``folder`` -> its manifest entry
+    ``{"final_norm": {file, sha256, shape, dtype, eps}}`` (``runtime.manifest``'s optional model file)."""
+    norm = model.model.language_model.norm
+    name = f"{which}_final_norm.npy"
+    weight = norm.weight.detach().float().numpy()
+    np.save(os.path.join(folder, name), weight)
+    return {"final_norm": {"file": name, "sha256": sha256_file(os.path.join(folder, name)), "shape": list(weight.shape),
+                           "dtype": "float32", "eps": float(norm.variance_epsilon)}}
+
+
+def emit_split(emit, model, consts: dict, key_parts: dict, layer, attention: str, translation, folder: str) -> int:
+    """Export both segments through the exporter's ``emit`` and write the final norm into ``folder``
+    (added to ``consts``, the primary's manifest entry); returns the split layer."""
     from .graphs.llm import LanguageModelSegment
 
     layer = resolve_split_layer(layer, consts["num_layers"])
+    consts.update(final_norm_file(model, "primary", folder))
     for spec, (a, b) in zip(segment_specs(consts, layer), [(0, layer), (layer, consts["num_layers"])]):
         extra = {"attention": attention, "split_layer": layer}
         emit(spec.role, LanguageModelSegment(model, a, b, attention).eval(), spec, example_feeds(spec),

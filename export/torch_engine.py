@@ -1,5 +1,9 @@
 """PyTorch eager backend behind the runtime's Engine interface: the same pipeline and compression
-on the export modules, for parity tests and the comparison against compiled engines."""
+on the export modules, for parity tests, the comparison against compiled engines, and GPUs
+where PyTorch has CUDA. Attention runs through SDPA by default (``attention="sdpa"``; "plain"
+keeps the exported explicit-softmax formulation, for comparisons), and the primary LLM engine
+offers ``open_step`` (a preallocated KV cache, decode captured in a CUDA graph on CUDA:
+``export/torch_step.py``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +17,10 @@ from .families import FAMILIES
 from .graphs.llm import KeyframePrior, LanguageModel, LanguageModelSegment
 from .presets import get_preset
 from .tokenizer import special_ids
+from .torch_step import LLMStep, StepPool
 from .weights import load_model
+
+ATTENTION = ("sdpa", "plain")
 
 
 class TorchEngine(Engine):
@@ -41,6 +48,21 @@ class TorchEngine(Engine):
         return {n: o if n in self.keep_on_device else o.detach().float().cpu().numpy() for n, o in zip(self._outputs, out)}
 
 
+class TorchLLMEngine(TorchEngine):
+    """The primary LLM (``LanguageModel`` with "sdpa" attention): ``run`` as every engine, plus
+    ``open_step(max_len)``, prefill and decode on a preallocated cache."""
+
+    def __init__(self, module: LanguageModel, inputs: list[str], outputs: list[str], device: str = "cpu",
+                 keep_on_device: tuple[str, ...] = ()):
+        super().__init__(module, inputs, outputs, device, keep_on_device)
+        self._steps = StepPool(self.module, self.device, self.dtype)
+
+    def open_step(self, max_len: int) -> LLMStep:
+        """``step.prefill(embeds [S, D], positions [3, S], chunk) -> logits [V]``, then
+        ``step.decode(embed [D], position) -> logits [V]`` per token; ``max_len`` = prompt + new tokens."""
+        return self._steps.open(max_len)
+
+
 def load_models(manifest: Manifest, device: str = "cpu", dtype: torch.dtype | None = None,
                 attn_implementation: str = "eager") -> dict:
     """The transformers models an artifact folder was exported from (same seed or checkpoint), in
@@ -50,12 +72,15 @@ def load_models(manifest: Manifest, device: str = "cpu", dtype: torch.dtype | No
     seed = manifest.data.get("seed", 0)
     ckpts = manifest.data.get("checkpoints", {})
     dtype = dtype or getattr(torch, manifest.data.get("torch_dtype", "float32"))
+    draw = manifest.data.get("weights_device", "cpu")  # random weights: the device type the folder drew them on
+    draw = device if torch.device(draw).type == torch.device(device).type else draw
 
     def load(key: str, which: str):  # each model with its own family's tokenizer and special tokens
         tok = Tokenizer.from_file(manifest.path(manifest.section(which, "tokenizer")["file"]))
         ids = special_ids(tok, FAMILIES[manifest.family_name(which)].special_tokens)
-        return load_model(get_preset(manifest.data[key]), tok, ids, ckpts.get(which), seed, device, dtype,
-                          attn_implementation)
+        return load_model(get_preset(manifest.data[key]), tok, ids, ckpts.get(which), seed, draw, dtype,
+                          attn_implementation).to(device)
+
     models = {"primary": load("preset", "primary")}
     if manifest.has_assistant:
         models["assistant"] = load("assistant_preset", "assistant")
@@ -63,28 +88,35 @@ def load_models(manifest: Manifest, device: str = "cpu", dtype: torch.dtype | No
 
 
 def torch_engines(manifest: Manifest, models: dict | None = None, device: str = "cpu",
-                  dtype: torch.dtype | None = None) -> dict[str, Engine]:
+                  dtype: torch.dtype | None = None, attention: str = "sdpa", static_decode: bool = True) -> dict[str, Engine]:
+    """Engines for every graph role of ``manifest``. ``attention``: "sdpa" (fast) or "plain" (the
+    exported formulation); ``static_decode`` (sdpa only): give the primary LLM engine ``open_step``."""
+    if attention not in ATTENTION:
+        raise ValueError(f"torch engine attention {attention!r}: expected one of {ATTENTION}")
     models = models or load_models(manifest, device, dtype)
     io = lambda role: ([t["name"] for t in manifest.graph(role)["inputs"]], [t["name"] for t in manifest.graph(role)["outputs"]])  # noqa: E731
     llm_inputs, llm_outputs = io("primary_llm")
-    vision = lambda which: FAMILIES[manifest.family_name(which)].vision_module(models[which])  # noqa: E731
+    vision = lambda which: FAMILIES[manifest.family_name(which)].vision_module(models[which], attention)  # noqa: E731
+    llm_engine = TorchLLMEngine if attention == "sdpa" and static_decode else TorchEngine
     engines = {"primary_vision": TorchEngine(vision("primary"), *io("primary_vision"), device),
-               "primary_llm": TorchEngine(LanguageModel(models["primary"]), llm_inputs, llm_outputs, device,
-                                          keep_on_device=tuple(n for n in llm_outputs if n.startswith("present")))}
+               "primary_llm": llm_engine(LanguageModel(models["primary"], attention), llm_inputs, llm_outputs, device,
+                                         keep_on_device=tuple(n for n in llm_outputs if n.startswith("present")))}
     split = manifest.data["graphs"].get("primary_llm_lo", {}).get("split_layer")
     if split is not None:  # the LLM split at layer K (FastV, DyCoke's KV step): runtime/llm_split.py
         depth = manifest.model("primary")["num_layers"]
         for role, (a, b) in (("primary_llm_lo", (0, split)), ("primary_llm_hi", (split, depth))):
             inputs, outputs = io(role)
-            engines[role] = TorchEngine(LanguageModelSegment(models["primary"], a, b), inputs, outputs, device,
+            engines[role] = TorchEngine(LanguageModelSegment(models["primary"], a, b, attention), inputs, outputs, device,
                                         keep_on_device=tuple(n for n in outputs if n.startswith("present")))
     if "assistant" in models:
         layers = manifest.model("assistant")["prior_layers"]
         engines["assistant_vision"] = TorchEngine(vision("assistant"), *io("assistant_vision"), device)
-        engines["assistant_prior"] = TorchEngine(KeyframePrior(models["assistant"], layers), *io("assistant_prior"), device)
+        p_inputs, p_outputs = io("assistant_prior")  # its chunked-prefill cache stays on the device too
+        engines["assistant_prior"] = TorchEngine(KeyframePrior(models["assistant"], layers, attention), p_inputs, p_outputs,
+                                                 device, keep_on_device=tuple(n for n in p_outputs if n.startswith("present")))
     return engines
 
 
 def torch_pipeline(manifest: Manifest, models: dict | None = None, device: str = "cpu",
-                   dtype: torch.dtype | None = None) -> Pipeline:
-    return Pipeline(manifest, torch_engines(manifest, models, device, dtype))
+                   dtype: torch.dtype | None = None, attention: str = "sdpa", static_decode: bool = True) -> Pipeline:
+    return Pipeline(manifest, torch_engines(manifest, models, device, dtype, attention, static_decode))

@@ -26,9 +26,16 @@ def hf_cache_dirs(hf_id: str) -> list[str]:
     return sorted(glob.glob(pattern)), cache
 
 
-def resolve_checkpoint(preset: Preset, checkpoint: str | None) -> str:
+def resolve_checkpoint(preset: Preset, checkpoint: str | None, flag: str = "--checkpoint") -> str:
     """A local folder holding ``config.json`` and ``*.safetensors`` for ``preset``, or a clear exit."""
     looked = []
+    if checkpoint and not os.path.isdir(checkpoint):
+        raise CheckpointNotFound(f"{flag} {checkpoint}: no such folder (give the local folder holding the "
+                                 f"checkpoint's config.json and *.safetensors)")
+    if checkpoint and not (os.path.isfile(os.path.join(checkpoint, "config.json"))
+                           and glob.glob(os.path.join(checkpoint, "*.safetensors"))):
+        raise CheckpointNotFound(f"{flag} {checkpoint}: the folder has no config.json with *.safetensors weights "
+                                 f"(a Hugging Face checkpoint folder, e.g. from `hf download {preset.hf_id or 'ID'}`)")
     checkpoint = checkpoint or preset.local_path
     if checkpoint:
         looked.append(checkpoint)
@@ -67,9 +74,11 @@ def load_model(preset: Preset, tokenizer, special: dict[str, int], checkpoint: s
     """The preset family's transformers model (``Qwen2_5_VLForConditionalGeneration``,
     ``LlavaOnevisionForConditionalGeneration``) in eval mode, in ``dtype`` (default fp32) on ``device``.
 
-    Random weights are drawn on the CPU in ``dtype`` from ``seed`` and then moved, so a seed gives
-    the same model on every device. "eager" attention is what the parity tests compare against;
-    benchmarks on a GPU may ask for "sdpa" (transformers' default there).
+    Random weights are drawn directly on ``device`` in ``dtype`` from ``seed`` (drawing a 7B model
+    on the CPU and moving it took minutes; on a GPU it takes seconds). A seed gives the same model
+    on a given device type, not across them: CPU weights are those of every CPU export and golden,
+    GPU ones differ (another generator). "eager" attention is what the parity tests compare
+    against; benchmarks on a GPU may ask for "sdpa" (transformers' default there).
     """
     import torch
     import transformers
@@ -79,12 +88,13 @@ def load_model(preset: Preset, tokenizer, special: dict[str, int], checkpoint: s
     if preset.is_random:
         torch.manual_seed(seed)
         config = random_config(preset, tokenizer.get_vocab_size(), special)
-        model = model_class._from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+        with torch.device(device):
+            model = model_class._from_config(config, dtype=dtype, attn_implementation=attn_implementation)
         with torch.no_grad():
             for layer in model.model.language_model.layers:
                 layer.self_attn.q_proj.weight.mul_(preset.qk_scale)
                 layer.self_attn.k_proj.weight.mul_(preset.qk_scale)
-        return model.to(device).eval()
+        return model.to(device).eval()  # a no-op but for any buffer made on an explicit device
     folder = resolve_checkpoint(preset, checkpoint)
     return model_class.from_pretrained(
         folder, local_files_only=True, use_safetensors=True, trust_remote_code=False, dtype=dtype,

@@ -297,34 +297,46 @@ def fit_request(evaluate, req: Request, qwen_min_pixels: int) -> tuple[Request, 
 
 
 def admit(pipe, frames, question: str, opts):
-    """Admission for ``Pipeline.answer``: returns (frames, opts), adjusted under ``fit="auto"`` with
-    one stderr note, or raises ``AdmissionError`` naming the numbers and the flags that fix them."""
+    """Admission for ``Pipeline.answer``: returns (frames, opts), adjusted under ``fit="auto"`` (the
+    default) with one stderr note, or raises ``AdmissionError`` naming the numbers and the flags
+    that fix them. Checks the question and the pixel bounds first; notes what it changes."""
     from .notes import note
     from .video import SampledFrames
 
-    if opts.fit not in ("off", "auto"):
-        raise AdmissionError(f"fit {opts.fit!r}: expected off or auto")
     for name in ("prefill_chunk", "vision_chunk", "memory_budget"):
         value = getattr(opts, name)
         bad = not isinstance(value, (int, np.integer)) or value < 0 or (value == 0 and name != "prefill_chunk")
         if value is not None and bad:
-            raise AdmissionError(f"{name.replace('_', '-')} {value!r}: expected a positive integer")
-    m = pipe.m
+            raise AdmissionError(f"--{name.replace('_', '-')} {value!r}: expected a positive integer")
+    m, family = pipe.m, pipe.family
     n, height, width = len(frames.frames), frames.frames.shape[1], frames.frames.shape[2]
+    pre = m.section("primary", "preprocess")
+    if family.check_pixels is not None:
+        max_px, min_px = family.check_pixels(pre, opts.max_pixels, opts.min_pixels)
+        if (max_px, min_px) != (opts.max_pixels, opts.min_pixels):
+            opts = replace(opts, max_pixels=max_px, min_pixels=min_px)
+    elif opts.max_pixels or opts.min_pixels:
+        note(f"--max-pixels/--min-pixels do not apply: {family.name} encodes every frame at one fixed size")
+    if pad := -n % family.frames_per_group:
+        note(f"{n} frame{'s' if n > 1 else ''}: {family.name} encodes frames in groups of {family.frames_per_group}; the last frame is "
+             f"repeated to make {n + pad}")
     use_assistant = pipe.uses_prior(opts)
     # pixel bounds (min, max) per model; None: the family encodes every frame at one fixed size
-    bounds = pipe.family.pixel_bounds(m.section("primary", "preprocess"))
-    a_bounds = pipe.families["assistant"].pixel_bounds(m.section("assistant", "preprocess")) if use_assistant else bounds
-    for flag, value, b, who in (("--max-pixels", opts.max_pixels, bounds, "primary"),
-                                ("--assistant-max-pixels", opts.assistant_max_pixels, a_bounds, "assistant"),
-                                ("--min-pixels", opts.min_pixels, bounds or a_bounds, "primary and assistant")):
-        if value and b is None:
-            raise AdmissionError(f"{flag} {value}: the {who} ({pipe.families.get(who, pipe.family).name}) encodes every "
-                                 f"frame at one fixed size; leave it out")
+    bounds = family.pixel_bounds(pre)
+    a_family = pipe.families["assistant"] if use_assistant else family
+    a_bounds = a_family.pixel_bounds(m.section("assistant", "preprocess")) if use_assistant else bounds
+    if opts.assistant_max_pixels and a_bounds is None:
+        note(f"--assistant-max-pixels does not apply: {a_family.name} encodes every frame at one fixed size")
     max_pixels = (opts.max_pixels or bounds[1]) if bounds else 0
     min_pixels = opts.min_pixels or (bounds or a_bounds or (0, 0))[0]
     a_max = (opts.assistant_max_pixels or (max_pixels if bounds else a_bounds[1])) if a_bounds else 0
     a_frames = (min(opts.assistant_num_frames, n) if opts.assistant_num_frames else n) if use_assistant else None
+    ids, _ = pipe.prompt.input_ids(question, 0)
+    context = m.model("primary")["context_length"]
+    if len(ids) + opts.max_new_tokens >= context:
+        raise AdmissionError(f"the question is {len(ids)} tokens with the prompt template; with --max-new-tokens "
+                             f"{opts.max_new_tokens} it leaves no room for the video in the context of {context} tokens: "
+                             f"shorten --question")
     text = {w: len(pipe.prompts[w].input_ids(question, 0)[0]) + len(pipe.suffix[w]) for w in pipe.prompts}
     req = Request(n, height, width, max_pixels, min_pixels, a_frames, a_max, text["primary"], opts.vision_chunk,
                   opts.prefill_chunk or None, text.get("assistant"))
@@ -337,6 +349,10 @@ def admit(pipe, frames, question: str, opts):
         return assess(pm, p, am, a, r.vision_chunk, budget, rss, families)
 
     verdict = evaluate(req)
+    per_group = verdict.primary.visual_tokens // max(verdict.primary.grid[0], 1)
+    if opts.budget is not None and opts.budget > per_group:
+        note(f"--budget {opts.budget} is more than the {per_group} tokens of a temporal group at this size; "
+             f"every group keeps all of its tokens")
     if verdict.ok:
         return frames, opts
     if opts.fit == "auto":
@@ -365,7 +381,10 @@ def admit(pipe, frames, question: str, opts):
                            assistant_num_frames=fitted.assistant_frames if a_frames is not None else opts.assistant_num_frames)
             note(f"--fit auto: {', '.join(changes)} to fit ({verdict.summary()})")
             return frames, opts
+    fix = ("even at the fewest frames and pixels --fit auto tries" if opts.fit == "auto" else
+           "(--fit strict)")
     raise AdmissionError(
-        f"the request does not fit: {'; '.join(verdict.problems)} (grids: {verdict.grids()}). Lower --frames/--max-frames "
-        f"or --max-pixels (primary), --assistant-frames/--assistant-max-pixels (assistant) or --retention, set "
-        f"--prefill-chunk/--vision-chunk, raise --memory-budget, or pass --fit auto")
+        f"the request does not fit {fix}: {'; '.join(verdict.problems)} (grids: {verdict.grids()}). Lower --frames/"
+        f"--max-frames or --max-pixels (primary), --assistant-frames/--assistant-max-pixels (assistant) or --retention, "
+        f"set --prefill-chunk/--vision-chunk, raise --memory-budget"
+        + (", or leave --fit at auto" if opts.fit != "auto" else ", or lower --max-new-tokens"))

@@ -12,6 +12,10 @@ layers >= K, exported with ``export.py --fastv-layer K``), and the two methods t
   >= L attend to (a key mask on the upper segment; the cache itself is never pruned, so rows
   can come back). Attention stable (cos >= 0.9 to the previous step's): no pruning that step, as
   the reference does. The previous attention is reset per request.
+
+Any registered method with ``Method.in_llm`` prunes at the cut the same way (FastV, DART); one that
+reads normalised hidden states (``Method.final_norm``: DART) also gets the final RMSNorm the split
+export writes beside the graphs.
 """
 from __future__ import annotations
 
@@ -50,6 +54,10 @@ def check(manifest, opts) -> None:
     if split_layer(manifest) is None:
         raise ManifestError(f"{what} needs the LLM split at layer K ({LO}/{HI}), which {manifest.folder} lacks: "
                             f"re-export with scripts/export.py --fastv-layer K (e.g. 'default' = 3)")
+    if in_llm and get_method(opts.method).final_norm and "final_norm" not in manifest.model("primary"):
+        raise ManifestError(f"{what} reads the LLM's final norm, which {manifest.folder} lacks (exported before "
+                            f"split folders carried it): re-export with scripts/export.py --fastv-layer "
+                            f"{split_layer(manifest)}")
     if in_llm and opts.dycoke_kv:
         raise BudgetError("DyCoke KV pruning reads the whole visual span in every layer; it cannot follow FastV, which "
                           "drops visual tokens from layer K on: use one of them")
@@ -60,6 +68,14 @@ def check(manifest, opts) -> None:
                                 f"--llm-attention plain --fastv-layer K")
         if not 0 <= opts.kv_prune_ratio <= 1:
             raise BudgetError(f"DyCoke KV prune ratio must be in [0, 1], got {opts.kv_prune_ratio}")
+
+
+def final_norm(manifest) -> dict:
+    """The primary LLM's final RMSNorm from the folder: {"final_norm": weight [D] float32,
+    "final_norm_eps": float} (``Method.final_norm``)."""
+    entry = manifest.model("primary")["final_norm"]
+    return {"final_norm": np.load(manifest.path(entry["file"]), allow_pickle=False).astype(np.float32),
+            "final_norm_eps": float(entry["eps"])}
 
 
 @dataclass
@@ -134,7 +150,8 @@ def plan(pipe, opts, vision_start: int, num_visual: int, request: Request) -> Sp
         return None
     model = pipe.m.model("primary")
     method = get_method(opts.method)
-    select = (lambda lo: method.in_llm(lo, request, vision_start)) if method.in_llm else None
+    extra = final_norm(pipe.m) if method.final_norm else {}
+    select = (lambda lo: method.in_llm({**lo, **extra}, request, vision_start)) if method.in_llm else None
     return SplitStep(pipe.engines[LO], pipe.engines[HI], split_layer(pipe.m), model["num_layers"],
                      model["num_kv_heads"], model["head_dim"], vision_start, num_visual, select, bool(opts.dycoke_kv),
                      opts.kv_prune_ratio)

@@ -5,7 +5,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import ManifestError
 
@@ -35,21 +35,27 @@ class FamilyFields:
     tokens: tuple[str, ...]  # tokens: required ids (besides eos)
     preprocess_ints: tuple[str, ...]  # preprocess: required integers >= 1
     since_schema: int  # the first schema version that has the family
+    optional_model_files: dict = field(default_factory=dict)  # models.<which>: arrays some exports add -> their shape (checked when present)
 
 
 _LLM_INTS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "vocab_size", "context_length")
 _EMBEDDINGS = {"embeddings": ("vocab_size", "hidden_size")}
+# Written with the split LLM (export.py --fastv-layer K): the final RMSNorm's weight, with its
+# "eps" in the entry, for in-LLM methods that read normalised hidden states (DART, Method.final_norm).
+_SPLIT_FILES = {"final_norm": ("hidden_size",)}
 FAMILIES = {
     "qwen2_5_vl": FamilyFields(
         model_ints=_LLM_INTS + ("merge_size",), model_numbers=("tokens_per_second",), model_files=_EMBEDDINGS,
         mrope=True, tokens=("video", "vision_start", "vision_end"),
-        preprocess_ints=("patch_size", "temporal_patch_size", "merge_size", "min_pixels", "max_pixels"), since_schema=1),
+        preprocess_ints=("patch_size", "temporal_patch_size", "merge_size", "min_pixels", "max_pixels"), since_schema=1,
+        optional_model_files=_SPLIT_FILES),
     # 1-D RoPE; whole frames of image_size pixels, tokens_per_frame pooled tokens each, and the
     # image_newline embedding after a video's frames.
     "llava_onevision": FamilyFields(
         model_ints=_LLM_INTS + ("image_size", "patch_size", "tokens_per_frame"), model_numbers=(),
         model_files={**_EMBEDDINGS, "image_newline": ("hidden_size",)}, mrope=False, tokens=("video",),
-        preprocess_ints=("image_size", "patch_size", "tokens_per_frame"), since_schema=2),
+        preprocess_ints=("image_size", "patch_size", "tokens_per_frame"), since_schema=2,
+        optional_model_files=_SPLIT_FILES),
 }
 
 
@@ -64,11 +70,18 @@ def schema_for(data: dict) -> int:
     return PER_MODEL_FAMILY_SCHEMA if own else 2
 
 
+def model_files(data: dict, which: str) -> dict:
+    """The per-model array entries of model ``which`` that its family declares -> their shapes:
+    the required ones and the optional ones it has."""
+    family, model = FAMILIES[model_family(data, which)], data["models"][which]
+    return {**family.model_files, **{k: v for k, v in family.optional_model_files.items() if k in model}}
+
+
 def model_file_names(data: dict) -> set[str]:
-    """The per-model files (embeddings, image_newline, a model's own tokenizer) that the models' families declare."""
+    """The per-model files (embeddings, image_newline, a model's own tokenizer, ...) that the models' families declare."""
     names = set()
     for which, m in data["models"].items():
-        names.update(m[k]["file"] for k in FAMILIES[model_family(data, which)].model_files)
+        names.update(m[k]["file"] for k in model_files(data, which))
         if isinstance(m.get("tokenizer"), dict):
             names.add(m["tokenizer"]["file"])
     return names
@@ -234,7 +247,7 @@ def load_manifest(folder: str, verify_hashes: bool = True) -> Manifest:
     except _Malformed as e:
         raise ManifestError(f"{path}: {e}") from None
     for which, model in data["models"].items():
-        for key in FAMILIES[model_family(data, which)].model_files:
+        for key in model_files(data, which):
             _check_file(folder, model[key], f"{which} {key.replace('_', ' ')}", verify_hashes)
         if "tokenizer" in model:
             _check_file(folder, model["tokenizer"], f"{which} tokenizer", verify_hashes)
@@ -352,12 +365,15 @@ def _check_fields(data: dict) -> None:
             _require(layers, isinstance(layers, list) and len(layers) > 0 and all(
                 isinstance(x, int) and 0 <= x < model["num_layers"] for x in layers), f"{where}.prior_layers",
                 "layer indices below num_layers")
-        for key, dims in family.model_files.items():
+        for key, dims in model_files(data, which).items():
             entry = model[key]
             _file(entry, f"{where}.{key}")
             want = [model[d] for d in dims]
             _require(entry.get("shape"), entry.get("shape") == want, f"{where}.{key}.shape",
                      f"[{', '.join(dims)}] = {want}")
+        if "final_norm" in model:
+            eps = _number(model["final_norm"].get("eps"), f"{where}.final_norm.eps")
+            _require(eps, eps > 0, f"{where}.final_norm.eps", "a positive number")
     for role, entry in data["graphs"].items():
         where = f"graphs.{role}"
         _require(entry, isinstance(entry, dict), where, "an object")

@@ -133,6 +133,7 @@ class Workload:
     text_tokens: int = 128
     new_tokens: int = 256
     vision_chunk: int | None = 2  # temporal groups per ViT call; None: the whole video at once
+    prefill_chunk: int | None = 2048  # prompt tokens per LLM / prior call (the runtime's default); None: one call
 
 
 def visual_tokens(m: dict, w: Workload) -> tuple[int, int, int]:
@@ -161,15 +162,18 @@ def vit_activation_bytes(m: dict, w: Workload, precision: str) -> float:
     return n * (2 * e + 3 * e + 2 * m["vision_intermediate_size"]) * act + chunk * heads * per_group ** 2 * 4.0
 
 
-def prefill_activation_bytes(m: dict, s: int, precision: str) -> float:
-    """One LLM layer at prompt length ``s``: hidden, SwiGLU intermediate and fp32 scores."""
+def prefill_activation_bytes(m: dict, s: int, precision: str, chunk: int | None = None) -> float:
+    """One LLM layer over a prompt of ``s`` tokens fed ``chunk`` at a time (None: one call): the
+    chunk's hidden states and SwiGLU intermediate, and fp32 scores of the chunk against every
+    key so far (``chunk x s``: linear in the prompt; ``s x s`` only in one call)."""
+    c = min(chunk or s, s)
     h = m["hidden_size"]
-    return s * (2 * h + 2 * m["intermediate_size"]) * _dtypes(precision)["act"] + m["num_heads"] * s * s * 4.0
+    return c * (2 * h + 2 * m["intermediate_size"]) * _dtypes(precision)["act"] + m["num_heads"] * c * s * 4.0
 
 
 def activation_bytes(m: dict, w: Workload, precision: str) -> dict[str, float]:
     return {"vision": vit_activation_bytes(m, w, precision),
-            "llm_prefill": prefill_activation_bytes(m, context_length(m, w) - w.new_tokens, precision)}
+            "llm_prefill": prefill_activation_bytes(m, context_length(m, w) - w.new_tokens, precision, w.prefill_chunk)}
 
 
 def _verdict(out: dict, device: str | None, reserve_gb: float | None) -> dict:
@@ -197,18 +201,22 @@ def plan(m: dict, precision: str, w: Workload, device: str | None = None, reserv
 
 def assistant_plan(m: dict, precision: str, w: Workload, prior_depth: int | None = None, device: str | None = None,
                    reserve_gb: float | None = None) -> dict:
-    """The assistant: its ViT and its prior graph over all its visual tokens (retention 1, no decode,
-    no KV cache). ``prior_depth``: LLM layers up to the deepest prior layer (default: all, as for
-    the default ``last_third`` prior layers)."""
+    """The assistant: its ViT and its prior graph over all its visual tokens (retention 1, no decode).
+    The prior is prefilled in chunks through the KV cache of the layers it runs (two sets, as the
+    primary's), so its scores are ``chunk x s``, never ``s x s`` past one chunk; its deepest layer
+    scores only the last query. ``prior_depth``: LLM layers up to the deepest prior layer
+    (default: all, as for the default ``last_third`` prior layers)."""
     depth = m["num_layers"] if prior_depth is None else prior_depth
     if not 1 <= depth <= m["num_layers"]:
         raise ValueError(f"prior depth {depth}: expected 1..{m['num_layers']}")
     weights = weight_bytes(m, precision, layers=depth, head=False)
     s = visual_tokens(m, w)[2] + w.text_tokens
-    acts = {"vision": vit_activation_bytes(m, w, precision), "prior": prefill_activation_bytes(m, s, precision)}
-    out = {"precision": precision, "weights": weights, "kv_cache": 0.0, "context": s, "visual_tokens": visual_tokens(m, w)[2],
+    acts = {"vision": vit_activation_bytes(m, w, precision),
+            "prior": prefill_activation_bytes(m, s, precision, w.prefill_chunk)}
+    kv = 2 * kv_bytes_per_token(m, precision) * depth / m["num_layers"] * s
+    out = {"precision": precision, "weights": weights, "kv_cache": kv, "context": s, "visual_tokens": visual_tokens(m, w)[2],
            "activations": acts, "embeddings_mapped": embedding_bytes(m), "prior_depth": depth,
-           "total": sum(weights.values()) + sum(acts.values())}
+           "total": sum(weights.values()) + kv + sum(acts.values())}
     return _verdict(out, device, reserve_gb)
 
 

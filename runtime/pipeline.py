@@ -17,15 +17,15 @@ from . import compression as C
 from . import llm_split
 from .admission import admit
 from .compression.method import Kept, Method, Request
-from .compression.registry import check_per_group, get_method
+from .compression.registry import check_per_group, compress, get_method
 from .decode import GraphStep, generate
 from .engines.base import Engine
 from .errors import BudgetError, PromptError
 from .manifest import Manifest, load_manifest
-from .options import Options
+from .options import Options, check_request
 from .families import family_of
 from .prefill import prior_attention
-from .prefill_input import PrefillInput, PromptSequence, embed_rows, prefill_input
+from .prefill_input import PrefillInput, PromptSequence, embed_rows, prefill_input, text_after
 from .preprocess import VideoPatches
 from .prompt import PromptBuilder, StreamDecoder
 from .video import SampledFrames, sample_video
@@ -96,8 +96,10 @@ class Pipeline:
         pick = np.linspace(0, len(frames.frames) - 1, opts.assistant_num_frames).astype(int)
         return SampledFrames(frames.frames[pick], frames.indices[pick], frames.timestamps[pick], frames.fps)
 
-    def frame_prior(self, question: str, frames: SampledFrames, opts: Options) -> tuple[np.ndarray, int]:
-        """Assistant keyframe prior: weights over the assistant's temporal groups, and their count."""
+    def frame_prior(self, question: str, frames: SampledFrames, opts: Options, groups: int) -> np.ndarray:
+        """The assistant's keyframe prior as weights over the primary's ``groups`` temporal groups:
+        mapped by relative position when both models group frames alike, else by the frames'
+        timestamps (an assistant of another family, ``compression.map_weights_by_time``)."""
         clip = self.prior_clip(frames, opts)
         cfg = self.preprocess_config("assistant", opts.assistant_max_pixels, opts.min_pixels)
         patches = self.families["assistant"].preprocess(clip.frames, cfg)
@@ -109,17 +111,11 @@ class Pipeline:
                                self.m.graph("assistant_prior"), opts.prefill_chunk)
         if opts.prior_layers is not None:
             attn = attn[self.prior_rows(opts.prior_layers)]
-        groups = patches.grid_thw[0]
-        return C.frame_weights(attn, seq.n_visual // groups), groups
-
-    def prior_weights(self, question: str, frames: SampledFrames, opts: Options, groups: int) -> np.ndarray:
-        """The prior over the primary's ``groups`` temporal groups: by relative position when both
-        models group frames alike, else by the frames' timestamps (``map_weights_by_time``)."""
-        weights, _ = self.frame_prior(question, frames, opts)
+        weights = C.frame_weights(attn, seq.n_visual // patches.grid_thw[0])
         fa, fp = self.families["assistant"].frames_per_group, self.family.frames_per_group
         if fa == fp:
-            return self.map_weights(weights, groups)
-        return C.map_weights_by_time(weights, self.prior_clip(frames, opts).timestamps, fa, frames.timestamps, fp)
+            return C.map_group_weights(weights, groups)
+        return C.map_weights_by_time(weights, clip.timestamps, fa, frames.timestamps, fp)
 
     def prior_rows(self, layers) -> list[int]:
         """Rows of the prior graph's output for assistant ``layers`` (Options.prior_layers)."""
@@ -130,18 +126,9 @@ class Pipeline:
                               "choose a non-empty subset (or re-export with --layers)")
         return [exported.index(x) for x in layers]
 
-    @staticmethod
-    def map_weights(weights: np.ndarray, groups: int) -> np.ndarray:
-        """Assistant group weights -> primary group weights (nearest by relative position), renormalised."""
-        if len(weights) == groups:
-            return weights
-        src = (np.arange(len(weights)) + 0.5) / len(weights)
-        dst = (np.arange(groups) + 0.5) / groups
-        mapped = weights[np.abs(dst[:, None] - src[None, :]).argmin(axis=1)]
-        return (mapped / mapped.sum()).astype(np.float32)
-
     def uses_prior(self, opts: Options) -> bool:
-        return get_method(opts.method).compresses and opts.assistant and self.m.has_assistant
+        m = get_method(opts.method)
+        return m.compresses and not m.own_prior and opts.assistant and self.m.has_assistant
 
     @staticmethod
     def budgets(weights: np.ndarray | None, grid: tuple[int, int, int], opts: Options, method: Method) -> np.ndarray:
@@ -171,6 +158,7 @@ class Pipeline:
     # ---- the whole thing -----------------------------------------------------------------
     def answer(self, video: str | SampledFrames, question: str, opts: Options = Options(),
                on_token: Callable[[str], None] | None = None) -> Result:
+        check_request(question, opts)
         method = get_method(opts.method)
         timings: dict[str, float] = {}
         llm_split.check(self.m, opts)
@@ -204,7 +192,7 @@ class Pipeline:
         t0 = time.perf_counter()
         weights = None
         if self.uses_prior(opts):
-            weights = self.prior_weights(question, frames, opts, grid[0])
+            weights = self.frame_prior(question, frames, opts, grid[0])
         timings["assistant"] = time.perf_counter() - t0
 
         if budget_aware:  # each group at the smallest grid its budget needs
@@ -216,19 +204,20 @@ class Pipeline:
             timings["vision"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             request = Request(grid, self.budgets(weights, grid, opts, method), opts.retention, opts.budget,
-                              weights is not None)
-            kept = method.compress(vision, request)
+                              weights is not None, text_after(seq, self.tables["primary"]), seq.start)
+            kept = compress(method, vision, request)
             timings["compress"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         inp = prefill_input(seq, kept, self.tables["primary"], opts.max_new_tokens, context)
         timings["compress"] += time.perf_counter() - t0
 
         token_ids, kept_visual = self.generate(inp, opts, request, on_token, timings)
-        source, dominant = inp.source, inp.dominant
-        if kept_visual is not None:  # pruned inside the LLM: the visual tokens layers >= K saw
+        source, dominant, budgets = inp.source, inp.dominant, request.budgets
+        if kept_visual is not None:  # pruned inside the LLM: the visual tokens layers >= K saw, per group
             source, dominant = kept_visual, np.ones(len(kept_visual), bool)
+            budgets = np.bincount(kept_visual // (grid[1] * grid[2]), minlength=grid[0]).astype(np.int64)
         timings["end_to_end"] = time.perf_counter() - t_all
-        return Result(self.prompt.decode(token_ids), token_ids, timings, weights, request.budgets, source, dominant,
+        return Result(self.prompt.decode(token_ids), token_ids, timings, weights, budgets, source, dominant,
                       (len(source), grid[0] * grid[1] * grid[2]), frames, patches.grid_thw)
 
 

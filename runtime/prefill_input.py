@@ -66,6 +66,13 @@ def embed_rows(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.asarray(table[np.asarray(ids)], np.float32)
 
 
+def text_after(seq: PromptSequence, table: np.ndarray) -> np.ndarray:
+    """Input embeddings of the prompt after the visual span and its suffix rows (``Request.text``:
+    DART's text pivots). -> [S - start - n_visual - E, D] float32"""
+    suffix = 0 if seq.suffix is None else len(seq.suffix)
+    return embed_rows(table, seq.ids[seq.start + seq.n_visual + suffix:])
+
+
 def prefill_input(seq: PromptSequence, kept: Kept, table: np.ndarray | None = None, max_new_tokens: int = 0,
                   context_length: int | None = None) -> PrefillInput:
     """``seq`` with its visual span replaced by ``kept`` (any order; sorted here by source, so

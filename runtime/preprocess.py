@@ -21,7 +21,7 @@ from .errors import PreprocessError
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-_PRECISION_BITS = 22  # Pillow: 32 - 8 - 2
+PRECISION_BITS = 22  # Pillow: 32 - 8 - 2
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def _bicubic(x: np.ndarray) -> np.ndarray:
                     np.where(x < 2.0, (((x - 5) * x + 8) * x - 4) * a, 0.0))
 
 
-def _pil_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+def pil_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pillow ``precompute_coeffs`` + ``normalize_coeffs_8bpc``: tap indices and int weights [out, k]."""
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
@@ -116,20 +116,20 @@ def _pil_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarr
     w = _bicubic((taps[None, :] + xmin[:, None] - center[:, None] + 0.5) / filterscale) * valid
     total = w.sum(axis=1, keepdims=True)
     w = np.where(total != 0, w / np.where(total != 0, total, 1), w)
-    scaled = w * (1 << _PRECISION_BITS)
+    scaled = w * (1 << PRECISION_BITS)
     k = np.where(scaled < 0, np.trunc(scaled - 0.5), np.trunc(scaled + 0.5)).astype(np.int64)
     index = np.minimum(xmin[:, None] + taps[None, :], in_size - 1)
     return index, np.where(valid, k, 0)
 
 
 def _resample_axis(img: np.ndarray, out_size: int, axis: int) -> np.ndarray:
-    index, k = _pil_coefficients(img.shape[axis], out_size)
-    acc = np.full(img.shape[:axis] + (out_size,) + img.shape[axis + 1:], 1 << (_PRECISION_BITS - 1), np.int64)
+    index, k = pil_coefficients(img.shape[axis], out_size)
+    acc = np.full(img.shape[:axis] + (out_size,) + img.shape[axis + 1:], 1 << (PRECISION_BITS - 1), np.int64)
     shape = [1] * img.ndim
     shape[axis] = out_size
     for j in range(index.shape[1]):  # one tap at a time keeps memory at one output-sized buffer
         acc += np.take(img, index[:, j], axis=axis).astype(np.int64) * k[:, j].reshape(shape)
-    return np.clip(acc >> _PRECISION_BITS, 0, 255).astype(np.uint8)
+    return np.clip(acc >> PRECISION_BITS, 0, 255).astype(np.uint8)
 
 
 def resize_bicubic(frame: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -55,6 +55,8 @@ class SampledFrames:
 def _open(path: str) -> cv2.VideoCapture:
     if not os.path.exists(path):
         raise VideoError(f"video {path!r}: file not found")
+    if os.path.isdir(path):
+        raise VideoError(f"video {path!r} is a folder; give one video file (mp4, mkv, avi, webm, ...)")
     if os.path.getsize(path) == 0:
         raise VideoError(f"video {path!r}: file is empty (0 bytes)")
     cap = cv2.VideoCapture(path)

@@ -43,6 +43,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def access_line(status: int, seconds: float, method: str | None, summary: Summary | None,
+                error_type: str | None = None) -> str:
+    """One access-log line per request: status, latency, visual tokens kept/total, method."""
+    tokens = f"visual {summary.kept}/{summary.total}" if summary is not None else "visual -"
+    return (f"POST /v1/chat/completions {status} {seconds:.3f}s {tokens} method {method or '-'}"
+            + (f" error {error_type}" if error_type else ""))
+
+
 def sse(data: dict | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
@@ -59,6 +67,11 @@ def create_app(cfg: ServerConfig, backend) -> FastAPI:
 
     app = FastAPI(title="DyToK-Deploy", version="0.1.0", lifespan=lifespan)
     app.state.metrics, app.state.backend, app.state.media = metrics, backend, media
+
+    def finish(status: int, t0: float, method: str | None, summary: Summary | None = None, error_type: str | None = None):
+        seconds = time.perf_counter() - t0
+        metrics.finish(status, seconds, error_type)
+        log.info(access_line(status, seconds, method, summary, error_type))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -82,6 +95,7 @@ def create_app(cfg: ServerConfig, backend) -> FastAPI:
         t0 = time.perf_counter()
         metrics.in_flight.inc()
         video = events = None
+        method = None
         handed_over = False
         try:
             req = parse_request(await read_body(request, cfg.max_body_bytes))
@@ -90,6 +104,7 @@ def create_app(cfg: ServerConfig, backend) -> FastAPI:
                                  param="model")
             url, question = video_and_question(req)
             opts = build_options(req, cfg)
+            method = opts.method
             video = await media.resolve(url)
             await run_in_threadpool(media.check, video)
             events = backend.stream(Job(video.path, question, opts, cfg.request_timeout_s, req.stream))
@@ -97,7 +112,7 @@ def create_app(cfg: ServerConfig, backend) -> FastAPI:
             if req.stream:
                 handed_over = True
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
-                return StreamingResponse(_stream(first, events, video, req.model, include_usage, t0),
+                return StreamingResponse(_stream(first, events, video, req.model, include_usage, t0, method),
                                          media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
             pieces = []
             event = first
@@ -105,14 +120,14 @@ def create_app(cfg: ServerConfig, backend) -> FastAPI:
                 pieces.append(event)
                 event = await anext(events)
             metrics.observe_summary(event)
-            metrics.finish(200, time.perf_counter() - t0)
+            finish(200, t0, method, event)
             return completion_body(new_id(), req.model, "".join(pieces), event)
         except ServeError as e:
-            metrics.finish(e.status, time.perf_counter() - t0, e.type)
+            finish(e.status, t0, method, error_type=e.type)
             return error_response(e)
         except Exception as e:  # noqa: BLE001 - nothing a client sends may take the server down
             log.exception("unexpected error")
-            metrics.finish(500, time.perf_counter() - t0, "server_error")
+            finish(500, t0, method, error_type="server_error")
             return error_response(ServeError(500, f"internal error ({type(e).__name__})", type="server_error"))
         finally:
             if not handed_over:
@@ -122,9 +137,9 @@ def create_app(cfg: ServerConfig, backend) -> FastAPI:
                 if video is not None:
                     video.cleanup()
 
-    async def _stream(first, events, video, model: str, include_usage: bool, t0: float):
+    async def _stream(first, events, video, model: str, include_usage: bool, t0: float, method: str):
         cid, created = new_id(), int(time.time())
-        status, error_type = 200, None
+        status, error_type, summary = 200, None, None
         try:
             yield sse(chunk_body(cid, model, created, {"role": "assistant", "content": ""}))
             event = first
@@ -132,6 +147,7 @@ def create_app(cfg: ServerConfig, backend) -> FastAPI:
                 yield sse(chunk_body(cid, model, created, {"content": event}))
                 event = await anext(events)
             metrics.observe_summary(event)
+            summary = event
             yield sse(chunk_body(cid, model, created, {}, event.finish_reason))
             if include_usage:
                 yield sse(chunk_body(cid, model, created, None, usage=usage_body(event)))
@@ -148,7 +164,7 @@ def create_app(cfg: ServerConfig, backend) -> FastAPI:
             yield sse(ServeError(500, f"internal error ({type(e).__name__})", type="server_error").body())
         finally:
             await events.aclose()
-            metrics.finish(status, time.perf_counter() - t0, error_type)
+            finish(status, t0, method, summary, error_type)
             metrics.in_flight.dec()
             video.cleanup()
 

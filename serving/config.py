@@ -4,10 +4,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-# The default model: the trained `needle` export when present, else the random `tiny` one.
+# The default model: the trained `needle` demo pair's export (scripts export it on first use).
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_ARTIFACTS = os.environ.get("DYTOK_ARTIFACTS", os.path.join(_REPO, "artifacts", "needle"))
-FALLBACK_ARTIFACTS = os.path.join(_REPO, "artifacts", "tiny")
 
 
 @dataclass(frozen=True)
@@ -35,14 +34,3 @@ class ServerConfig:
     def max_body_bytes(self) -> int:
         """JSON body ceiling: a base64 payload of max_upload_bytes plus the rest of the message."""
         return self.max_upload_bytes * 4 // 3 + (1 << 20)
-
-
-def resolve_artifacts(path: str | None, presets=()) -> tuple[str, str | None]:
-    """The folder to serve and the preset that exports it: ``path``; else the needle export,
-    else tiny. ``presets``: the names the exporter knows (the needle preset may be absent)."""
-    if path:
-        name = os.path.basename(os.path.normpath(path))
-        return path, name if name in presets else None
-    if os.path.isdir(DEFAULT_ARTIFACTS) or "needle" in presets:
-        return DEFAULT_ARTIFACTS, "needle"
-    return FALLBACK_ARTIFACTS, "tiny"

@@ -18,6 +18,14 @@ def tiny_artifacts(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def needle_artifacts(tmp_path_factory):
+    """The committed needle weights exported through the real checkpoint path, once per session."""
+    pytest.importorskip("torch")
+    from export.exporter import export_artifacts
+    return export_artifacts("needle", str(tmp_path_factory.mktemp("artifacts") / "needle"), log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
 def tiny_models(tiny_artifacts):
     """The transformers models behind the tiny artifacts (same seed)."""
     from export.torch_engine import load_models

@@ -207,7 +207,7 @@ def _causal(n: int) -> torch.Tensor:
 @torch.no_grad()
 def split_llm_reference(model, embeds: np.ndarray, pos: np.ndarray, split: int, max_new_tokens: int, start_pos: int,
                         vision_start: int, num_visual: int, fastv_budgets=None, fastv_per_group: bool = True,
-                        dycoke_p: float | None = None, eos=()):
+                        dycoke_p: float | None = None, eos=(), select=None):
     """FastV (spec §3.2, with DyToK per-group budgets, §1.9) and DyCoke's KV step (§4.3) on transformers'
     own decoder layers, rotary and cache, greedy. The attention row is the model's real one: the
     eager attention weights of layer ``split - 1`` (a forward hook), last query row, head mean.
@@ -216,7 +216,12 @@ def split_llm_reference(model, embeds: np.ndarray, pos: np.ndarray, split: int, 
     tokens at their original ids and cache only those rows. DyCoke: at each decode step, cos of
     the visual attention with the previous step's < 0.9 -> layers >= split see only the prefix,
     the top ``int(V * (1 - p))`` visual rows and everything after the span; else all rows.
-    Returns (tokens, kept sequence indices at prefill, per-step pruning flags)."""
+    ``select(hidden [N, D], keys [H_kv, N, d_h]) -> kept sequence indices`` (instead of FastV's
+    budgets): another in-LLM selection (DART), given layer ``split - 1``'s output after
+    transformers' final norm and its post-RoPE keys from transformers' cache.
+    ``fastv_budgets`` may also be a function of the attention row [N] that gives the per-group
+    counts (the primary's own prior). Returns (tokens, kept sequence indices at prefill, per-step
+    pruning flags)."""
     from transformers import DynamicCache
 
     text = model.model.language_model
@@ -235,9 +240,11 @@ def split_llm_reference(model, embeds: np.ndarray, pos: np.ndarray, split: int, 
             x = text.layers[i](x, attention_mask=_causal(n), position_embeddings=pe, past_key_values=cache, use_cache=True)
         alpha = seen["w"][0, :, -1].float().mean(0)  # (N,)
         keep = torch.arange(n)
-        if fastv_budgets is not None:
+        if select is not None:
+            keep = torch.as_tensor(select(text.norm(x)[0].numpy(), cache.layers[split - 1].keys[0].numpy()))
+        elif fastv_budgets is not None:
             span = alpha[vision_start:vision_start + num_visual]
-            b = torch.as_tensor(np.asarray(fastv_budgets))
+            b = torch.as_tensor(np.asarray(fastv_budgets(alpha.numpy()) if callable(fastv_budgets) else fastv_budgets))
             if fastv_per_group:
                 per = num_visual // len(b)
                 local = torch.cat([torch.argsort(-row, stable=True)[:int(k)] + g * per

@@ -10,6 +10,7 @@ the pipeline does not change.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .vision import apply_rope
@@ -38,6 +39,53 @@ def grouped_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
     scores = torch.matmul(q, expand_kv(k, heads).transpose(-1, -2)) * d ** -0.5 + bias
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     return torch.matmul(probs, expand_kv(v, heads)).transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
+
+
+def key_mask(attention_mask: Tensor | None) -> Tensor | None:
+    """attention_mask (B, T) of 0/1 -> bool (B, 1, 1, T) (True: attend), or None when it keeps every
+    key (the common case, which lets SDPA skip the mask). One host sync per graph call."""
+    if attention_mask is None or bool((attention_mask > 0).all()):
+        return None
+    return (attention_mask > 0)[:, None, None, :]
+
+
+def causal_mask(n_new: int, n_total: int, device, keys: Tensor | None = None) -> Tensor:
+    """bool (1 or B, 1, S, T): query i (absolute position T - S + i) sees keys <= its position,
+    and only the keys ``keys`` (from ``key_mask``) keeps. S x T booleans, built once per call."""
+    allowed = torch.arange(n_total, device=device)[None, :] <= torch.arange(n_total - n_new, n_total, device=device)[:, None]
+    allowed = allowed[None, None]
+    return allowed if keys is None else allowed & keys
+
+
+def one_query_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """Decode step: q (B, H, 1, d), k/v (B, KV, T, d), mask bool broadcastable to (B, 1, 1, T) or
+    None -> (B, 1, H*d). Each KV head's query heads are rows of one matmul (no K/V expansion), softmax
+    in fp32. Explicit rather than SDPA: one query row gives the fused kernels almost no parallelism,
+    and the same ops are captured in a CUDA graph (``export/torch_step.py``)."""
+    b, heads, _, d = q.shape
+    kv = k.shape[1]
+    scores = torch.matmul(q.reshape(b, kv, heads // kv, d), k.transpose(-1, -2)) * d ** -0.5  # (B, KV, G, T)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    return torch.matmul(probs, v).reshape(b, 1, heads * d)
+
+
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """q (B, H, S, d), k/v (B, KV, T, d), rotated -> (B, S, H*d), through
+    ``torch.nn.functional.scaled_dot_product_attention`` (no S x T score matrix where a fused
+    kernel applies). ``mask`` None: causal with S == T (``is_causal``), or every key when S == 1;
+    else bool (.., S, T), True = attend (``causal_mask``)."""
+    b, heads, s, d = q.shape
+    if s == 1:
+        return one_query_attention(q, k, v, mask)
+    if mask is None and k.shape[2] != s:
+        raise ValueError(f"causal attention without a mask needs as many keys as queries, got {k.shape[2]} and {s}")
+    # K/V expanded to every query head: works with every SDPA kernel (flash, memory-efficient, CPU),
+    # unlike enable_gqa, which some fall back from to the math kernel and its S x T matrix.
+    out = F.scaled_dot_product_attention(q, expand_kv(k, heads), expand_kv(v, heads), attn_mask=mask,
+                                         is_causal=mask is None)
+    return out.transpose(1, 2).reshape(b, s, heads * d)
 
 
 @torch.library.custom_op("dytok::group_query_attention", mutates_args=())

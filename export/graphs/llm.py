@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .gqa import causal_bias, expand_kv, group_query_attention, grouped_attention
+from .gqa import (causal_bias, causal_mask, expand_kv, group_query_attention, grouped_attention, key_mask,
+                  sdpa_attention)
 from .vision import apply_rope, rms_norm
 
 
@@ -30,10 +31,24 @@ def rope_sections(text_config, head_dim: int) -> list[int]:
     return list(sections) if sections else [head_dim // 2]
 
 
-def _is_gqa(attention: str) -> bool:
-    if attention not in ("plain", "gqa"):
-        raise ValueError(f"attention {attention!r}: expected plain or gqa")
-    return attention == "gqa"
+ATTENTION = ("plain", "gqa", "sdpa")
+
+
+def _check_attention(attention: str) -> str:
+    if attention not in ATTENTION:
+        raise ValueError(f"attention {attention!r}: expected one of {ATTENTION}")
+    return attention
+
+
+def sdpa_mask(n_new: int, n_past: int, attention_mask, device):
+    """The SDPA form of ``causal_bias``: None (``is_causal``) for a prompt without past whose mask
+    keeps every key, else a bool (.., S, P+S) mask (chunked prefill, decode with masked keys)."""
+    keys = key_mask(attention_mask)
+    if keys is None and n_past == 0:
+        return None
+    if n_new == 1:
+        return keys  # one query sees the whole past: only masked keys matter
+    return causal_mask(n_new, n_past + n_new, device, keys)
 
 
 class _Decoder(nn.Module):
@@ -56,6 +71,16 @@ class _Decoder(nn.Module):
         v = attn.v_proj(x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
+    def qkv_for_prior(self, layer, x, cos, sin):
+        """The deepest prior layer: rotated q of the LAST token only (B, H, 1, d); rotated k and v of
+        every token (the visual keys, and the cache of a chunked call)."""
+        b, n, _ = x.shape
+        attn = layer.self_attn
+        q = attn.q_proj(x[:, -1:]).view(b, 1, self.heads, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
+        return apply_rope(q, cos[:, :, -1:], sin[:, :, -1:]), apply_rope(k, cos, sin), v
+
     def half_cos_sin(self, cos, sin):
         """(B, 1, S, d) -> (S, d/2), the fused op's form (batch 1, as the pipeline runs)."""
         half = self.head_dim // 2
@@ -66,12 +91,15 @@ class LanguageModel(_Decoder):
     """Prefill and decode in one graph. past (B, KV, P, d) per layer, P may be 0.
 
     attention "plain": ONNX standard ops (any runtime, TensorRT included); "gqa": one fused
-    GroupQueryAttention per layer for ONNX Runtime (``graphs/gqa.py``), same inputs and outputs."""
+    GroupQueryAttention per layer for ONNX Runtime (``graphs/gqa.py``); "sdpa": torch's
+    scaled_dot_product_attention, for the PyTorch engine backend only (not exported). Same inputs
+    and outputs. ``forward_static`` is the preallocated-cache form (``export/torch_step.py``)."""
 
     def __init__(self, lm: nn.Module, attention: str = "plain"):
         super().__init__(lm.model.language_model)
         self.lm_head = lm.lm_head
-        self.gqa = _is_gqa(attention)
+        self.attention = _check_attention(attention)
+        self.gqa = attention == "gqa"
 
     def forward(self, inputs_embeds, position_ids, attention_mask, *past):
         n_new = inputs_embeds.shape[1]
@@ -79,7 +107,12 @@ class LanguageModel(_Decoder):
         cos, sin = mrope_cos_sin(position_ids, self.inv_freq, self.sections, inputs_embeds.dtype)
         if self.gqa:
             return self._forward_gqa(inputs_embeds, cos, sin, attention_mask, past)
-        bias = causal_bias(n_new, n_past, attention_mask, inputs_embeds.dtype)
+        if self.attention == "sdpa":
+            mask = sdpa_mask(n_new, n_past, attention_mask, inputs_embeds.device)
+            attend = lambda q, k, v: sdpa_attention(q, k, v, mask)  # noqa: E731
+        else:
+            bias = causal_bias(n_new, n_past, attention_mask, inputs_embeds.dtype)
+            attend = lambda q, k, v: grouped_attention(q, k, v, bias)  # noqa: E731
         x = inputs_embeds
         presents = []
         for i, layer in enumerate(self.text.layers):
@@ -88,9 +121,25 @@ class LanguageModel(_Decoder):
             k = torch.cat([past[2 * i], k], dim=2)
             v = torch.cat([past[2 * i + 1], v], dim=2)
             presents += [k, v]
-            x = x + layer.self_attn.o_proj(grouped_attention(q, k, v, bias))
+            x = x + layer.self_attn.o_proj(attend(q, k, v))
             x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
         return self._head(x, presents)
+
+    def forward_static(self, x, cos, sin, k_cache, v_cache, write, visible: int, mask):
+        """One call on a preallocated KV cache, written in place. x (1, S, D); cos/sin from
+        ``mrope_cos_sin``; k_cache/v_cache (layers, 1, KV, L, d); ``write(cache_layer, new)`` stores
+        the new rotated rows (a slice copy at prefill, an ``index_copy_`` in a captured decode step);
+        attention reads rows ``[0, visible)`` under ``mask`` (``sdpa_attention``); mask None with
+        ``visible`` = S is the first prompt chunk (causal over itself). -> last-position logits (1, V)."""
+        for i, layer in enumerate(self.text.layers):
+            h = rms_norm(layer.input_layernorm, x)
+            q, k, v = self.qkv(layer, h, cos, sin)
+            write(k_cache[i], k)
+            write(v_cache[i], v)
+            out = sdpa_attention(q, k_cache[i, :, :, :visible], v_cache[i, :, :, :visible], mask)
+            x = x + layer.self_attn.o_proj(out)
+            x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
+        return self._head(x, [])[0]
 
     def _head(self, x, presents):
         logits = self.lm_head(rms_norm(self.text.norm, x[:, -1:]))[:, 0]  # last position only: (B, vocab)
@@ -120,12 +169,16 @@ class KeyframePrior(_Decoder):
     0..deepest), the prompt can be fed in chunks: each call appends its chunk's rotated keys and
     values (``present_*``) and returns the prior of its own last token over ``visual_index``, indices
     into past + new keys. Only the last chunk's prior is the answer; earlier chunks pass any valid
-    index (e.g. ``[0]``). One call with an empty past is the one-shot prior."""
+    index (e.g. ``[0]``). One call with an empty past is the one-shot prior.
+
+    "sdpa" (PyTorch backend): the layers below the deepest through SDPA, and the deepest projects
+    only the last token's query, so no step holds an S x S matrix."""
 
     def __init__(self, lm: nn.Module, layers: list[int], attention: str = "plain"):
         super().__init__(lm.model.language_model)
         self.layers = sorted(layers)
-        self.gqa = _is_gqa(attention)
+        self.attention = _check_attention(attention)
+        self.gqa = attention == "gqa"
 
     def prior_row(self, q_last, k_vis):
         """Rotated q_last (B, H, 1, d) and visual keys (B, KV, V, d) -> (V,) mean-head softmax."""
@@ -135,6 +188,8 @@ class KeyframePrior(_Decoder):
 
     def forward(self, inputs_embeds, position_ids, visual_index, attention_mask=None, *past):
         cos, sin = mrope_cos_sin(position_ids, self.inv_freq, self.sections, inputs_embeds.dtype)
+        if self.attention == "sdpa":
+            return self._forward_sdpa(inputs_embeds, cos, sin, visual_index, attention_mask, past)
         if past:
             return self._forward_cached(inputs_embeds, cos, sin, visual_index, attention_mask, past)
         if self.gqa:
@@ -212,6 +267,29 @@ class KeyframePrior(_Decoder):
             x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
         return (torch.stack(rows), *presents)
 
+    def _forward_sdpa(self, x, cos, sin, visual_index, attention_mask, past):
+        """Both forms (one-shot without ``past``, chunked with it) with SDPA below the deepest layer."""
+        n_new = x.shape[1]
+        n_past = past[0].shape[2] if past else 0
+        mask = sdpa_mask(n_new, n_past, attention_mask, x.device)
+        deepest = self.layers[-1]
+        rows, presents = [], []
+        for i, layer in enumerate(self.text.layers[: deepest + 1]):
+            h = rms_norm(layer.input_layernorm, x)
+            q, k, v = (self.qkv_for_prior if i == deepest else self.qkv)(layer, h, cos, sin)
+            if past:
+                k = torch.cat([past[2 * i], k], dim=2)
+                v = torch.cat([past[2 * i + 1], v], dim=2)
+                presents += [k, v]
+            if i in self.layers:
+                rows.append(self.prior_row(q[:, :, -1:], k[:, :, visual_index]))
+            if i == deepest:
+                break
+            x = x + layer.self_attn.o_proj(sdpa_attention(q, k, v, mask))
+            x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
+        return (torch.stack(rows), *presents) if past else torch.stack(rows)
+
+
 class LanguageModelSegment(_Decoder):
     """Decoder layers ``[start, stop)`` with their own KV cache: the primary LLM split at layer K for
     FastV (layers >= K run on the kept tokens) and DyCoke's decode-time KV step (layers >= L attend
@@ -222,7 +300,8 @@ class LanguageModelSegment(_Decoder):
     states and ``attention`` (total_len,): the head-mean softmax of the LAST query row of layer
     stop-1 over every key (past + new, masked keys excluded), i.e. the model's real attention row
     that FastV ranks at prefill and DyCoke reads at each decode step. Then the present KV of its
-    layers. ``attention`` as for ``LanguageModel``."""
+    layers. ``attention`` as for ``LanguageModel`` ("sdpa": the attention row by an explicit
+    last-query softmax, O(total_len))."""
 
     def __init__(self, lm: nn.Module, start: int, stop: int, attention: str = "plain"):
         super().__init__(lm.model.language_model)
@@ -231,7 +310,8 @@ class LanguageModelSegment(_Decoder):
             raise ValueError(f"segment [{start}, {stop}) outside the {depth} decoder layers")
         self.start, self.stop, self.last = start, stop, stop == depth
         self.lm_head = lm.lm_head if self.last else None
-        self.gqa = _is_gqa(attention)
+        self.attention = _check_attention(attention)
+        self.gqa = attention == "gqa"
 
     def last_row_attention(self, q_last, k, bias_last):
         """q_last (B, H, 1, d) rotated, k (B, KV, T, d) rotated, bias (B, 1, 1, T) -> (T,) head mean."""
@@ -242,7 +322,9 @@ class LanguageModelSegment(_Decoder):
         n_new = x.shape[1]
         n_past = past[0].shape[2]
         cos, sin = mrope_cos_sin(position_ids, self.inv_freq, self.sections, x.dtype)
-        bias = None if self.gqa else causal_bias(n_new, n_past, attention_mask, x.dtype)
+        sdpa = self.attention == "sdpa"
+        bias = None if self.gqa or sdpa else causal_bias(n_new, n_past, attention_mask, x.dtype)
+        mask = sdpa_mask(n_new, n_past, attention_mask, x.device) if sdpa else None
         half = self.half_cos_sin(cos, sin) if self.gqa else None
         presents, row = [], None
         for j, layer in enumerate(self.text.layers[self.start:self.stop]):
@@ -262,8 +344,10 @@ class LanguageModelSegment(_Decoder):
                 k = torch.cat([past[2 * j], k], dim=2)
                 v = torch.cat([past[2 * j + 1], v], dim=2)
                 if want_row:
-                    row = self.last_row_attention(q[:, :, -1:], k, bias[:, :, -1:])
-                out = grouped_attention(q, k, v, bias)
+                    bias_last = (causal_bias(1, n_past + n_new - 1, attention_mask, x.dtype) if sdpa
+                                 else bias[:, :, -1:])
+                    row = self.last_row_attention(q[:, :, -1:], k, bias_last)
+                out = sdpa_attention(q, k, v, mask) if sdpa else grouped_attention(q, k, v, bias)
             presents += [k, v]
             x = x + a.o_proj(out)
             x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))

@@ -9,10 +9,14 @@ the last full-attention block: ``importance`` (attention received within its tem
 mean over heads and query rows, averaged over the 2x2 merge unit) and ``metric`` (head-mean
 keys before RoPE, averaged over the unit; pre-RoPE so similarity is about content, as with
 SigLIP's position-free keys).
+
+``attention="sdpa"`` (PyTorch backend only): every block but the last full-attention one (whose
+probabilities ``importance`` needs) through torch's scaled_dot_product_attention, per segment.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 VISION_INPUTS = ("pixel_values", "patch_order", "rotary_hw", "window_index", "window_valid", "window_inverse",
@@ -60,9 +64,24 @@ def segment_attention(q, k, v, index, valid, bias, inverse, want_received: bool 
     return out, received.reshape(-1)[inverse]
 
 
+def segment_sdpa(q, k, v, index, keys, inverse):
+    """``segment_attention`` through SDPA (no received attention). ``keys``: bool [S, 1, 1, L] of
+    the valid keys, or None when every segment is full (SDPA's unmasked kernels)."""
+    n, heads, dim = q.shape
+    s, length = index.shape
+    qs, ks, vs = (x[index.reshape(-1)].reshape(s, length, heads, dim).transpose(1, 2) for x in (q, k, v))  # (S, H, L, d)
+    out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=keys)
+    return out.transpose(1, 2).reshape(s * length, heads, dim)[inverse]
+
+
 class VisionEncoder(nn.Module):
-    def __init__(self, visual: nn.Module):
+    """``attention``: "plain" (explicit softmax: the exported form) or "sdpa" (see the module doc)."""
+
+    def __init__(self, visual: nn.Module, attention: str = "plain"):
         super().__init__()
+        if attention not in ("plain", "sdpa"):
+            raise ValueError(f"vision attention {attention!r}: expected plain or sdpa")
+        self.sdpa = attention == "sdpa"
         cfg = visual.config
         self.visual = visual
         self.heads = cfg.num_heads
@@ -82,6 +101,9 @@ class VisionEncoder(nn.Module):
         cos, sin = torch.cat([freqs, freqs], -1).cos()[:, None], torch.cat([freqs, freqs], -1).sin()[:, None]
         n = x.shape[0]
         window_bias, full_bias = key_bias(window_valid, x.dtype), key_bias(full_valid, x.dtype)
+        if self.sdpa:  # bool key masks, None where no segment is padded (one host sync per call)
+            window_keys, full_keys = (None if bool(valid.all()) else valid[:, None, None, :]
+                                      for valid in (window_valid, full_valid))
         importance = metric = None
         for i, block in enumerate(vis.blocks):
             h = rms_norm(block.norm1, x)
@@ -92,7 +114,11 @@ class VisionEncoder(nn.Module):
             full = i in self.full_blocks
             layout = ((full_index, full_valid, full_bias, full_inverse) if full
                       else (window_index, window_valid, window_bias, window_inverse))
-            attn, received = segment_attention(q_rot, k_rot, v, *layout, want_received=i == self.last_full)
+            if self.sdpa and i != self.last_full:
+                attn, received = segment_sdpa(q_rot, k_rot, v, layout[0], full_keys if full else window_keys,
+                                              layout[3]), None
+            else:
+                attn, received = segment_attention(q_rot, k_rot, v, *layout, want_received=i == self.last_full)
             if received is not None:
                 importance = received.reshape(-1, self.unit).mean(1)[unit_inverse]  # (N,) -> (units,)
                 metric = k.mean(1).reshape(-1, self.unit, k.shape[-1]).mean(1)[unit_inverse]  # (units, d)

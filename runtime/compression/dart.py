@@ -31,6 +31,30 @@ post-RoPE keys, KV heads not GQA-expanded, [1, H_kv, S, d_h], which the lower gr
 as ``present_key_{K-1}``. No attention maps. The upper graph then takes the kept rows of the
 hidden states with their original position ids; layers < K keep all S rows in their KV cache,
 layers >= K only the kept ones.
+
+Registered methods (the pipeline's ``--method``; both ``baseline``: without the prior each is a
+published method of its own). The retention r (or the average budget over a group's tokens) is
+the share kept, so DART's reduction ratio is rho = 1 - r (``--retention 0.1`` is the paper's
+rho = 0.9, float rounding of m included, V9.2).
+
+- ``dart``: the paper's placement, inside the LLM on a folder exported with ``--fastv-layer K``
+  (``runtime/llm_split.py``). DART's default K is 2, but the cut is the folder's: the method
+  prunes at whatever K the folder was split at (``export.py --fastv-layer 2`` for the paper's).
+  The final RMSNorm that §9.2 applies to layer K-1's output is not in the graphs: the split export
+  writes its weight and eps (``models.primary.final_norm``) and ``rms_norm`` applies it here
+  (``Method.final_norm``); the keys are the lower segment's ``present_key_{K-1}`` (post-RoPE, KV
+  heads not expanded). Without the prior: ``dart_keep`` over the whole video. With it:
+  DyToK+DART, ``dart_keep_groups`` (§9.8 option 2). **That is not natural for DART**: per-group
+  quotas give up the cross-frame de-duplication DART's value comes from, and none of §9.8's
+  options is the paper's; it is here so the prior can be compared on DART's selection.
+- ``dart-embed``: the TensorRT-Edge-LLM placement (§9.6), on the merged visual tokens before the
+  LLM with the prompt text after the span (``Request.text``) as the text-pivot pool; with the
+  prior, ``dart_keep_embeddings_groups`` (per-span quotas are Edge-LLM's own scheme, so per-group
+  quotas fit this form best, though cross-frame duplicates are no longer removed).
+
+Where the reference crashes (§9.7: too high a retention for the pivots' picks, e.g. r = 1; fewer
+text tokens after the span than text pivots) both methods raise one BudgetError in the user's
+terms before the LLM runs.
 """
 from __future__ import annotations
 
@@ -41,6 +65,7 @@ import numpy as np
 
 from ..errors import BudgetError, ShapeError
 from ..positions import kept_sequence_indices
+from .method import Kept, Method, Request
 
 EPS = 1e-8  # torch.nn.functional.cosine_similarity's clamp of each norm
 
@@ -272,3 +297,85 @@ def dart_keep_embeddings_groups(tokens: np.ndarray, text: np.ndarray | None, bud
     x, t = _check_embeddings(tokens, text)
     p_img, p_txt = _check_pivots(image_pivots, text_pivots)
     return _groups(x, _l1(x, 1), t, _l1(t, 1), int(start), budgets, p_img, p_txt)
+
+
+IMAGE_PIVOTS, TEXT_PIVOTS = 4, 4  # the Qwen2.5-VL wrapper's and Edge-LLM's defaults (§9.2)
+
+
+def rms_norm(hidden: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    """The LLM's final RMSNorm, as transformers' Qwen2RMSNorm in float32: ``w * x / sqrt(mean(x^2) + eps)``.
+    hidden [..., D], weight [D] -> [..., D] float32."""
+    x = np.asarray(hidden, np.float32)
+    w = np.asarray(weight, np.float32)
+    if w.shape != x.shape[-1:]:
+        raise ShapeError(f"final norm weight {w.shape} does not match hidden states {x.shape}")
+    return w * (x / np.sqrt(np.square(x).mean(axis=-1, keepdims=True) + np.float32(eps)))
+
+
+def _check_request(request: Request, name: str, text_len: int | None) -> None:
+    """§9.7's crash cases for ``request`` (whole span, ``text_len`` tokens after it; None: not
+    known yet), as one BudgetError in retention terms, before the LLM runs."""
+    n = int(np.prod(request.grid))
+    if text_len is not None and text_len < TEXT_PIVOTS:
+        raise BudgetError(f"--method {name}: DART takes {TEXT_PIVOTS} text pivots from the prompt after the video, "
+                          f"which has only {text_len} tokens")
+    if request.prior:
+        return  # per-group quotas (our extension) hit every budget exactly
+    if n < IMAGE_PIVOTS:
+        raise BudgetError(f"--method {name}: DART takes {IMAGE_PIVOTS} image pivots, the video has {n} visual tokens")
+    m = dart_picks(n, 1 - request.share, IMAGE_PIVOTS, TEXT_PIVOTS)
+    pivots = IMAGE_PIVOTS + TEXT_PIVOTS
+    if pivots * m > n - IMAGE_PIVOTS:
+        below = pivots * ((n - IMAGE_PIVOTS) // pivots + 1) / n  # int(n * r / P) stays small enough
+        raise BudgetError(f"--method {name} at retention {request.share:g}: DART's {pivots} pivots would pick {m} "
+                          f"tokens each, {pivots * m} in all, but only {n - IMAGE_PIVOTS} of the {n} visual tokens "
+                          f"remain after the {IMAGE_PIVOTS} image pivots; the reference crashes here (spec 9.7): "
+                          f"use a retention below {below:.4g}")
+
+
+def _split_layer(lo: dict) -> int:
+    """K of the lower segment's outputs: one more than its last ``present_key_*``."""
+    layers = [int(k.rsplit("_", 1)[1]) for k in lo if k.startswith("present_key_")]
+    if not layers:
+        raise ShapeError("DART needs the lower segment's present keys (present_key_{K-1})")
+    return max(layers) + 1
+
+
+def _all_tokens(vision: dict, request: Request) -> Kept:
+    """DART prunes inside the LLM: every token goes in (after the count check)."""
+    text = None if request.text is None else len(request.text)
+    _check_request(request, "dart", text)
+    return Kept.select(vision["tokens"], np.arange(len(vision["tokens"])))
+
+
+def _in_llm(lo: dict, request: Request, start: int) -> np.ndarray:
+    """Layer K-1's hidden states after the final norm and its post-RoPE keys -> kept sequence
+    indices: DyToK's per-group quotas with the prior, DART's own count without."""
+    k = _split_layer(lo)
+    hidden = rms_norm(np.asarray(lo["hidden_states"])[0], lo["final_norm"], float(lo["final_norm_eps"]))
+    keys = np.asarray(lo[f"present_key_{k - 1}"])[0]
+    span = (start, int(np.prod(request.grid)))
+    _check_request(request, "dart", len(hidden) - sum(span))
+    if request.prior:
+        return dart_keep_groups(hidden, keys, span, request.budgets, IMAGE_PIVOTS, TEXT_PIVOTS)
+    return dart_keep(hidden, keys, span, 1 - request.share, IMAGE_PIVOTS, TEXT_PIVOTS)
+
+
+def _embed(vision: dict, request: Request) -> Kept:
+    """Embedding-level DART on the merged visual tokens, text pivots from ``request.text``."""
+    if request.text is None:
+        raise BudgetError("--method dart-embed needs the prompt's text after the visual span (its text pivots); "
+                          "this caller passes none")
+    tokens = vision["tokens"]
+    _check_request(request, "dart-embed", len(request.text))
+    if request.prior:
+        keep = dart_keep_embeddings_groups(tokens, request.text, request.budgets, IMAGE_PIVOTS, TEXT_PIVOTS,
+                                           request.start)
+    else:
+        keep = dart_keep_embeddings(tokens, request.text, 1 - request.share, IMAGE_PIVOTS, TEXT_PIVOTS,
+                                    start=request.start)
+    return Kept.select(tokens, keep)
+
+
+METHOD = Method("dart", "DART", _all_tokens, in_llm=_in_llm, final_norm=True, baseline=True)
+EMBED = Method("dart-embed", "DART-embed", _embed, baseline=True)

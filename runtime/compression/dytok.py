@@ -140,10 +140,23 @@ def plan_budgets(weights: np.ndarray | None, groups: int, per_group: int, retent
     average = budget if budget is not None else budget_for_retention(per_group, retention)
     cap = per_group if cap is None else cap
     if cap > per_group:
-        raise BudgetError(f"cap {cap} exceeds the {per_group} tokens of a temporal group")
+        raise BudgetError(f"--cap {cap} exceeds the {per_group} tokens of a temporal group")
+    average = min(average, cap)  # a budget above what a group holds keeps every token
     if weights is not None:
         return allocate_budgets(weights, average, cap)
-    return uniform_budgets(groups, min(average, cap))
+    return uniform_budgets(groups, average)
+
+
+def map_group_weights(weights: np.ndarray, groups: int) -> np.ndarray:
+    """Weights over one model's temporal groups -> over ``groups`` groups of the same clip: each
+    target group takes the source group nearest in time, renormalised. [G'] -> [groups] float32"""
+    weights = np.asarray(weights, np.float32)
+    if len(weights) == groups:
+        return weights
+    src = (np.arange(len(weights)) + 0.5) / len(weights)
+    dst = (np.arange(groups) + 0.5) / groups
+    mapped = weights[np.abs(dst[:, None] - src[None, :]).argmin(axis=1)]
+    return (mapped / mapped.sum()).astype(np.float32)
 
 
 def map_weights_by_time(weights: np.ndarray, src_times: np.ndarray, src_per_group: int, dst_times: np.ndarray,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BudgetError
-from . import baselines, dycoke, dyntok, evs, fastv, visionzip
+from ..notes import note
+from . import baselines, dart, dycoke, dyntok, evs, fastv, self_prior, vidcom2, visionzip
 from .method import Kept, Method, Request
 
 
@@ -24,6 +25,11 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
     NONE,
     fastv.METHOD,
     evs.METHOD,
+    vidcom2.METHOD,
+    vidcom2.BUDGETS_VISIONZIP,
+    dart.METHOD,
+    dart.EMBED,
+    self_prior.METHOD,
 )}
 METHODS = tuple(REGISTRY)
 
@@ -34,6 +40,18 @@ def get_method(name: str) -> Method:
         return REGISTRY[name]
     except (KeyError, TypeError):
         raise BudgetError(f"unknown method {name!r}: expected one of {', '.join(METHODS)}") from None
+
+
+def compress(method: Method, vision: dict, request: Request) -> Kept:
+    """``method.compress`` for a user's request. A method that sets its own token count (it takes no
+    budgets) and keeps a share far from the requested retention says so in one note."""
+    kept = method.compress(vision, request)
+    total = len(vision["tokens"])
+    share = len(kept.source) / total if total else 0.0
+    if method.compresses and not method.uses_budgets and abs(share - request.retention) > 0.05:
+        note(f"--method {method.name} kept {share:.0%} of the visual tokens, not the {request.retention:.0%} of "
+             f"--retention: it sets its own count from the video (it takes no per-group budgets)")
+    return kept
 
 
 def check_per_group(method: Method) -> None:

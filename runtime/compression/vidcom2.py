@@ -19,6 +19,19 @@ group whose ``s_t * N`` lies within ~1e-4 of a half-integer can get one token mo
 the torch code. Ties in either ``topk`` are unspecified in the reference; here the lower index wins. Kept tokens are
 returned ascending: the Qwen adapters gather them in raster order and keep their original 3-D
 M-RoPE ids (§8.4, §10).
+
+Registered methods (the pipeline's ``--method``):
+
+- ``vidcom2``: without the prior, VidCom2 itself (vLLM's ``--video-retention-ratio`` r = the
+  retention, or the average budget over a group's tokens); with it, DyToK+VidCom2 (§8.6): DyToK's
+  per-group budgets replace steps 5-6, the selection is VidCom2's.
+- ``vidcom2-visionzip``: the ablation of §8.6, VidCom2's budgets with DyToK's per-group VisionZip
+  selection (dominant + contextual at the 6:1 split). The prior does not change what it keeps.
+
+Neither supports budget-aware encoder resolution (``Method.per_group``): its groups are compressed
+one at a time, alone, while VidCom2's scores are video-global (the low-variance channels, the
+video centre and the budgets' softmax all read every group), so a group cannot be scored without
+the others, and groups encoded at different grids would not share one centre.
 """
 from __future__ import annotations
 
@@ -27,6 +40,8 @@ import numbers
 import numpy as np
 
 from ..errors import BudgetError
+from .method import Kept, Method, Request
+from .visionzip import visionzip_groups
 
 CHANNEL_FRACTION = 0.5  # int(0.5 * D) lowest-variance channels score the tokens
 KERNEL_WIDTHS = (0.125, 0.25, 0.5, 1.0, 2.0)  # alpha in exp(-d^2 / (2 alpha)), summed in this order
@@ -159,3 +174,22 @@ def vidcom2_keep(tokens: np.ndarray, grid, retention: float, budgets: np.ndarray
     if budgets is None:
         b = _budgets_from_video_similarity(v, r)
     return _lowest_per_group(v + f, b)
+
+
+def _compress(vision: dict, request: Request) -> Kept:
+    """With the prior: DyToK's budgets, VidCom2's selection; without: VidCom2's budgets too."""
+    tokens = vision["tokens"]
+    if request.prior:
+        return Kept.select(tokens, vidcom2_select(tokens, request.grid, request.budgets))
+    return Kept.select(tokens, vidcom2_keep(tokens, request.grid, request.share))
+
+
+def _budgets_visionzip(vision: dict, request: Request) -> Kept:
+    """VidCom2's budgets at the requested share, each group's tokens chosen by VisionZip."""
+    budgets = vidcom2_budgets(vision["tokens"], request.grid, request.share)
+    return visionzip_groups(vision["tokens"], vision["importance"], vision["metric"], budgets)
+
+
+METHOD = Method("vidcom2", "VidCom2", _compress, baseline=True)
+BUDGETS_VISIONZIP = Method("vidcom2-visionzip", "VidCom2 budgets+VisionZip", _budgets_visionzip, uses_budgets=False,
+                           baseline=True)

@@ -35,7 +35,10 @@ class Family:
     tokens keep their original ids, in span order.
     ``vision_bytes(model, grid, chunk)``, ``pixel_bytes(model, grid)``, ``preprocess_bytes(model,
     grid)``: one vision call's transient activations, the preprocessed input held for the run,
-    preprocessing's transients (admission). ``vision_flops(model, grid)``: the vision graph's FLOPs."""
+    preprocessing's transients (admission). ``vision_flops(model, grid)``: the vision graph's FLOPs.
+    ``check_pixels(section, max_pixels, min_pixels) -> (max_pixels, min_pixels)``: the pixel bounds
+    a request asked for, checked (an error naming the flag) and adjusted (a note); None for a
+    family that encodes every frame at one fixed size (pixel bounds do not apply)."""
     name: str
     frames_per_group: int
     encoder_slack: bool
@@ -52,3 +55,4 @@ class Family:
     pixel_bytes: Callable[[dict, Grid], float]
     preprocess_bytes: Callable[[dict, Grid], float]
     vision_flops: Callable[[dict, Grid], float]
+    check_pixels: Callable[[dict, int | None, int | None], tuple[int | None, int | None]] | None = None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import PreprocessError
 from ..flops import vision_flops
+from ..notes import note
 from ..positions import mrope_positions
 from ..preprocess import PreprocessConfig, VideoPatches, plan_grid, preprocess_video
 from ..vision_inputs import VisionGeometry, vision_feeds
@@ -64,9 +66,24 @@ def preprocess_bytes(m: dict, grid: tuple[int, int, int]) -> float:
     return float(grid[0] * grid[1] * grid[2] * patch_dim(m) * (8 + 4 + 4))
 
 
+def check_pixels(section: dict, max_pixels: int | None, min_pixels: int | None) -> tuple[int | None, int | None]:
+    """A frame is at least one merged 2x2 patch (28x28 = 784 pixels); a minimum above the maximum
+    is lowered to it (one note)."""
+    unit = (section["patch_size"] * section["merge_size"]) ** 2
+    for flag, value in (("--max-pixels", max_pixels), ("--min-pixels", min_pixels)):
+        if value is not None and value < unit:
+            raise PreprocessError(f"{flag} {value}: a frame needs at least one {int(unit ** 0.5)}x{int(unit ** 0.5)} "
+                                  f"merged patch ({unit} pixels)")
+    low = min_pixels or section["min_pixels"]
+    if max_pixels is not None and max_pixels < low:
+        note(f"--max-pixels {max_pixels} is below the minimum of {low} pixels per frame; the minimum is lowered to it")
+        min_pixels = max_pixels
+    return max_pixels, min_pixels
+
+
 FAMILY = Family("qwen2_5_vl", frames_per_group=2, encoder_slack=True, renumber=False,
                 config=PreprocessConfig.from_manifest,
                 pixel_bounds=lambda section: (section["min_pixels"], section["max_pixels"]), plan=plan_grid,
                 preprocess=preprocess_video, merged_grid=merged_grid, vision_feeds=group_feeds, positions=positions,
                 suffix_rows=no_suffix, vision_bytes=vision_bytes, pixel_bytes=pixel_bytes,
-                preprocess_bytes=preprocess_bytes, vision_flops=vision_flops)
+                preprocess_bytes=preprocess_bytes, vision_flops=vision_flops, check_pixels=check_pixels)

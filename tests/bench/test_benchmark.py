@@ -89,13 +89,16 @@ def test_missing_backends_are_reported_not_crashed(tiny_artifacts, video_path):
 
 
 def test_rows_needing_the_split_llm_are_skipped_with_the_reason(tiny_artifacts, video_path):
-    configs = BC.compression_in_llm_configs()
+    configs = BC.compression_in_llm_configs() + BC.vidcom2_dart_configs()
     report = BR.run_benchmark(tiny_artifacts, video_path, "q", frames=4, runs=1, warmup=0, max_new_tokens=2,
                              max_pixels=32 * 784, min_pixels=16 * 784, configs=configs, log=lambda *_: None)
     rows = {r["name"]: r for r in report["configs"]}
     assert "--fastv-layer" in rows["runtime DyToK+FastV 25%"]["skipped"]
     assert "--fastv-layer" in rows["runtime DyToK+DyCoke 25% + DyCoke KV"]["skipped"]
     assert "skipped" not in rows["runtime EVS 25%, no assistant"]
+    assert "--fastv-layer" in rows["runtime DART 25%, no assistant"]["skipped"]
+    for name in ("runtime DyToK+VidCom2 25%", "runtime DART-embed 25%, no assistant"):
+        assert "skipped" not in rows[name]
 
 
 def test_skipped_rows_render():

@@ -2,9 +2,9 @@
 tiny with the LLaVA-OV tiny assistant, and LLaVA-OV tiny with the Qwen2.5-VL tiny assistant, each a
 hard-linked copy of the session's folder re-exported in place (the primary's graphs are reused).
 
-The assistant keeps its own tokenizer, chat template and preprocessing: its prior must equal the
-prior the same assistant gives in its own family's folder. Its group weights reach the primary's
-groups by the frames' timestamps (one frame per LLaVA-OV group, two per Qwen2.5-VL group)."""
+The assistant keeps its own tokenizer, chat template and preprocessing: its prior, mapped onto the
+primary's groups by the frames' timestamps (one frame per LLaVA-OV group, two per Qwen2.5-VL
+group), must be the prior the same assistant gives in its own family's folder, mapped by hand."""
 import json
 import os
 import shutil
@@ -61,10 +61,8 @@ def test_prior_is_the_assistants_own_and_mapped_by_time(pair, video_path):
     folder, other = pair
     pipe, own = load_pipeline(folder), load_pipeline(other)
     clip = sample_video(video_path, num_frames=8)
-    weights, groups = pipe.frame_prior(QUESTION, clip, Options())
-    want, want_groups = own.frame_prior(QUESTION, clip, Options())
-    np.testing.assert_allclose(weights, want, rtol=1e-6)
-    assert groups == want_groups
+    # the assistant's own prior, over its own groups, in its own family's folder
+    weights = own.frame_prior(QUESTION, clip, Options(), 8 // own.family.frames_per_group)
     result = pipe.answer(clip, QUESTION, Options(method="visionzip", retention=0.25, max_new_tokens=4))
     if pipe.family.frames_per_group == 2:  # Qwen primary, LLaVA assistant: a group sums its two frames
         mapped = weights.reshape(4, 2).sum(1)

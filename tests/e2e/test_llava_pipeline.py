@@ -18,7 +18,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import runtime.pipeline as pipeline_module  # noqa: E402
+from runtime import llm_split  # noqa: E402
 from runtime.compression import REGISTRY, Request, frame_weights, get_method  # noqa: E402
+from runtime.compression.dart import dart_keep, dart_keep_groups  # noqa: E402
+from runtime.compression.self_prior import self_budgets  # noqa: E402
 from runtime.options import Options  # noqa: E402
 from runtime.pipeline import load_pipeline  # noqa: E402
 from runtime.prefill_input import prefill_input  # noqa: E402
@@ -63,7 +66,7 @@ def test_prior_matches_transformers(pipe, llava_models, video_path):
     query against the frames' keys (the newline's excluded), softmax over them, head mean, per-frame
     mean, mean over the prior layers, normalised."""
     clip = sample_video(video_path, num_frames=6)
-    weights, groups = pipe.frame_prior(QUESTION, clip, Options())
+    weights = pipe.frame_prior(QUESTION, clip, Options(), 6)
     model = llava_models["assistant"]
     patches = pipe.families["assistant"].preprocess(clip.frames, pipe.preprocess_config("assistant", None, None))
     n_vis = 6 * 196
@@ -77,7 +80,6 @@ def test_prior_matches_transformers(pipe, llava_models, video_path):
     want = attn.reshape(len(layers), 6, 196).mean(2).mean(0)
     want = want / want.sum()
     print(f"\nprior: pipeline {np.round(weights, 4)}, reference {np.round(want, 4)}")
-    assert groups == 6
     np.testing.assert_allclose(weights, want, rtol=1e-4)
     assert np.ptp(want) > 0.1 * want.mean()  # the sharpened assistant's prior is uneven
     np.testing.assert_allclose(frame_weights(attn, 196), want, rtol=1e-5)
@@ -102,15 +104,20 @@ def greedy(model, embeds: np.ndarray, steps: int, eos) -> list[int]:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_method_matches_transformers(case, pipe, llava_models, video_path, monkeypatch):
     clip = sample_video(video_path, num_frames=FRAMES)
-    options = dict(CASES[case])
-    opts = Options(**{"method": case, **options}, retention=0.25, max_new_tokens=6)
+    opts = Options(**{"method": case, **CASES[case]}, retention=0.25, max_new_tokens=6)
     method = get_method(opts.method)
+    model = llava_models["primary"]
+    norm_weight = np.ones(model.config.text_config.hidden_size, np.float32)
+    if method.final_norm:  # the tiny model's final norm weight is all ones: give DART's norm a real weight
+        assert bool((model.model.language_model.norm.weight == 1).all())
+        norm_weight = np.random.default_rng(0).normal(1, 0.5, len(norm_weight)).astype(np.float32)
+        eps = llm_split.final_norm(pipe.m)["final_norm_eps"]
+        monkeypatch.setattr(llm_split, "final_norm", lambda m: {"final_norm": norm_weight, "final_norm_eps": eps})
     seen = []
     monkeypatch.setattr(pipeline_module, "prefill_input", lambda *a, **k: seen.append(prefill_input(*a, **k)) or seen[-1])
     result = pipe.answer(clip, QUESTION, opts)
     inp = seen[-1]
 
-    model = llava_models["primary"]
     patches = pipe.family.preprocess(clip.frames, pipe.preprocess_config("primary", None, None))
     grid = pipe.merged_grid("primary", patches.grid_thw)
     assert grid == (FRAMES, 14, 14)
@@ -118,8 +125,13 @@ def test_method_matches_transformers(case, pipe, llava_models, video_path, monke
         feats = model.model.get_video_features(torch.from_numpy(patches.pixel_values)[None]).pooler_output[0].numpy()
         importance, metric = llava_signals_reference(model, patches.pixel_values)
     vision = {"tokens": feats[:-1], "importance": importance, "metric": metric}
-    want = method.compress(vision, Request(grid, result.budgets, opts.retention, opts.budget,
-                                           result.frame_weights is not None))
+    k = len(inp.source)
+    after = inp.ids[inp.start + k + 1:]  # the text after the newline row
+    with torch.no_grad():
+        text = model.get_input_embeddings()(torch.from_numpy(after)).numpy()
+    request = Request(grid, result.budgets, opts.retention, opts.budget, result.frame_weights is not None, text,
+                      inp.start)
+    want = method.compress(vision, request)
     np.testing.assert_array_equal(inp.source, want.source)  # the method's own order
     np.testing.assert_allclose(inp.visual, want.tokens, rtol=0, atol=1e-4)
     np.testing.assert_array_equal(inp.positions, np.tile(np.arange(len(inp.ids)), (3, 1)))  # renumbered
@@ -127,20 +139,29 @@ def test_method_matches_transformers(case, pipe, llava_models, video_path, monke
 
     with torch.no_grad():
         embeds = model.get_input_embeddings()(torch.from_numpy(inp.ids)).numpy().copy()
-    k = len(want.source)
     embeds[inp.start:inp.start + k] = want.tokens
     embeds[inp.start + k] = feats[-1]  # the image_newline row after the kept tokens
     np.testing.assert_allclose(inp.embeds, embeds, rtol=0, atol=1e-4)
     eos = pipe.prompt.eos_ids
     if method.in_llm or opts.dycoke_kv:
         split = pipe.m.graph("primary_llm_lo")["split_layer"]
-        ref, _, _ = split_llm_reference(model, embeds, inp.positions, split, opts.max_new_tokens, inp.next_position,
-                                        inp.start, k, result.budgets if method.in_llm else None, opts.assistant,
-                                        dycoke_p=opts.kv_prune_ratio if opts.dycoke_kv else None, eos=eos)
+        span = (inp.start, k)
+        budgets, per_group, select = (result.budgets if method.in_llm else None), opts.assistant, None
+        if method.own_prior:  # DyToK budgets from transformers' own attention row at layer K-1
+            own = Request(grid, result.budgets, opts.retention, opts.budget, False)
+            budgets, per_group = (lambda alpha: self_budgets(alpha, inp.start, own)), True
+        if opts.method == "dart":
+            select = (lambda h, keys: dart_keep_groups(h * norm_weight, keys, span, result.budgets)) if request.prior \
+                else (lambda h, keys: dart_keep(h * norm_weight, keys, span, 1 - request.share))
+        ref, keep, _ = split_llm_reference(model, embeds, inp.positions, split, opts.max_new_tokens, inp.next_position,
+                                           *span, budgets, per_group, opts.kv_prune_ratio if opts.dycoke_kv else None,
+                                           eos=eos, select=select)
+        if method.in_llm:
+            np.testing.assert_array_equal(result.kept_source, keep[(keep >= span[0]) & (keep < sum(span))] - span[0])
     else:
         ref = greedy(model, embeds, opts.max_new_tokens, eos)
     assert result.token_ids == ref
-    if method.compresses and method.uses_budgets and opts.assistant:
+    if method.compresses and method.uses_budgets and opts.assistant and not method.own_prior:
         assert len(set(result.budgets.tolist())) > 1  # the prior really moved tokens between groups
     if case == "visionzip":  # spec §1.7: per frame, dominant tokens ascending, then contextual ones
         per_frame = want.source // 196
@@ -165,12 +186,17 @@ def test_torch_backend_matches_onnxruntime(pipe, llava_models, video_path):
         np.testing.assert_array_equal(a.kept_source, b.kept_source)
 
 
-def test_pixel_options_and_encoder_slack_are_refused(pipe, video_path):
+def test_pixel_options_do_not_apply_and_encoder_slack_is_refused(pipe, video_path, capsys):
+    """Every frame is 384 x 384: pixel options are noted and change nothing; budget-aware encoder
+    resolution is one clear error."""
     from runtime.errors import DyTokError
     clip = sample_video(video_path, num_frames=2)
-    for opts, message in ((Options(max_pixels=200_000), "--max-pixels 200000: the primary \\(llava_onevision\\) encodes "
-                                                        "every frame at one fixed size"),
-                          (Options(assistant_max_pixels=50_000), "--assistant-max-pixels"),
-                          (Options(encoder_slack=2.0), "--encoder-slack: llava_onevision")):
-        with pytest.raises(DyTokError, match=message):
-            pipe.answer(clip, QUESTION, opts)
+    plain = pipe.answer(clip, QUESTION, Options(max_new_tokens=4))
+    capsys.readouterr()
+    pixels = pipe.answer(clip, QUESTION, Options(max_new_tokens=4, max_pixels=200_000, assistant_max_pixels=50_000))
+    err = capsys.readouterr().err
+    assert "--max-pixels/--min-pixels do not apply: llava_onevision" in err
+    assert "--assistant-max-pixels does not apply: llava_onevision" in err
+    assert pixels.token_ids == plain.token_ids and pixels.grid_thw == plain.grid_thw == (2, 27, 27)
+    with pytest.raises(DyTokError, match="--encoder-slack: llava_onevision encodes every frame at one fixed size"):
+        pipe.answer(clip, QUESTION, Options(encoder_slack=2.0))

@@ -52,12 +52,12 @@ def test_too_long_stops_before_any_engine(pipe, long_clip):
     original, pipe.engines = pipe.engines, spied
     try:
         with pytest.raises(AdmissionError) as err:
-            pipe.answer(long_clip, QUESTION, Options(num_frames=None))
+            pipe.answer(long_clip, QUESTION, Options(num_frames=None, fit="strict"))
     finally:
         pipe.engines = original
     message = str(err.value)
     assert isinstance(err.value, PromptError) and "\n" not in message
-    assert "context of 4096" in message and "--fit auto" in message and "--max-pixels" in message
+    assert "context of 4096" in message and "leave --fit at auto" in message and "--max-pixels" in message
     assert all(s.calls == 0 for s in spied.values())
 
 
@@ -118,7 +118,7 @@ def test_clip_shorter_than_the_default_frames_answers(pipe, tmp_path, capsys):
     result = pipe.answer(path, QUESTION, Options(**SMALL))  # default 8 frames
     assert len(result.frames.frames) == 3 and result.grid_thw[0] == 2  # the last group is padded
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "asked for 8 frames but it has 3" in err[0]
+    assert len(err) == 2 and "asked for 8 frames but it has 3" in err[0] and "the last frame is repeated to make 4" in err[1]
 
 
 def test_two_pipelines_two_threads(tiny_artifacts, pipe, video_path, tmp_path):
@@ -148,7 +148,8 @@ def test_infer_long_video_one_line(tiny_artifacts, tmp_path):
     """The script: fps sampling of a clip past the context stops with one line before any engine."""
     path = write_test_video(str(tmp_path / "long.mp4"), num_frames=240, size=(640, 360), fps=8.0)
     out = subprocess.run([sys.executable, "scripts/infer.py", "--artifacts", tiny_artifacts, "--video", path,
-                          "--question", "hi", "--frames", "0"], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    err = out.stderr.strip()
-    assert out.returncode == 2 and out.stdout == "" and len(err.splitlines()) == 1
-    assert err.startswith("error: the request does not fit") and "--fit auto" in err
+                          "--question", "hi", "--frames", "0", "--fit", "strict"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    *notes, err = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and out.stdout == "" and notes == [line for line in notes if "random weights" in line]
+    assert err.startswith("error: the request does not fit (--fit strict)") and "leave --fit at auto" in err

@@ -18,11 +18,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.fixture(scope="session")
-def needle_artifacts(tmp_path_factory):
-    """The committed needle weights exported through the real checkpoint path, once per session."""
-    pytest.importorskip("torch")
+def needle_split(needle_artifacts, tmp_path_factory):
+    """The needle folder plus the LLM split at the default layer (a hard-linked copy re-exported in
+    place: only the segments and the final norm are new)."""
+    import shutil
+
     from export.exporter import export_artifacts
-    return export_artifacts("needle", str(tmp_path_factory.mktemp("artifacts") / "needle"), log=lambda *_: None)
+    from runtime.manifest import link_or_copy
+    folder = str(tmp_path_factory.mktemp("split") / "needle-split")
+    shutil.copytree(needle_artifacts, folder, copy_function=link_or_copy)
+    return export_artifacts("needle", folder, fastv_layer="default", log=lambda *_: None)
+
 
 SCRIPT_METHODS = ("visionzip", "uniform", "dycoke", "dyntok", "none")  # scripts/evaluate.py --methods default
 
@@ -154,24 +160,39 @@ def test_evaluate_script_end_to_end(needle_artifacts, tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("error: --set")
 
 
-def test_fastv_and_evs_rows(needle_artifacts, tmp_path):
+def test_fastv_and_evs_rows(needle_split):
     """FastV and EVS are plain methods of the grid (with and without the prior); FastV needs the
     split LLM, so it is scored on a folder exported with --fastv-layer."""
-    import shutil
-
     from evaluation.evaluate import evaluate
-    from export.exporter import export_artifacts
-    from runtime.manifest import link_or_copy
 
     configs = grid(methods=("fastv", "evs"), retentions=(0.25,), assistants=("full", "none"))
     assert {(c.method, c.assistant) for c in configs} == {(m, a) for m in ("fastv", "evs") for a in ("full", "none")}
-    folder = str(tmp_path / "needle-split")
-    shutil.copytree(needle_artifacts, folder, copy_function=link_or_copy)
-    export_artifacts("needle", folder, fastv_layer="default", log=lambda *_: None)
-    rows = evaluate(load_pipeline(folder), configs, split_videos(3), progress=False)
+    rows = evaluate(load_pipeline(needle_split), configs, split_videos(3), progress=False)
     assert len(rows) == 4 and all(r["n"] == 3 for r in rows)
     for r in rows:
         assert 0 < r["kept_tokens"] < r["total_tokens"]  # FastV: the tokens layers >= K see
+
+
+def test_vidcom2_and_dart_rows_score_what_the_pipeline_answers(needle_split):
+    """VidCom2, its VisionZip ablation and DART in both placements are rows of the grid (the
+    ablation, which the prior does not change, only without the assistant), and the evaluator's
+    shared stages give Pipeline.answer's first token and kept count for each (DART-embed's text
+    pivots and DART's in-LLM cut included)."""
+    from evaluation.evaluate import score_video, score_video_answer
+
+    methods = ("vidcom2", "vidcom2-visionzip", "dart", "dart-embed")
+    configs = grid(methods=methods, retentions=(0.25, 0.05), assistants=("full", "none"))
+    assert {(c.method, c.assistant) for c in configs} == {(m, a) for m in methods for a in ("full", "none")} - {
+        ("vidcom2-visionzip", "full")}
+    assert {c.label for c in configs if c.retention == 0.25} == {
+        "DyToK+VidCom2", "VidCom2 (no assistant)", "VidCom2 budgets+VisionZip (no assistant)", "DyToK+DART",
+        "DART (no assistant)", "DyToK+DART-embed", "DART-embed (no assistant)"}
+    pipe = load_pipeline(needle_split)
+    for v in split_videos(2):
+        for a, b, cfg in zip(score_video(pipe, v, configs, Options()), score_video_answer(pipe, v, configs, Options()),
+                             configs):
+            assert (a["token"], a["kept"], a["total"]) == (b["token"], b["kept"], b["total"]), cfg
+            assert 0 < a["kept"] < a["total"]
 
 
 def test_encoder_slack_rows_go_through_the_pipeline(needle_artifacts):
@@ -203,8 +224,9 @@ def test_prior_layers_pick_rows_of_the_exported_prior(tmp_path):
     assert exported == [1, 2, 3]
     v = split_videos(1, start=3)[0]
     base = Options(method="visionzip", retention=0.25, max_new_tokens=1)
-    w_all, _ = pipe.frame_prior(v.question, v.sampled(), base)
-    singles = [pipe.frame_prior(v.question, v.sampled(), replace(base, prior_layers=(x,)))[0] for x in exported]
+    groups = v.num_groups
+    w_all = pipe.frame_prior(v.question, v.sampled(), base, groups)
+    singles = [pipe.frame_prior(v.question, v.sampled(), replace(base, prior_layers=(x,)), groups) for x in exported]
     assert not np.allclose(singles[0], singles[-1])  # the layers differ
     per_layer = [s / s.sum() for s in singles]
     assert np.allclose(w_all, np.mean(per_layer, axis=0) / np.mean(per_layer, axis=0).sum(), atol=1e-6)
@@ -226,5 +248,5 @@ def test_training_prior_is_the_runtime_prior(needle_artifacts):
     for v in split_videos(2, start=4):
         with torch.no_grad():
             torch_w = prior_groups(model, batcher([v]), layers, batcher.video_id)[0].mean(0).numpy()
-        w, _ = pipe.frame_prior(v.question, v.sampled(), Options(method="visionzip", max_new_tokens=1))
+        w = pipe.frame_prior(v.question, v.sampled(), Options(method="visionzip", max_new_tokens=1), v.num_groups)
         np.testing.assert_allclose(w, torch_w / torch_w.sum(), atol=1e-4)

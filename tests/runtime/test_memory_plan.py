@@ -38,8 +38,10 @@ def test_7b_int8_32_frames_by_hand():
     assert p["weights"]["llm_linear"] == 6_525_417_472 + V7 * H7  # int8 matmuls incl. the untied head, 1 byte
     assert p["weights"]["vision"] == vit_params(M7)  # 1 byte
     assert p["weights"]["llm_norms"] == (28 * 2 * H7 + H7) * 4  # fp32 beside Q/DQ
-    # prefill, fp32 activations beside Q/DQ: S=3200 x (2*3584 + 2*18944) x 4 B + 28 heads x S^2 x 4 B
-    assert p["activations"]["llm_prefill"] == 3200 * (2 * H7 + 2 * I7) * 4 + 28 * 3200 ** 2 * 4
+    # prefill in chunks of 2048, fp32 activations beside Q/DQ: C=2048 x (2*3584 + 2*18944) x 4 B + 28 heads x C x S x 4 B
+    assert p["activations"]["llm_prefill"] == 2048 * (2 * H7 + 2 * I7) * 4 + 28 * 2048 * 3200 * 4
+    one_call = plan(M7, "int8", Workload(frames=32, prefill_chunk=None))
+    assert one_call["activations"]["llm_prefill"] == 3200 * (2 * H7 + 2 * I7) * 4 + 28 * 3200 ** 2 * 4
     assert p["total"] == pytest.approx(sum(p["weights"].values()) + p["kv_cache"] + sum(p["activations"].values()))
     assert p["fits"] and p["usable"] == 13e9
 
@@ -51,14 +53,19 @@ def test_fp16_keeps_the_down_projections_fp32_and_bf16_does_not():
     assert fp["weights"]["vision"] - bf["weights"]["vision"] == 32 * (3420 * 1280 + 1280) * 2
 
 
-def test_assistant_prior_sees_every_visual_token_and_has_no_head_or_cache():
+def test_assistant_prior_sees_every_visual_token_chunked_through_its_cache_and_has_no_head():
     w = Workload(frames=16, max_pixels=150_528, retention=1.0, new_tokens=0)
     a = assistant_plan(M3, "int8", w)
     assert a["visual_tokens"] == 8 * (150_528 // 196) // 4 == 1536 and a["context"] == 1536 + 128
-    assert a["kv_cache"] == 0 and a["weights"]["llm_linear"] == llm_linear_params(M3)  # no head
-    assert a["activations"]["prior"] == 1664 * (2 * 2048 + 2 * 11008) * 4 + 16 * 1664 ** 2 * 4
+    assert a["weights"]["llm_linear"] == llm_linear_params(M3)  # no head
+    assert a["kv_cache"] == 2 * kv_bytes_per_token(M3, "int8") * 1664  # two sets, every layer up to the deepest
+    assert a["activations"]["prior"] == 1664 * (2 * 2048 + 2 * 11008) * 4 + 16 * 1664 ** 2 * 4  # one chunk
     shallow = assistant_plan(M3, "int8", w, prior_depth=12)
     assert shallow["weights"]["llm_linear"] == llm_linear_params(M3) // 36 * 12
+    assert shallow["kv_cache"] == a["kv_cache"] / 3
+    long = assistant_plan(M3, "int8", Workload(frames=96, retention=1.0, new_tokens=0))  # 48 x 768 + 128 tokens
+    s = 36_992
+    assert long["activations"]["prior"] == 2048 * (2 * 2048 + 2 * 11008) * 4 + 16 * 2048 * s * 4  # no s x s term
 
 
 def test_deployment_is_judged_on_the_sum():
@@ -78,10 +85,22 @@ def test_script_plans_primary_and_assistant_and_exit_code_says_if_the_sum_fits()
     assert alone.returncode == 0 and "fits" in alone.stdout and "--max-context 3456" in alone.stdout
     both = run("--assistant-frames", "16", "--assistant-max-pixels", "150528")
     assert both.returncode == 1 and "qwen2.5-vl-3b, int8, 16 frames" in both.stdout and "does NOT fit" in both.stdout
+    assert both.stdout.strip().splitlines()[-1] == ("largest parts: primary weights llm_linear (7.07 GB): --precision int4; "
+                                                   "assistant weights llm_linear (2.77 GB): --assistant-precision int4, "
+                                                   "--assistant none")
     small = run("--frames", "16", "--max-pixels", "200704", "--assistant-frames", "8", "--assistant-max-pixels", "50176")
     assert small.returncode == 0 and "fits" in small.stdout
     bad = run("--assistant", "qwen9")
     assert bad.returncode == 2 and bad.stderr.startswith("error: --assistant 'qwen9'")
+
+
+def test_script_reads_the_folder_precision_and_prints_small_sizes_in_mb(tiny_artifacts):
+    out = subprocess.run([sys.executable, "scripts/plan_memory.py", "--artifacts", tiny_artifacts, "--frames", "8"],
+                         capture_output=True, text=True)
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0 and lines[0].startswith("primary: tiny, fp32, 8 frames")
+    sizes = [line for line in lines if line.endswith((" MB", " GB"))]
+    assert sizes and "0.00 GB" not in out.stdout and len({len(line) for line in sizes}) == 1  # one column
 
 
 def test_llava_vision_parameters_equal_transformers():

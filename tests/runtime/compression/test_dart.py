@@ -216,6 +216,17 @@ def test_per_group_with_one_group_is_global_dart():
     np.testing.assert_array_equal(dart_keep_groups(hidden, keys, (1, 40), np.array([28])), global_)
 
 
+def assert_same_tokens(hidden, got, want, gap):
+    """The kept visual positions equal the reference's; where the reference met an exact tie
+    (``gap`` 0: repeated frames, identical rows) either of the twins may be kept (a matrix product
+    can round identical rows differently in the last bit), so the kept rows' contents are compared."""
+    if gap > 0:
+        assert got == want
+        return
+    rows = lambda idx: sorted(hidden[i].tobytes() for i in idx)  # noqa: E731
+    assert len(got) == len(want) and rows(got) == rows(want)
+
+
 @st.composite
 def prompts(draw):
     n_groups, per = draw(st.integers(1, 4)), draw(st.integers(1, 12))
@@ -249,7 +260,7 @@ def test_agrees_with_slow_reference(prompt, p_img, p_txt, rho):
             dart_keep(hidden, keys, span, rho, p_img, p_txt)
         return
     assume(gap == 0 or gap > 1e-5)  # no float32-vs-float64 near-tie decides a ranking
-    assert visual(dart_keep(hidden, keys, span, rho, p_img, p_txt), span) == want
+    assert_same_tokens(hidden, visual(dart_keep(hidden, keys, span, rho, p_img, p_txt), span), want, gap)
 
 
 @settings(max_examples=100, deadline=None)
@@ -261,6 +272,6 @@ def test_per_group_agrees_with_slow_reference(prompt, p_img, p_txt):
     want, gap = reference(hidden, keys, span, group_picks(budgets, p_img, p_txt), p_img, p_txt, groups=n_groups)
     assume(gap == 0 or gap > 1e-5)
     kept = visual(dart_keep_groups(hidden, keys, span, budgets, p_img, p_txt), span)
-    assert kept == want
+    assert_same_tokens(hidden, kept, want, gap)
     assert np.bincount((np.array(kept, int) - span[0]) // (span[1] // n_groups),
                        minlength=n_groups).tolist() == budgets.tolist()

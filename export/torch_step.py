@@ -1,0 +1,167 @@
+"""Prefill and decode of the primary LLM on a preallocated KV cache, written in place: the
+``open_step`` of the PyTorch backend's LLM engine (``export.torch_engine.TorchLLMEngine``),
+which the runtime uses instead of feeding ``past_*``/``present_*`` through ``Engine.run``.
+
+The decode step has static shapes: it attends over the whole cache ``[0, max_len)`` with a mask
+of the rows written so far, and its inputs (embedding, M-RoPE position, write index) are device
+buffers filled before each call. On CUDA it is captured once in a ``torch.cuda.CUDAGraph`` and
+replayed (one launch per token instead of hundreds, which is what bounds decode there); on CPU
+the same function runs eagerly, so the tests exercise the captured code.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import torch
+
+from runtime.errors import PromptError
+
+from .graphs.gqa import causal_mask
+from .graphs.llm import LanguageModel, mrope_cos_sin
+
+log = logging.getLogger("dytok.torch")
+
+
+class _Cache:
+    """K/V buffers (layers, 1, KV, max_len, d) and, on CUDA, the decode graph captured over them."""
+
+    def __init__(self, module: LanguageModel, max_len: int, device: torch.device, dtype: torch.dtype):
+        shape = (len(module.text.layers), 1, module.kv_heads, max_len, module.head_dim)
+        self.max_len = max_len
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        hidden = module.text.config.hidden_size
+        self.embed = torch.zeros(1, 1, hidden, dtype=dtype, device=device)
+        self.position = torch.zeros(3, 1, 1, dtype=torch.int64, device=device)
+        self.index = torch.zeros(1, dtype=torch.int64, device=device)
+        self.rows = torch.arange(max_len, device=device)
+        self.graph: torch.cuda.CUDAGraph | bool | None = None  # None: not tried; False: capture failed, eager
+        self.logits: torch.Tensor | None = None
+
+
+class LLMStep:
+    """One request's prefill + decode on a ``_Cache``. ``prefill`` then ``decode`` per new token;
+    returns NumPy float32 logits of the last position. The cache goes back to the engine's pool
+    when the step is dropped."""
+
+    def __init__(self, pool: "StepPool", cache: _Cache):
+        self._pool, self._cache = pool, cache
+        self.module: LanguageModel = pool.module
+        self.max_len = cache.max_len
+        self.length = 0  # rows of the cache written by this request
+
+    def __del__(self):
+        pool, cache = getattr(self, "_pool", None), getattr(self, "_cache", None)
+        if pool is not None and cache is not None:
+            pool.release(cache)
+
+    def _tensor(self, array: np.ndarray, dtype=None) -> torch.Tensor:
+        array = np.ascontiguousarray(array)
+        t = torch.from_numpy(array if array.flags.writeable else array.copy())  # tables are read-only mmaps
+        return t.to(self._pool.device, dtype or self._pool.dtype)
+
+    @torch.no_grad()
+    def prefill(self, embeds: np.ndarray, positions: np.ndarray, chunk: int | None = None) -> np.ndarray:
+        """embeds [S, D] float32, positions [3, S] int64 (M-RoPE ids), ``chunk`` prompt tokens per
+        call (None or 0: one call) -> logits [V] float32 of the last position."""
+        m, c = self.module, self._cache
+        embeds, positions = np.asarray(embeds), np.asarray(positions)
+        n = len(embeds)
+        if embeds.ndim != 2 or positions.shape != (3, n) or n == 0:
+            raise PromptError(f"prefill: embeds [S, D] and positions [3, S] with S >= 1, got {embeds.shape} and "
+                              f"{positions.shape}")
+        if n > self.max_len:
+            raise PromptError(f"prompt of {n} tokens exceeds the step's cache of {self.max_len} rows")
+        if chunk is not None and chunk < 0:
+            raise PromptError(f"prefill chunk must be positive, got {chunk}")
+        step = chunk or n
+        for s0 in range(0, n, step):
+            s1 = min(n, s0 + step)
+            x = self._tensor(embeds[s0:s1])[None]
+            cos, sin = mrope_cos_sin(self._tensor(positions[:, s0:s1], torch.int64)[:, None], m.inv_freq, m.sections, x.dtype)
+            mask = None if s0 == 0 else causal_mask(s1 - s0, s1, x.device)
+
+            def write(cache, new, s0=s0, s1=s1):
+                cache[:, :, s0:s1].copy_(new)
+            logits = m.forward_static(x, cos, sin, c.k, c.v, write, s1, mask)
+        self.length = n
+        return logits[0].float().cpu().numpy()
+
+    def _decode_body(self) -> torch.Tensor:
+        """The static-shape decode step over the cache's buffers (captured on CUDA)."""
+        m, c = self.module, self._cache
+        cos, sin = mrope_cos_sin(c.position, m.inv_freq, m.sections, c.embed.dtype)
+        mask = (c.rows <= c.index)[None, None, None]  # (1, 1, 1, max_len): rows written so far and this one
+        write = lambda cache, new: cache.index_copy_(2, c.index, new)  # noqa: E731
+        return m.forward_static(c.embed, cos, sin, c.k, c.v, write, c.max_len, mask)
+
+    @torch.no_grad()
+    def decode(self, embed: np.ndarray, position: int) -> np.ndarray:
+        """One token: embed [D] float32, its M-RoPE position (the same in all 3 rows) -> logits [V]."""
+        c = self._cache
+        if self.length == 0:
+            raise PromptError("decode before prefill")
+        if self.length >= self.max_len:
+            raise PromptError(f"decode past the step's cache of {self.max_len} rows (open_step(max_len) with "
+                              f"prompt + new tokens)")
+        c.embed.copy_(self._tensor(np.asarray(embed, np.float32).reshape(1, 1, -1)))
+        c.position.fill_(int(position))
+        c.index.fill_(self.length)
+        if c.k.device.type == "cuda" and c.graph is None:
+            self._capture()
+        if c.graph:
+            c.graph.replay()
+            logits = c.logits
+        else:
+            logits = self._decode_body()
+        self.length += 1
+        return logits[0].float().cpu().numpy()
+
+    def _capture(self) -> None:
+        """Warm up on a side stream (allocator, kernel selection), then capture one decode step.
+        The warm-up runs the real step: it writes this token's rows, which the replay rewrites."""
+        c = self._cache
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._decode_body()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                c.logits = self._decode_body()
+        except RuntimeError as e:  # an op this torch build cannot capture: same step, launched eagerly
+            log.warning("CUDA graph capture of the decode step failed (%s); decoding without it", e)
+            c.graph, c.logits = False, None
+            return
+        c.graph = graph
+
+
+class StepPool:
+    """``open_step`` of one LLM module, with one idle cache kept for the next request whose
+    ``max_len`` fits (its captured decode graph with it). Concurrent steps get their own caches."""
+
+    def __init__(self, module: LanguageModel, device: torch.device, dtype: torch.dtype):
+        if module.attention != "sdpa":
+            raise ValueError(f"the static-cache step runs the sdpa formulation, not {module.attention!r}")
+        self.module, self.device, self.dtype = module, device, dtype
+        self._lock = threading.RLock()  # release() runs from LLMStep.__del__, whenever a step is dropped
+        self._idle: _Cache | None = None
+
+    def open(self, max_len: int) -> LLMStep:
+        if int(max_len) < 1:
+            raise PromptError(f"open_step: max_len must be >= 1, got {max_len}")
+        with self._lock:
+            cache, self._idle = self._idle, None
+        if cache is None or cache.max_len < max_len:
+            del cache  # free the old buffers before allocating the new ones
+            cache = _Cache(self.module, int(max_len), self.device, self.dtype)
+        return LLMStep(self, cache)
+
+    def release(self, cache: _Cache) -> None:
+        with self._lock:
+            if self._idle is None or self._idle.max_len < cache.max_len:
+                self._idle = cache

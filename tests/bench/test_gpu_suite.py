@@ -1,0 +1,35 @@
+"""scripts/gpu_bench.py --device cpu: the GPU suite runs end to end on the CPU (tiny, one run):
+the fast path's parity with the reference path, the rates, every row measured or failing with its
+reason, each stage against its floor, the JSON and Markdown written."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torch")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_gpu_suite_on_the_cpu(tmp_path):
+    out = subprocess.run([sys.executable, "scripts/gpu_bench.py", "--device", "cpu", "--model", "tiny", "--frames", "4",
+                          "--runs", "1", "--warmup", "0", "--max-new-tokens", "3", "--max-pixels", "100352",
+                          "--out", str(tmp_path / "gpu"), "--work", str(tmp_path / "work")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert out.stdout.splitlines()[0].startswith("device cpu: ") and "torch " in out.stdout.splitlines()[0]
+    [json_file] = [f for f in os.listdir(tmp_path / "gpu") if f.endswith(".json")]
+    record = json.load(open(tmp_path / "gpu" / json_file))
+    assert record["parity"]["ok"] and record["parity"]["prior_max_abs_diff"] <= 1e-4
+    assert all(c["tokens_equal"] for c in record["parity"]["cases"].values())
+    assert record["rates"]["matmul_flops_per_s"] > 0 and record["rates"]["copy_bytes_per_s"] > 0
+    rows = record["runs_by_frames"]["4"]["configs"]
+    assert len(rows) == 8 and all("skipped" not in r or r["skipped"] for r in rows)
+    measured = [r for r in rows if "skipped" not in r]
+    assert len(measured) == 8  # tiny runs every row, the in-LLM ones on the split LLM
+    for r in measured:
+        assert {"vision", "prefill", "decode"} <= set(r["floors"])
+        assert all(f["over_floor"] > 0 for f in r["floors"].values())
+    md = open(tmp_path / "gpu" / json_file.replace(".json", ".md")).read()
+    assert "Parity (fast path vs reference, tiny fp32): ok" in md and "## 4 frames" in md
