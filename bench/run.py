@@ -12,6 +12,7 @@ from runtime import llm_split
 from runtime.compression import get_method
 from runtime.encoder_plan import plan_group_grids
 from runtime.errors import DyTokError, EngineError, ManifestError
+from runtime.families import family_of
 from runtime.manifest import load_manifest
 from runtime.options import Options
 from runtime.pipeline import load_pipeline
@@ -25,14 +26,16 @@ RUNTIME_BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 
 
 def stage_flops(manifest, grid, kept: int, prompt_len: int, n_vis: int, opts: Options,
-                assistant_grid=None, assistant_len=0) -> dict:
+                assistant_grid=None, assistant_len=0, families=None) -> dict:
+    """FLOPs per stage; ``families``: the pipeline's per-model families (their vision FLOPs)."""
+    families = families or {w: family_of(manifest, w) for w in manifest.data["models"]}
     pm = manifest.model("primary")
-    out = {"vision": F.vision_flops(pm, grid),
+    out = {"vision": families["primary"].vision_flops(pm, grid),
            "prefill": F.llm_flops(pm, prompt_len - n_vis + kept),
            "decode": F.decode_flops(pm, prompt_len - n_vis + kept, opts.max_new_tokens - 1)}
     if assistant_grid is not None and manifest.has_assistant:
         am = manifest.model("assistant")
-        out["assistant"] = F.vision_flops(am, assistant_grid) + F.prior_flops(am, assistant_len)
+        out["assistant"] = families["assistant"].vision_flops(am, assistant_grid) + F.prior_flops(am, assistant_len)
     return out
 
 
@@ -103,8 +106,14 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
     if host is None:
         raise EngineError(f"no backend can run: {skipped}")
     clip = sample_video(video, num_frames=frames)
-    if host.family.check_pixels is not None:  # once, so the eager baseline and every row see the same bounds
-        max_pixels, min_pixels = host.family.check_pixels(manifest.data["preprocess"], max_pixels, min_pixels)
+    bounds = host.family.pixel_bounds(manifest.section("primary", "preprocess"))
+    if bounds is None:  # every frame at the family's one size: pixel options do not apply
+        max_pixels = min_pixels = None
+    elif host.family.check_pixels is not None:  # once, so the eager baseline and every row see the same bounds
+        max_pixels, min_pixels = host.family.check_pixels(manifest.section("primary", "preprocess"), max_pixels,
+                                                          min_pixels)
+    a_bounds = host.families["assistant"].pixel_bounds(manifest.section("assistant", "preprocess")) \
+        if manifest.has_assistant else None
     base = Options(num_frames=frames, max_pixels=max_pixels, min_pixels=min_pixels, max_new_tokens=max_new_tokens,
                    ignore_eos=True)
     configs = configs or default_configs()
@@ -114,9 +123,13 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
         f_div, p_div = prior_scale(cfg)
         opts = replace(base, method=cfg.method, retention=cfg.retention, assistant=cfg.assistant,
                        assistant_num_frames=frames // f_div if f_div > 1 else None,
-                       assistant_max_pixels=(max_pixels or manifest.data["preprocess"]["max_pixels"]) // p_div
-                       if p_div > 1 else None, encoder_slack=cfg.encoder_slack, dycoke_kv=cfg.dycoke_kv)
+                       assistant_max_pixels=((bounds and max_pixels) or a_bounds[1]) // p_div
+                       if p_div > 1 and a_bounds else None, encoder_slack=cfg.encoder_slack, dycoke_kv=cfg.dycoke_kv)
         why = skipped.get(cfg.backend) or (skipped.get(f"variant {cfg.variant}") if cfg.backend == "runtime" else None)
+        if not why and p_div > 1 and cfg.assistant and a_bounds is None:
+            why = f"the assistant ({host.families['assistant'].name}) encodes every frame at one fixed size: no reduced pixels"
+        if not why and cfg.encoder_slack is not None and not host.family.encoder_slack:
+            why = f"budget-aware encoder resolution: {host.family.name} encodes every frame at one fixed size"
         if cfg.backend == "runtime" and not why:
             why = (f"no folder for variant {cfg.variant!r} (scripts/benchmark.py --variants)"
                    if cfg.variant not in pipes else _split_unavailable(manifest, opts))
@@ -166,14 +179,15 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
         med["ttft"] = sum(med[s] for s in STAGES if s != "decode")
         med["decode_tokens_per_s"] = float(np.median([x["decode_tokens"] / x["decode"] for x in samples[k]]))
         kept, total = visual
-        ids, _ = host.prompt.input_ids(question, total)
+        ids, _ = host.prompt.input_ids(question, total + len(host.suffix["primary"]))
         a_grid, a_len = None, 0
         if cfg.assistant and method.compresses:
             a_frames = clip.frames[: frames // f_div]
             a_cfg = host.preprocess_config("assistant", opts.assistant_max_pixels, min_pixels)
-            a_grid = host.family.plan(a_frames.shape[1], a_frames.shape[2], len(a_frames), a_cfg)
-            a_len = len(ids) - total + int(np.prod(host.merged_grid("assistant", a_grid)))
-        flops = stage_flops(manifest, grid, kept, len(ids), total, opts, a_grid, a_len)
+            a_grid = host.families["assistant"].plan(a_frames.shape[1], a_frames.shape[2], len(a_frames), a_cfg)
+            a_len = (len(host.prompts["assistant"].input_ids(question, 0)[0]) + len(host.suffix["assistant"])
+                     + int(np.prod(host.merged_grid("assistant", a_grid))))
+        flops = stage_flops(manifest, grid, kept, len(ids), total, opts, a_grid, a_len, host.families)
         if method.in_llm:  # layers below K prefill every visual token
             layer_k = manifest.graph("primary_llm_lo")["split_layer"]
             flops["prefill"] += layer_k / pm["num_layers"] * (F.llm_flops(pm, len(ids)) - F.llm_flops(pm, len(ids) - total + kept))

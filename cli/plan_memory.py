@@ -5,22 +5,34 @@ maximum and every engine's activation peak, summed, against a device.
   python scripts/plan_memory.py --model qwen2.5-vl-7b --precision int8 --frames 16 --max-pixels 200704 \\
       --assistant qwen2.5-vl-3b --assistant-precision int8 --assistant-frames 8 --assistant-max-pixels 50176 --device orin-nx-16gb
   python scripts/plan_memory.py --artifacts artifacts/small --precision fp16 --frames 16 --device orin-nano-8gb
+  # the DyToK paper's pair: LLaVA-OneVision 7B in int4 with the 0.5B assistant (every frame 384 x 384)
+  python scripts/plan_memory.py --model llava-onevision-qwen2-7b --precision int4 --assistant-precision fp16 \
+      --frames 32 --device orin-nx-16gb
 
-The assistant defaults to the model's default (3B for 7B and 32B, 7B for 72B; --assistant none
-for none) at the primary's precision, frames and pixels; the --assistant-* flags set its own.
+The assistant defaults to the model's default (3B for 7B and 32B, 7B for 72B, LLaVA-OV 0.5B for LLaVA-OV
+7B; --assistant none for none; either family for either) at the primary's precision, frames and pixels;
+the --assistant-* flags set its own. Pixel flags do not apply to LLaVA-OneVision (384 x 384 frames).
 Computed from the configs (formulas in runtime/memory_plan.py); prints the --max-context to give
 scripts/build_engines.py. With --device, exits 1 when the sum does not fit.
 """
 import sys
 
 
-DEFAULT_ASSISTANT = {"qwen2.5-vl-7b": "qwen2.5-vl-3b", "qwen2.5-vl-32b": "qwen2.5-vl-3b", "qwen2.5-vl-72b": "qwen2.5-vl-7b"}
+DEFAULT_ASSISTANT = {"qwen2.5-vl-7b": "qwen2.5-vl-3b", "qwen2.5-vl-32b": "qwen2.5-vl-3b", "qwen2.5-vl-72b": "qwen2.5-vl-7b",
+                     "llava-onevision-qwen2-7b": "llava-onevision-qwen2-0.5b"}
 
 
 def _manifest_config(m, which: str) -> dict:
-    pre, model = m.data["preprocess"], m.model(which)
-    return dict(model, vision_heads=model["vision_hidden_size"] // model["vision_key_dim"], max_pixels=pre["max_pixels"],
-                min_pixels=pre["min_pixels"], temporal_patch_size=pre["temporal_patch_size"], tie_word_embeddings=False)
+    pre, model = m.section(which, "preprocess"), m.model(which)
+    pixels = {k: pre[k] for k in ("max_pixels", "min_pixels", "temporal_patch_size") if k in pre}
+    return dict(model, vision_heads=model["vision_hidden_size"] // model["vision_key_dim"], **pixels,
+                family=m.family_name(which), tie_word_embeddings=False)
+
+
+def _frames(config: dict, frames: int, pixels: int | None) -> str:
+    if config.get("family") == "llava_onevision":
+        return f"{frames} frames at {config['image_size']}x{config['image_size']}"
+    return f"{frames} frames at <= {pixels or config['max_pixels']} px"
 
 
 # calibration/ort_quant.py modes and export/half.py precisions -> the memory plan's precisions
@@ -132,11 +144,11 @@ def main() -> int:
         return 2
     for role, part in p["parts"].items():
         label = name if role == "primary" else assistant_name
-        frames = w.frames if role == "primary" else aw.frames
-        pixels = (w.max_pixels if role == "primary" else aw.max_pixels) or config["max_pixels"]
+        cfg, work = (config, w) if role == "primary" else (assistant, aw)
         extra = (f"{args.retention:.0%} kept, context {part['context']}" if role == "primary"
                  else f"all tokens seen, prior over {part['context']} tokens, {part['prior_depth']} layers")
-        print(f"{role}: {label}, {part['precision']}, {frames} frames at <= {pixels} px -> {part['visual_tokens']} visual tokens, {extra}")
+        print(f"{role}: {label}, {part['precision']}, {_frames(cfg, work.frames, work.max_pixels)} -> "
+              f"{part['visual_tokens']} visual tokens, {extra}")
         rows = [(f"weights {what}", b) for what, b in part["weights"].items()]
         if role == "primary":
             rows.append((f"KV cache (2 sets, --max-context {part['context']})", part["kv_cache"]))

@@ -11,16 +11,34 @@ from runtime.errors import EngineError
 from runtime.manifest import Manifest
 from runtime.options import Options
 from runtime.pipeline import Pipeline
-from runtime.preprocess import preprocess_video
 
 from .torch_engine import load_models, torch_pipeline
 
 STAGES = ("decode_video", "preprocess", "assistant", "vision", "compress", "prefill", "decode")
 
 
+def _qwen_features(model, patches, device, dtype):
+    """Qwen2.5-VL's ``visual`` over the video's patches: one row per merged token."""
+    pixels = torch.from_numpy(patches.pixel_values).to(device, dtype)
+    return model.model.visual(pixels, grid_thw=torch.tensor([patches.grid_thw], device=device)).pooler_output
+
+
+def _llava_features(model, patches, device, dtype):
+    """LLaVA-OV's ``get_video_features`` of one video: the frames' pooled tokens, then the
+    image_newline row (the prompt's placeholder covers both)."""
+    pixels = torch.from_numpy(patches.pixel_values).to(device, dtype)[None]
+    return model.model.get_video_features(pixels).pooler_output[0]
+
+
+# family -> (video features, the model's position_ids from the runtime's [3, L] rows)
+FULL = {"qwen2_5_vl": (_qwen_features, lambda rows: rows[:, None]),  # M-RoPE: [3, 1, L]
+        "llava_onevision": (_llava_features, lambda rows: rows[:1])}  # 1-D: [1, L]
+
+
 class TransformersFull:
-    """The eager full-token baseline on transformers' own model: visual, then prefill and a cached
-    decode loop with ``model(...)``; same video, preprocessing and prompt as the pipeline."""
+    """The eager full-token baseline on transformers' own model: its video features (``FULL``, by
+    the primary's family), then prefill and a cached decode loop with ``model(...)``; same video,
+    preprocessing and prompt as the pipeline."""
 
     def __init__(self, model, pipe: Pipeline):
         self.model, self.pipe = model, pipe
@@ -31,27 +49,29 @@ class TransformersFull:
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)  # stage times need finished kernels
         t = {}
         t0 = time.perf_counter()
-        patches = preprocess_video(clip.frames, self.pipe.preprocess_config("primary", opts.max_pixels, opts.min_pixels))
-        seq = self.pipe.sequence("primary", question, patches, 2 / clip.sampled_fps)
+        features, rows = FULL[self.pipe.family.name]
+        patches = self.pipe.family.preprocess(clip.frames, self.pipe.preprocess_config("primary", opts.max_pixels,
+                                                                                       opts.min_pixels))
+        seq = self.pipe.sequence("primary", question, patches, self.pipe.seconds_per_group(clip))
         start, n_vis = seq.start, seq.n_visual
         t["decode_video"], t["preprocess"], t["assistant"], t["compress"] = 0.0, time.perf_counter() - t0, 0.0, 0.0
         with torch.no_grad():
             t0 = time.perf_counter()
-            pixels = torch.from_numpy(patches.pixel_values).to(device, dtype)
-            feats = m.model.visual(pixels, grid_thw=torch.tensor([patches.grid_thw], device=device)).pooler_output
+            feats = features(m, patches, device, dtype)
             sync()
             t["vision"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             emb = m.get_input_embeddings()(torch.from_numpy(seq.ids).to(device))[None].clone()
-            emb[0, start:start + n_vis] = feats
-            out = m(inputs_embeds=emb, position_ids=torch.from_numpy(seq.positions).to(device)[:, None], use_cache=True)
+            emb[0, start:start + len(feats)] = feats
+            out = m(inputs_embeds=emb, position_ids=rows(torch.from_numpy(seq.positions).to(device)), use_cache=True)
             sync()
             t["prefill"] = time.perf_counter() - t0
             nxt = seq.next_position
             t0 = time.perf_counter()
             for step in range(opts.max_new_tokens - 1):
                 tok = out.logits[0, -1].argmax().view(1, 1)
-                out = m(inputs_embeds=m.get_input_embeddings()(tok), position_ids=torch.full((3, 1, 1), nxt + step, device=device),
+                out = m(inputs_embeds=m.get_input_embeddings()(tok), position_ids=rows(torch.full((3, 1), nxt + step,
+                                                                                                   device=device)),
                         past_key_values=out.past_key_values, use_cache=True)
             sync()
             t["decode"] = time.perf_counter() - t0

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 
 from runtime.errors import DyTokError
-from runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, link_or_copy, sha256_file
+from runtime.manifest import MANIFEST_NAME, link_or_copy, schema_for, sha256_file
 from runtime.specs_kv import kv_input_names
 
 from . import specs
@@ -133,9 +133,9 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
     if assistant_name == "default":
         assistant_name = preset.assistant
     assistant = get_preset(assistant_name) if assistant_name not in (None, "none") else None
-    if assistant is not None and assistant.family != preset.family:
-        raise DyTokError(f"assistant {assistant.name} is a {assistant.family} model, {preset.name} a {preset.family} one: "
-                         f"the keyframe prior shares the primary's prompt, so both must be of one family")
+    # An assistant of the other family brings its own tokenizer, template and preprocessing
+    # (manifest schema 3: models.assistant.family); the runtime maps its groups by time.
+    afamily = family_of(assistant) if assistant is not None else family
     # Fail on missing weights before any work.
     if not preset.is_random:
         checkpoint = resolve_checkpoint(preset, checkpoint)
@@ -169,17 +169,20 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
         old = json.load(open(os.path.join(out, MANIFEST_NAME)))
     tmp = tempfile.mkdtemp(prefix=os.path.basename(out) + ".partial-", dir=parent)
     try:
-        if preset.is_random:
-            tokenizer = build_tiny_tokenizer(special_tokens=family.special_tokens)
-            template = family.chat_template
-        else:
-            tokenizer = Tokenizer.from_file(os.path.join(checkpoint, "tokenizer.json"))
-            template = family.checkpoint_template(checkpoint)
-        tokenizer.save(os.path.join(tmp, "tokenizer.json"))
-        try:
-            ids = special_ids(tokenizer, family.special_tokens)
-        except ValueError as e:
-            raise DyTokError(f"{preset.name}: {e}") from None
+        def tokenizer_of(p: Preset, fam, ckpt, name: str):
+            tok = build_tiny_tokenizer(special_tokens=fam.special_tokens) if p.is_random else \
+                Tokenizer.from_file(os.path.join(ckpt, "tokenizer.json"))
+            tok.save(os.path.join(tmp, name))
+            try:
+                return tok, fam.chat_template if p.is_random else fam.checkpoint_template(ckpt), \
+                    special_ids(tok, fam.special_tokens)
+            except ValueError as e:
+                raise DyTokError(f"{p.name}: {e}") from None
+
+        tokenizer, template, ids = tokenizer_of(preset, family, checkpoint, "tokenizer.json")
+        a_tok = (tokenizer, template, ids)
+        if afamily is not family:
+            a_tok = tokenizer_of(assistant, afamily, assistant_checkpoint, "assistant_tokenizer.json")
         graphs, models = {}, {}
 
         def emit(role, module, spec, example, key_parts, translation=None, extra=None):
@@ -202,10 +205,10 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
                 log(f"  {role}: exported in {time.perf_counter() - t0:.1f} s")
             graphs[role] = {**entry, **(extra or {})}
 
-        def export_model(which, p: Preset, ckpt, layers=None):
+        def export_model(which, p: Preset, ckpt, layers=None, fam=family, tok=(tokenizer, template, ids)):
             log(f"{which}: {p.name}" + (f" from {ckpt}" if ckpt else f" (random weights, seed {seed})"))
-            model = load_model(p, tokenizer, ids, ckpt, seed, device if p.is_random else "cpu", weights_dtype)
-            consts = model_constants(model, family, layers and select_layers(layers, model.config.text_config.num_hidden_layers))
+            model = load_model(p, tok[0], tok[2], ckpt, seed, device if p.is_random else "cpu", weights_dtype)
+            consts = model_constants(model, fam, layers and select_layers(layers, model.config.text_config.num_hidden_layers))
             key_parts = {"preset": repr(p), "seed": seed if p.is_random else None, "checkpoint": _checkpoint_key(ckpt),
                          "config": model.config.to_json_string(use_diff=False)}
             table = model.get_input_embeddings().weight.detach().float().cpu().numpy()
@@ -213,10 +216,15 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
             np.save(os.path.join(tmp, emb_name), table)
             consts["embeddings"] = {"file": emb_name, "sha256": sha256_file(os.path.join(tmp, emb_name)),
                                     "shape": list(table.shape), "dtype": "float32"}
-            consts.update(family.model_files(model, which, tmp))
+            consts.update(fam.model_files(model, which, tmp))
+            if fam is not family:  # a model of the other family: its own prompt and preprocessing
+                name = f"{which}_tokenizer.json"
+                consts.update(family=fam.name, tokens=fam.tokens(tok[2]), preprocess=fam.preprocess(p, consts, ckpt),
+                              tokenizer={"file": name, "sha256": sha256_file(os.path.join(tmp, name)),
+                                         "chat_template": tok[1]})
             models[which] = consts
-            emit(f"{which}_vision", family.vision_module(model).eval(), family.vision_spec(f"{which}_vision", consts),
-                 family.example_vision(consts), key_parts)
+            emit(f"{which}_vision", fam.vision_module(model).eval(), fam.vision_spec(f"{which}_vision", consts),
+                 fam.example_vision(consts), key_parts)
             return model, consts, key_parts
 
         model, consts, key_parts = export_model("primary", preset, checkpoint)
@@ -230,7 +238,7 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
             emit_split(emit, model, consts, key_parts, fastv_layer, llm_attention, translation, tmp)
         del model
         if assistant is not None:
-            amodel, aconsts, akey = export_model("assistant", assistant, assistant_checkpoint, prior_layers)
+            amodel, aconsts, akey = export_model("assistant", assistant, assistant_checkpoint, prior_layers, afamily, a_tok)
             pspec = specs.prior_spec(aconsts["hidden_size"], len(aconsts["prior_layers"]), prior_kv(aconsts))
             emit("assistant_prior", KeyframePrior(amodel, aconsts["prior_layers"], llm_attention).eval(), pspec,
                  _example_prior(aconsts), {**akey, "layers": aconsts["prior_layers"], "attention": llm_attention},
@@ -238,7 +246,7 @@ def export_artifacts(model_name: str, out: str, assistant_name: str | None = "de
             del amodel
 
         manifest = {
-            "schema_version": SCHEMA_VERSION, "family": family.name, "preset": preset.name,
+            "schema_version": schema_for({"family": family.name, "models": models}), "family": family.name, "preset": preset.name,
             "assistant_preset": assistant.name if assistant else None, "seed": seed,
             "checkpoints": {"primary": checkpoint, "assistant": assistant_checkpoint},
             "versions": {"exporter": EXPORTER_VERSION, "torch": torch.__version__, "transformers": transformers.__version__,

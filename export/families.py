@@ -7,7 +7,7 @@
 - ``special_tokens`` / ``chat_template``: the random presets' tokenizer and template;
   ``checkpoint_template(folder)``: a real checkpoint's template, ready for plain jinja2;
 - ``constants(model)``: the manifest's model constants (``models.<which>``);
-- ``vision_module(model)``, ``vision_spec(role, consts)``, ``example_vision(consts)``: the vision
+- ``vision_module(model, attention="plain")``, ``vision_spec(role, consts)``, ``example_vision(consts)``: the vision
   graph, its I/O declaration and export example;
 - ``model_files(model, which, folder)``: extra per-model arrays written beside the embeddings
   table (manifest entries {file, sha256, shape, dtype});
@@ -50,7 +50,7 @@ class Family:
     chat_template: str
     checkpoint_template: Callable[[str], str]
     constants: Callable[[object], dict]
-    vision_module: Callable[[object], object]
+    vision_module: Callable[..., object]
     vision_spec: Callable[[str, dict], specs.GraphSpec]
     example_vision: Callable[[dict], dict]
     model_files: Callable[[object, str, str], dict]
@@ -81,9 +81,9 @@ def qwen_constants(model) -> dict:
     }
 
 
-def _qwen_vision(model):
+def _qwen_vision(model, attention: str = "plain"):
     from .graphs.vision import VisionEncoder
-    return VisionEncoder(model.model.visual)
+    return VisionEncoder(model.model.visual, attention)
 
 
 def _qwen_vision_spec(role: str, c: dict) -> specs.GraphSpec:
@@ -130,7 +130,9 @@ def llava_constants(model) -> dict:
     }
 
 
-def _llava_vision(model):
+def _llava_vision(model, attention: str = "plain"):
+    """Explicit softmax in every layer whatever ``attention`` (the feature layer's probabilities are
+    the importance signal; the PyTorch backend's "sdpa" option is Qwen's only)."""
     from .graphs.llava_vision import LlavaVisionEncoder
     return LlavaVisionEncoder(model)
 

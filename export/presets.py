@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 
 from runtime.errors import DyTokError
-from runtime.models import REAL_MODELS
+from runtime.models import LLAVA_OV_MODELS, REAL_MODELS
 
 
 @dataclass(frozen=True)
@@ -110,26 +110,23 @@ PRESETS: dict[str, Preset] = {
     "qwen2.5-vl-72b": Preset("qwen2.5-vl-72b", "Qwen/Qwen2.5-VL-72B-Instruct", "qwen2.5-vl-7b"),
 }
 
-# LLaVA-OneVision, the DyToK paper's own setting (7B primary, 0.5B assistant). Dimensions of the
-# released transformers-format checkpoints, llava-hf/llava-onevision-qwen2-{7b,0.5b}-ov-hf
-# config.json, as transformers' convert_llava_onevision_weights_to_hf.py builds them: the text
-# config of Qwen/Qwen2-7B-Instruct / Qwen2-0.5B-Instruct with the vocabulary grown by <image> and
-# <video> and padded to a multiple of 64 (152064 + 2 -> 152128; 151936 + 2 -> 152000); the vision
-# tower google/siglip-so400m-patch14-384 with the last of its 27 layers dropped (26 layers,
-# vision_feature_layer -1, i.e. the original penultimate layer, no head); projector "gelu".
-LLAVA_OV_SIGLIP = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16,
-                       patch_size=14, image_size=384, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
-                       vision_use_head=False)
-LLAVA_OV_TEXT = {
-    "llava-onevision-qwen2-7b-ov": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                                        num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768,
-                                        rms_norm_eps=1e-6, vocab_size=152128, tie_word_embeddings=False,
-                                        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
-    "llava-onevision-qwen2-0.5b-ov": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                                          num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-                                          rms_norm_eps=1e-6, vocab_size=152000, tie_word_embeddings=True,
-                                          rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
-}
+# LLaVA-OneVision, the DyToK paper's own setting (7B primary, 0.5B assistant), with the released
+# checkpoints' dimensions from ``runtime.models.LLAVA_OV_MODELS``: a SiglipVisionConfig and a Qwen2Config.
+def llava_real_size(name: str) -> tuple[dict, dict]:
+    """SigLIP and Qwen2 config overrides with the dimensions of released LLaVA-OV checkpoint ``name``."""
+    m = LLAVA_OV_MODELS[name]
+    vision = dict(hidden_size=m["vision_hidden_size"], intermediate_size=m["vision_intermediate_size"],
+                  num_hidden_layers=m["vision_depth"], num_attention_heads=m["vision_heads"], patch_size=m["patch_size"],
+                  image_size=m["image_size"], hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, vision_use_head=False)
+    text = dict(hidden_size=m["hidden_size"], intermediate_size=m["intermediate_size"], num_hidden_layers=m["num_layers"],
+                num_attention_heads=m["num_heads"], num_key_value_heads=m["num_kv_heads"],
+                max_position_embeddings=m["context_length"], rms_norm_eps=1e-6, vocab_size=m["vocab_size"],
+                tie_word_embeddings=m["tie_word_embeddings"], rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})
+    return vision, text
+
+
+LLAVA_OV_SIGLIP, _LLAVA_7B_TEXT = llava_real_size("llava-onevision-qwen2-7b")
+_LLAVA_05B_TEXT = llava_real_size("llava-onevision-qwen2-0.5b")[1]
 _LLAVA = dict(family="llava_onevision")
 # Tiny: seconds to export; 384-pixel frames as the real tower (27x27 patches pooled to 14x14).
 _LLAVA_TINY_VISION = dict(LLAVA_OV_SIGLIP, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -141,7 +138,7 @@ _LLAVA_TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers
 # 8-layer 576-wide SigLIP (8 heads of 72, as so400m's); the assistant stops its prior at layer 2 of 8.
 _LLAVA_SMALL_VISION = dict(LLAVA_OV_SIGLIP, hidden_size=576, intermediate_size=2152, num_hidden_layers=8,
                            num_attention_heads=8)
-_LLAVA_SMALL_TEXT = {k: v for k, v in LLAVA_OV_TEXT["llava-onevision-qwen2-0.5b-ov"].items()
+_LLAVA_SMALL_TEXT = {k: v for k, v in _LLAVA_05B_TEXT.items()
                      if k not in ("vocab_size", "tie_word_embeddings")}
 PRESETS.update({
     "llava-onevision-tiny": Preset("llava-onevision-tiny", None, "llava-onevision-tiny-assistant", _LLAVA_TINY_VISION,
@@ -155,9 +152,9 @@ PRESETS.update({
                                               {**_LLAVA_SMALL_TEXT, "num_hidden_layers": 8}, qk_scale=4.0,
                                               prior_layers=[2], **_LLAVA),
     "llava-onevision-qwen2-7b-random": Preset("llava-onevision-qwen2-7b-random", None, "llava-onevision-qwen2-0.5b-random",
-                                              LLAVA_OV_SIGLIP, LLAVA_OV_TEXT["llava-onevision-qwen2-7b-ov"], **_LLAVA),
+                                              LLAVA_OV_SIGLIP, _LLAVA_7B_TEXT, **_LLAVA),
     "llava-onevision-qwen2-0.5b-random": Preset("llava-onevision-qwen2-0.5b-random", None, None, LLAVA_OV_SIGLIP,
-                                                LLAVA_OV_TEXT["llava-onevision-qwen2-0.5b-ov"], qk_scale=4.0, **_LLAVA),
+                                                _LLAVA_05B_TEXT, qk_scale=4.0, **_LLAVA),
     "llava-onevision-qwen2-0.5b-ov": Preset("llava-onevision-qwen2-0.5b-ov", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
                                             None, **_LLAVA),
     "llava-onevision-qwen2-7b-ov": Preset("llava-onevision-qwen2-7b-ov", "llava-hf/llava-onevision-qwen2-7b-ov-hf",

@@ -13,8 +13,8 @@ from runtime.engines.base import Engine
 from runtime.manifest import Manifest
 from runtime.pipeline import Pipeline
 
+from .families import FAMILIES
 from .graphs.llm import KeyframePrior, LanguageModel, LanguageModelSegment
-from .graphs.vision import VisionEncoder
 from .presets import get_preset
 from .tokenizer import special_ids
 from .torch_step import LLMStep, StepPool
@@ -69,15 +69,18 @@ def load_models(manifest: Manifest, device: str = "cpu", dtype: torch.dtype | No
     ``dtype`` (default: the folder's ``torch_dtype``, fp32 for ONNX exports)."""
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(manifest.path(manifest.data["tokenizer"]["file"]))
-    ids = special_ids(tok)
     seed = manifest.data.get("seed", 0)
     ckpts = manifest.data.get("checkpoints", {})
     dtype = dtype or getattr(torch, manifest.data.get("torch_dtype", "float32"))
     draw = manifest.data.get("weights_device", "cpu")  # random weights: the device type the folder drew them on
     draw = device if torch.device(draw).type == torch.device(device).type else draw
-    load = lambda key, which: load_model(get_preset(manifest.data[key]), tok, ids, ckpts.get(which), seed, draw,  # noqa: E731
-                                         dtype, attn_implementation).to(device)
+
+    def load(key: str, which: str):  # each model with its own family's tokenizer and special tokens
+        tok = Tokenizer.from_file(manifest.path(manifest.section(which, "tokenizer")["file"]))
+        ids = special_ids(tok, FAMILIES[manifest.family_name(which)].special_tokens)
+        return load_model(get_preset(manifest.data[key]), tok, ids, ckpts.get(which), seed, draw, dtype,
+                          attn_implementation).to(device)
+
     models = {"primary": load("preset", "primary")}
     if manifest.has_assistant:
         models["assistant"] = load("assistant_preset", "assistant")
@@ -93,7 +96,7 @@ def torch_engines(manifest: Manifest, models: dict | None = None, device: str = 
     models = models or load_models(manifest, device, dtype)
     io = lambda role: ([t["name"] for t in manifest.graph(role)["inputs"]], [t["name"] for t in manifest.graph(role)["outputs"]])  # noqa: E731
     llm_inputs, llm_outputs = io("primary_llm")
-    vision = lambda which: VisionEncoder(models[which].model.visual, attention)  # noqa: E731
+    vision = lambda which: FAMILIES[manifest.family_name(which)].vision_module(models[which], attention)  # noqa: E731
     llm_engine = TorchLLMEngine if attention == "sdpa" and static_decode else TorchEngine
     engines = {"primary_vision": TorchEngine(vision("primary"), *io("primary_vision"), device),
                "primary_llm": llm_engine(LanguageModel(models["primary"], attention), llm_inputs, llm_outputs, device,

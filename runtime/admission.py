@@ -1,18 +1,22 @@
 """Admission: decide, before any engine runs, whether a request fits the context and the memory.
 
-Once the frames are sampled, the patch grids follow (``preprocess.plan_grid``), hence the visual
-tokens of the primary and the assistant, the kept tokens, the prompt lengths and the activation
-peak of every stage. ``assess`` turns those numbers into a verdict; ``admit`` runs it for a
+Once the frames are sampled, the input grids follow (each model's family ``plan``), hence the
+visual tokens of the primary and the assistant, the kept tokens, the prompt lengths and the
+activation peak of every stage. ``assess`` turns those numbers into a verdict; ``admit`` runs it for a
 pipeline request and, with ``fit="auto"``, lowers the pixels and then the frames until it fits.
 
 Memory model (ONNX Runtime, fp32 activations; weights are already resident when this runs, so
 the budget is compared with the process's RSS now plus the run's additional peak):
 
-- held for the whole run: the primary's patches ``[t*h*w, 3*tp*p^2]`` and its vision outputs;
-- preprocessing: the resized frames in float64 and float32 and the patch copy;
-- vision, per call of ``vision_chunk`` temporal groups of ``P`` patches: hidden/qkv/MLP
-  activations ``n * (10 e + 3 I)`` floats and the full-attention scores ``3 * chunk * heads * P^2``
-  (scores, bias, softmax: each full-attention block attends within one group);
+- held for the whole run: the primary's preprocessed input (``family.pixel_bytes``: Qwen2.5-VL's
+  patches ``[t*h*w, 3*tp*p^2]``, LLaVA-OV's frames ``[T, 3, 384, 384]``) and its vision outputs
+  (tokens, metric and importance per visual token);
+- preprocessing (``family.preprocess_bytes``): the resized frames and their float copies;
+- vision, per call of ``vision_chunk`` temporal groups (``family.vision_bytes``): per patch the
+  hidden/qkv/MLP activations ``10 e + 3 I`` floats, and attention scores, which are family-specific:
+  Qwen2.5-VL's windowed blocks plus ``3 * chunk * heads * P^2`` for its full-attention blocks
+  (each attends within one group of P patches); SigLIP's full attention in every layer over each
+  frame's 729 patches (no windows), ``3 * chunk * heads * 729^2``;
 - prefill of ``S`` tokens in chunks of ``C``: the KV cache twice (past and present are both
   alive at a chunk boundary) ``2 * 2 * layers * kv_heads * d * S``, per-chunk activations
   ``C * (8 h + 3 I)``, attention scores ``3 * heads * C * S`` and the KV heads expanded to the
@@ -34,11 +38,13 @@ import numpy as np
 from .compression.dytok import budget_for_retention
 from .compression.registry import get_method
 from .errors import PromptError
-from .families import family_of
+from .families import REGISTRY, family_of
+from .families.qwen2_5_vl import preprocess_bytes, vision_bytes  # noqa: F401 (Qwen's terms, by their old names)
 
 FLOAT = 4  # fp32 activations
 OVERHEAD = 1.5
 MIN_FIT_PIXELS = 4 * 28 * 28  # the smallest frame --fit auto goes to: 2 x 2 merged tokens
+QWEN = REGISTRY["qwen2_5_vl"]
 
 
 class AdmissionError(PromptError):
@@ -66,28 +72,9 @@ class ModelPlan:
         return self.text_tokens + self.kept_tokens + self.new_tokens
 
 
-def vision_bytes(m: dict, grid: tuple[int, int, int], chunk: int | None, patch_dim: int = 1176) -> float:
-    """Transient activation bytes of one vision call over ``chunk`` temporal groups (None: all)."""
-    t, h, w = grid
-    c = min(chunk or t, t)
-    per_group = h * w
-    n = c * per_group
-    e, inter = m["vision_hidden_size"], m["vision_intermediate_size"]
-    heads = max(1, e // m["vision_key_dim"])
-    window = (m["window_size"] // m["patch_size"]) ** 2
-    acts = n * (10 * e + 3 * inter + patch_dim) + 3 * c * heads * per_group ** 2 + 3 * n * heads * window
-    return float(acts * FLOAT)
-
-
-def preprocess_bytes(grid: tuple[int, int, int], patch_dim: int = 1176) -> float:
-    """Resized frames in float64 and float32 plus the patch copy (``preprocess_video``)."""
-    t, h, w = grid
-    return float(t * h * w * patch_dim * (8 + 4 + 4))
-
-
-def vision_output_bytes(m: dict, grid: tuple[int, int, int]) -> float:
-    t, h, w = grid
-    return float(t * h * w // m["merge_size"] ** 2 * (m["hidden_size"] + m["vision_key_dim"] + 1) * FLOAT)
+def vision_output_bytes(m: dict, visual_tokens: int) -> float:
+    """The vision graph's outputs: tokens, metric and importance per visual token."""
+    return float(visual_tokens * (m["hidden_size"] + m["vision_key_dim"] + 1) * FLOAT)
 
 
 def prefill_bytes(m: dict, tokens: int, chunk: int | None, layers: int | None = None) -> float:
@@ -134,8 +121,9 @@ class Verdict:
 
 
 def assess(primary_model: dict, primary: ModelPlan, assistant_model: dict | None, assistant: ModelPlan | None,
-           vision_chunk: int | None, budget: float, rss_now: float = 0.0, patch_dim: int = 1176) -> Verdict:
-    """Context and memory verdict for one request (pure: numbers in, numbers out)."""
+           vision_chunk: int | None, budget: float, rss_now: float = 0.0, families=(QWEN, QWEN)) -> Verdict:
+    """Context and memory verdict for one request (pure: numbers in, numbers out). ``families``:
+    the primary's and the assistant's (``runtime.families``), whose vision terms apply."""
     problems: list[str] = []
     failing: set[str] = set()
     context = {"primary": primary_model["context_length"]}
@@ -144,9 +132,9 @@ def assess(primary_model: dict, primary: ModelPlan, assistant_model: dict | None
                         f"({primary.kept_tokens} kept visual) plus {primary.new_tokens} new tokens exceeds its context "
                         f"of {context['primary']}")
         failing.add("primary")
-    patches = primary.grid[0] * primary.grid[1] * primary.grid[2] * patch_dim * FLOAT
-    held = patches + vision_output_bytes(primary_model, primary.grid)
-    stages = {"primary vision": vision_bytes(primary_model, primary.grid, vision_chunk, patch_dim),
+    pf, af = families
+    held = pf.pixel_bytes(primary_model, primary.grid) + vision_output_bytes(primary_model, primary.visual_tokens)
+    stages = {"primary vision": pf.vision_bytes(primary_model, primary.grid, vision_chunk),
               "primary prefill": prefill_bytes(primary_model, primary.text_tokens + primary.kept_tokens,
                                                primary.prefill_chunk)}
     if assistant is not None and assistant_model is not None:
@@ -155,17 +143,16 @@ def assess(primary_model: dict, primary: ModelPlan, assistant_model: dict | None
             problems.append(f"the assistant's prompt of {assistant.sequence} tokens ({assistant.visual_tokens} visual) "
                             f"exceeds its context of {context['assistant']}")
             failing.add("assistant")
-        a_patches = assistant.grid[0] * assistant.grid[1] * assistant.grid[2] * patch_dim * FLOAT
-        stages["assistant vision"] = a_patches + vision_output_bytes(assistant_model, assistant.grid) + vision_bytes(
-            assistant_model, assistant.grid, vision_chunk, patch_dim)
+        stages["assistant vision"] = (af.pixel_bytes(assistant_model, assistant.grid) + vision_output_bytes(
+            assistant_model, assistant.visual_tokens) + af.vision_bytes(assistant_model, assistant.grid, vision_chunk))
         stages["assistant prior"] = prefill_bytes(assistant_model, assistant.sequence, assistant.prefill_chunk,
                                                   assistant.prefill_layers)
     biggest = max(stages, key=stages.get)
     # Each engine keeps its allocator's high-water mark (ONNX Runtime's CPU arena does not shrink),
     # so the engines' peaks add up; preprocessing's float copies come before them.
-    pre = preprocess_bytes(primary.grid, patch_dim)
-    if assistant is not None:
-        pre = max(pre, preprocess_bytes(assistant.grid, patch_dim))
+    pre = pf.preprocess_bytes(primary_model, primary.grid)
+    if assistant is not None and assistant_model is not None:
+        pre = max(pre, af.preprocess_bytes(assistant_model, assistant.grid))
     peak = rss_now + OVERHEAD * (held + max(pre, sum(stages.values())))
     if peak > budget:
         problems.append(f"the estimated peak of {peak / 1e9:.2f} GB ({biggest} the largest stage) exceeds the memory "
@@ -236,35 +223,36 @@ class Request:
     frames: int  # decoded frames for the primary
     height: int
     width: int
-    max_pixels: int
+    max_pixels: int  # 0 where the family has no pixel bounds
     min_pixels: int
     assistant_frames: int | None  # None: no assistant
     assistant_max_pixels: int
     text_tokens: int
     vision_chunk: int | None = None  # temporal groups per vision call
     prefill_chunk: int | None = None  # prompt tokens per prefill call
+    assistant_text_tokens: int | None = None  # the assistant's prompt without visual tokens (None: text_tokens)
 
 
-def plan_request(manifest, req: Request, opts, family=None) -> tuple[dict, ModelPlan, dict | None, ModelPlan | None]:
-    """The primary's and the assistant's plans for ``req`` (``family``: the manifest's, by default)."""
-    family = family or family_of(manifest)
-    pre = manifest.data["preprocess"]
+def plan_request(manifest, req: Request, opts) -> tuple[dict, ModelPlan, dict | None, ModelPlan | None]:
+    """The primary's and the assistant's plans for ``req``, each by its own family."""
+    family = family_of(manifest, "primary")
     pm = manifest.model("primary")
-    grid = family.plan(req.height, req.width, req.frames, family.config(pre, req.max_pixels, req.min_pixels))
+    cfg = family.config(manifest.section("primary", "preprocess"), req.max_pixels, req.min_pixels)
+    grid = family.plan(req.height, req.width, req.frames, cfg)
     groups, rows, cols = family.merged_grid(grid, pm)
     kept = kept_estimate(opts.method, groups, rows * cols, opts.retention, opts.budget, opts.cap)
     primary = ModelPlan(grid, req.text_tokens, kept, opts.max_new_tokens, None, req.prefill_chunk or None,
                         groups * rows * cols)
     if req.assistant_frames is None:
         return pm, primary, None, None
-    am = manifest.model("assistant")
+    am, family = manifest.model("assistant"), family_of(manifest, "assistant")
     agrid = family.plan(req.height, req.width, req.assistant_frames,
-                        family.config(pre, req.assistant_max_pixels, req.min_pixels))
+                        family.config(manifest.section("assistant", "preprocess"), req.assistant_max_pixels, req.min_pixels))
     a_visual = int(np.prod(family.merged_grid(agrid, am)))
     layers = max(am.get("prior_layers") or [am["num_layers"] - 1]) + 1
     inputs = {t["name"] for t in manifest.data["graphs"].get("assistant_prior", {}).get("inputs", [])}
     chunk = (req.prefill_chunk or None) if "attention_mask" in inputs else None  # old one-shot prior graphs
-    assistant = ModelPlan(agrid, req.text_tokens, a_visual, 0, layers, chunk, a_visual)
+    assistant = ModelPlan(agrid, req.assistant_text_tokens or req.text_tokens, a_visual, 0, layers, chunk, a_visual)
     return pm, primary, am, assistant
 
 
@@ -322,19 +310,26 @@ def admit(pipe, frames, question: str, opts):
             raise AdmissionError(f"--{name.replace('_', '-')} {value!r}: expected a positive integer")
     m, family = pipe.m, pipe.family
     n, height, width = len(frames.frames), frames.frames.shape[1], frames.frames.shape[2]
-    pre = m.data["preprocess"]
+    pre = m.section("primary", "preprocess")
     if family.check_pixels is not None:
         max_px, min_px = family.check_pixels(pre, opts.max_pixels, opts.min_pixels)
         if (max_px, min_px) != (opts.max_pixels, opts.min_pixels):
             opts = replace(opts, max_pixels=max_px, min_pixels=min_px)
-    elif opts.max_pixels or opts.min_pixels or opts.assistant_max_pixels:
+    elif opts.max_pixels or opts.min_pixels:
         note(f"--max-pixels/--min-pixels do not apply: {family.name} encodes every frame at one fixed size")
     if pad := -n % family.frames_per_group:
         note(f"{n} frame{'s' if n > 1 else ''}: {family.name} encodes frames in groups of {family.frames_per_group}; the last frame is "
              f"repeated to make {n + pad}")
-    max_pixels = opts.max_pixels or pre.get("max_pixels")
-    min_pixels = opts.min_pixels or pre.get("min_pixels")
     use_assistant = pipe.uses_prior(opts)
+    # pixel bounds (min, max) per model; None: the family encodes every frame at one fixed size
+    bounds = family.pixel_bounds(pre)
+    a_family = pipe.families["assistant"] if use_assistant else family
+    a_bounds = a_family.pixel_bounds(m.section("assistant", "preprocess")) if use_assistant else bounds
+    if opts.assistant_max_pixels and a_bounds is None:
+        note(f"--assistant-max-pixels does not apply: {a_family.name} encodes every frame at one fixed size")
+    max_pixels = (opts.max_pixels or bounds[1]) if bounds else 0
+    min_pixels = opts.min_pixels or (bounds or a_bounds or (0, 0))[0]
+    a_max = (opts.assistant_max_pixels or (max_pixels if bounds else a_bounds[1])) if a_bounds else 0
     a_frames = (min(opts.assistant_num_frames, n) if opts.assistant_num_frames else n) if use_assistant else None
     ids, _ = pipe.prompt.input_ids(question, 0)
     context = m.model("primary")["context_length"]
@@ -342,15 +337,16 @@ def admit(pipe, frames, question: str, opts):
         raise AdmissionError(f"the question is {len(ids)} tokens with the prompt template; with --max-new-tokens "
                              f"{opts.max_new_tokens} it leaves no room for the video in the context of {context} tokens: "
                              f"shorten --question")
-    req = Request(n, height, width, max_pixels, min_pixels, a_frames, opts.assistant_max_pixels or max_pixels, len(ids),
-                  opts.vision_chunk, opts.prefill_chunk or None)
+    text = {w: len(pipe.prompts[w].input_ids(question, 0)[0]) + len(pipe.suffix[w]) for w in pipe.prompts}
+    req = Request(n, height, width, max_pixels, min_pixels, a_frames, a_max, text["primary"], opts.vision_chunk,
+                  opts.prefill_chunk or None, text.get("assistant"))
     rss = current_rss()
     budget = float(opts.memory_budget) if opts.memory_budget else rss + available_memory()
-    patch_dim = 3 * pre["temporal_patch_size"] * pre["patch_size"] ** 2
+    families = (pipe.family, pipe.families.get("assistant", pipe.family))
 
     def evaluate(r: Request) -> Verdict:
-        pm, p, am, a = plan_request(m, r, opts, pipe.family)
-        return assess(pm, p, am, a, r.vision_chunk, budget, rss, patch_dim)
+        pm, p, am, a = plan_request(m, r, opts)
+        return assess(pm, p, am, a, r.vision_chunk, budget, rss, families)
 
     verdict = evaluate(req)
     per_group = verdict.primary.visual_tokens // max(verdict.primary.grid[0], 1)
@@ -360,7 +356,8 @@ def admit(pipe, frames, question: str, opts):
     if verdict.ok:
         return frames, opts
     if opts.fit == "auto":
-        fitted, verdict = fit_request(evaluate, req, min(pre["min_pixels"], max_pixels))
+        floor = min([b[0] for b in (bounds, a_bounds) if b] or [0])
+        fitted, verdict = fit_request(evaluate, req, min(floor, max_pixels) if bounds else floor)
         if verdict.ok:
             changes = []
             if fitted.frames != req.frames:
@@ -377,9 +374,10 @@ def admit(pipe, frames, question: str, opts):
                 changes.append(f"assistant frames {req.assistant_frames} -> {fitted.assistant_frames}")
             if a_frames is not None and fitted.assistant_max_pixels != req.assistant_max_pixels:
                 changes.append(f"assistant max pixels {req.assistant_max_pixels} -> {fitted.assistant_max_pixels}")
-            opts = replace(opts, max_pixels=fitted.max_pixels, vision_chunk=fitted.vision_chunk,
-                           prefill_chunk=fitted.prefill_chunk, min_pixels=fitted.min_pixels,
-                           assistant_max_pixels=fitted.assistant_max_pixels if a_frames is not None else opts.assistant_max_pixels,
+            opts = replace(opts, max_pixels=fitted.max_pixels or None, vision_chunk=fitted.vision_chunk,
+                           prefill_chunk=fitted.prefill_chunk, min_pixels=fitted.min_pixels or None,
+                           assistant_max_pixels=(fitted.assistant_max_pixels or None) if a_frames is not None
+                           else opts.assistant_max_pixels,
                            assistant_num_frames=fitted.assistant_frames if a_frames is not None else opts.assistant_num_frames)
             note(f"--fit auto: {', '.join(changes)} to fit ({verdict.summary()})")
             return frames, opts

@@ -98,6 +98,8 @@ def encode_budget_aware(pipe, frames, question: str, opts, method, weights, timi
     runtime.pipeline.Pipeline; ``weights``: the prior's group weights or None. Fills timings
     vision / preprocess (added) / compress. -> (Kept with source into the concatenated groups,
     the PromptSequence over the groups' own grids, the compression Request with its budgets [G])."""
+    if not pipe.family.encoder_slack:
+        raise BudgetError(f"--encoder-slack: {pipe.family.name} encodes every frame at one fixed size (Qwen2.5-VL only)")
     model = pipe.m.model("primary")
     cfg = pipe.preprocess_config("primary", opts.max_pixels, opts.min_pixels)
     height, width = planned_size(frames.frames, cfg)

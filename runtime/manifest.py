@@ -10,9 +10,14 @@ from dataclasses import dataclass, field
 from .errors import ManifestError
 
 # Schema 2 adds the llava_onevision family; schema 1 folders (all qwen2_5_vl) are schema 2's
-# qwen2_5_vl folders with the older number, and still load.
-SCHEMA_VERSION = 2
+# qwen2_5_vl folders with the older number, and still load. Schema 3 adds a family per model
+# (``models.<which>.family``, with that model's own ``tokenizer``, ``tokens`` and ``preprocess``
+# when it differs from the top-level ``family``): an assistant of the other family. Folders whose
+# models are all of one family are written as schema 2 (``schema_for``), so older runtimes read them.
+SCHEMA_VERSION = 3
 OLDEST_SCHEMA_VERSION = 1
+PER_MODEL_FAMILY_SCHEMA = 3
+MODEL_SECTIONS = ("tokenizer", "tokens", "preprocess")  # what a model of another family carries itself
 MANIFEST_NAME = "manifest.json"
 _REQUIRED = {
     "schema_version": int, "family": str, "preset": str, "versions": dict, "tokenizer": dict, "tokens": dict,
@@ -54,16 +59,32 @@ FAMILIES = {
 }
 
 
-def model_files(data: dict, model: dict) -> dict:
-    """The per-model array entries of ``model`` that a manifest's family declares -> their shapes:
+def model_family(data: dict, which: str) -> str:
+    """Model ``which``'s family: its own ``family`` field, else the manifest's."""
+    return data["models"][which].get("family", data["family"])
+
+
+def schema_for(data: dict) -> int:
+    """The schema version a manifest needs: 3 when a model has a family of its own, else 2."""
+    own = any(model_family(data, which) != data["family"] for which in data["models"])
+    return PER_MODEL_FAMILY_SCHEMA if own else 2
+
+
+def model_files(data: dict, which: str) -> dict:
+    """The per-model array entries of model ``which`` that its family declares -> their shapes:
     the required ones and the optional ones it has."""
-    family = FAMILIES[data["family"]]
+    family, model = FAMILIES[model_family(data, which)], data["models"][which]
     return {**family.model_files, **{k: v for k, v in family.optional_model_files.items() if k in model}}
 
 
 def model_file_names(data: dict) -> set[str]:
-    """The per-model array files (embeddings, ...) that a manifest's family declares."""
-    return {m[k]["file"] for m in data["models"].values() for k in model_files(data, m)}
+    """The per-model files (embeddings, image_newline, a model's own tokenizer, ...) that the models' families declare."""
+    names = set()
+    for which, m in data["models"].items():
+        names.update(m[k]["file"] for k in model_files(data, which))
+        if isinstance(m.get("tokenizer"), dict):
+            names.add(m["tokenizer"]["file"])
+    return names
 
 
 def link_or_copy(src: str, dst: str) -> None:
@@ -132,6 +153,14 @@ class Manifest:
     @property
     def tokens(self) -> dict:
         return self.data["tokens"]
+
+    def family_name(self, which: str = "primary") -> str:
+        return model_family(self.data, which)
+
+    def section(self, which: str, key: str) -> dict:
+        """Model ``which``'s ``tokenizer``, ``tokens`` or ``preprocess`` section: its own (a model of
+        another family than the manifest's), else the manifest's."""
+        return self.data["models"][which].get(key) or self.data[key]
 
 def write_derived_folder(manifest: Manifest, out: str, roles, convert, suffix: str, record: tuple[str, dict]) -> Manifest:
     """``out``: a copy of ``manifest``'s folder in which ``convert(role, src, dst)`` rewrites the
@@ -212,22 +241,29 @@ def load_manifest(folder: str, verify_hashes: bool = True) -> Manifest:
     for key, kind in _REQUIRED.items():
         if not isinstance(data.get(key), kind):
             raise ManifestError(f"{path}: field {key!r} missing or not a {kind.__name__}")
-    family = FAMILIES.get(data["family"])
-    if family is None:
-        raise ManifestError(f"{path}: family {data['family'][:40]!r} is not one this runtime knows "
-                            f"({', '.join(FAMILIES)}); upgrade dytok-deploy")
-    if version < family.since_schema:
-        raise ManifestError(f"{path}: family {data['family']!r} needs schema version {family.since_schema}, "
-                            f"the manifest says {version}")
     if "primary" not in data["models"]:
         raise ManifestError(f"{path}: models.primary missing")
+    for where, name in [("family", data["family"])] + [(f"models.{w}.family", m["family"]) for w, m in
+                                                        data["models"].items() if isinstance(m, dict) and "family" in m]:
+        family = FAMILIES.get(name) if isinstance(name, str) else None
+        if family is None:
+            raise ManifestError(f"{path}: {where} {str(name)[:40]!r} is not one this runtime knows "
+                                f"({', '.join(FAMILIES)}); upgrade dytok-deploy")
+        if version < family.since_schema:
+            raise ManifestError(f"{path}: family {name!r} needs schema version {family.since_schema}, "
+                                f"the manifest says {version}")
+        if name != data["family"] and version < PER_MODEL_FAMILY_SCHEMA:
+            raise ManifestError(f"{path}: {where} {name!r} differs from the manifest's family, which needs schema "
+                                f"version {PER_MODEL_FAMILY_SCHEMA}, the manifest says {version}")
     try:
         _check_fields(data)
     except _Malformed as e:
         raise ManifestError(f"{path}: {e}") from None
     for which, model in data["models"].items():
-        for key in model_files(data, model):
+        for key in model_files(data, which):
             _check_file(folder, model[key], f"{which} {key.replace('_', ' ')}", verify_hashes)
+        if "tokenizer" in model:
+            _check_file(folder, model["tokenizer"], f"{which} tokenizer", verify_hashes)
     for role in ("primary_vision", "primary_llm"):
         if role not in data["graphs"]:
             raise ManifestError(f"{path}: graph {role!r} missing")
@@ -275,33 +311,48 @@ def _file(entry, where: str) -> None:
         _file({"file": entry["data_file"], "sha256": entry.get("data_sha256")}, where + ".data")
 
 
-def _check_fields(data: dict) -> None:
-    """Types and ranges of every field the runtime reads, and their cross-checks (raises _Malformed)."""
-    family = FAMILIES[data["family"]]
-    pre = data["preprocess"]
+def _check_sections(pre, tokens, tok, family: FamilyFields, where: str) -> None:
+    """One family's ``preprocess``, ``tokens`` and ``tokenizer`` sections (``where``: their prefix)."""
+    _require(pre, isinstance(pre, dict), f"{where}preprocess", "an object")
+    _require(tokens, isinstance(tokens, dict), f"{where}tokens", "an object")
+    _require(tok, isinstance(tok, dict), f"{where}tokenizer", "an object")
     for key in family.preprocess_ints:
-        _int(pre.get(key), f"preprocess.{key}")
+        _int(pre.get(key), f"{where}preprocess.{key}")
     if "min_pixels" in family.preprocess_ints:
-        _require(pre["min_pixels"], pre["min_pixels"] <= pre["max_pixels"], "preprocess.min_pixels", "<= max_pixels")
+        _require(pre["min_pixels"], pre["min_pixels"] <= pre["max_pixels"], f"{where}preprocess.min_pixels",
+                 "<= max_pixels")
     for key in ("image_mean", "image_std"):
         v = pre.get(key)
-        _require(v, isinstance(v, list) and len(v) == 3, f"preprocess.{key}", "3 numbers")
+        _require(v, isinstance(v, list) and len(v) == 3, f"{where}preprocess.{key}", "3 numbers")
         for x in v:
-            _number(x, f"preprocess.{key}")
-    _require(pre["image_std"], all(x != 0 for x in pre["image_std"]), "preprocess.image_std", "non-zero numbers")
-    tokens = data["tokens"]
+            _number(x, f"{where}preprocess.{key}")
+    _require(pre["image_std"], all(x != 0 for x in pre["image_std"]), f"{where}preprocess.image_std", "non-zero numbers")
     for key in family.tokens:
-        _int(tokens.get(key), f"tokens.{key}", 0)
+        _int(tokens.get(key), f"{where}tokens.{key}", 0)
     eos = tokens.get("eos")
-    _require(eos, isinstance(eos, list), "tokens.eos", "a list")
+    _require(eos, isinstance(eos, list), f"{where}tokens.eos", "a list")
     for t in eos:
-        _int(t, "tokens.eos", 0)
-    tok = data["tokenizer"]
-    _file(tok, "tokenizer")
-    _require(tok.get("chat_template"), isinstance(tok.get("chat_template"), str), "tokenizer.chat_template", "a string")
+        _int(t, f"{where}tokens.eos", 0)
+    _file(tok, f"{where}tokenizer")
+    _require(tok.get("chat_template"), isinstance(tok.get("chat_template"), str), f"{where}tokenizer.chat_template",
+             "a string")
+
+
+def _check_fields(data: dict) -> None:
+    """Types and ranges of every field the runtime reads, and their cross-checks (raises _Malformed)."""
+    _check_sections(data["preprocess"], data["tokens"], data["tokenizer"], FAMILIES[data["family"]], "")
     for which, model in data["models"].items():
         where = f"models.{which}"
         _require(model, isinstance(model, dict), where, "an object")
+        family = FAMILIES[model_family(data, which)]
+        own = [k for k in MODEL_SECTIONS if k in model]
+        if model_family(data, which) != data["family"] or own:
+            missing = [k for k in MODEL_SECTIONS if k not in model]
+            if missing:
+                raise _Malformed(f"{where} ({model_family(data, which)} in a {data['family']} folder) lacks its own "
+                                 f"{missing}: a model of another family, or with any of {list(MODEL_SECTIONS)}, "
+                                 f"carries all three")
+            _check_sections(model["preprocess"], model["tokens"], model["tokenizer"], family, f"{where}.")
         required = (*family.model_ints, *family.model_numbers, *(("mrope_section",) if family.mrope else ()),
                     *family.model_files)
         missing = [k for k in required if k not in model]
@@ -327,7 +378,7 @@ def _check_fields(data: dict) -> None:
             _require(layers, isinstance(layers, list) and len(layers) > 0 and all(
                 isinstance(x, int) and 0 <= x < model["num_layers"] for x in layers), f"{where}.prior_layers",
                 "layer indices below num_layers")
-        for key, dims in model_files(data, model).items():
+        for key, dims in model_files(data, which).items():
             entry = model[key]
             _file(entry, f"{where}.{key}")
             want = [model[d] for d in dims]

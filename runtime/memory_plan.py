@@ -19,6 +19,10 @@ activations, per engine: the ViT peak (per chunk of temporal groups: hidden stat
 assistant: its ViT and its prior graph (the LLM cut after the deepest prior layer: no head, no
   final norm, no KV cache), over ALL its visual tokens (it sees the video before compression), at
   its own frame count and pixel cap.
+families (a config's ``family``, default Qwen2.5-VL): Qwen2.5-VL's ViT takes 2-frame temporal
+  patches at the pixel cap, 2x2-merged into the LLM's tokens, SwiGLU MLPs; LLaVA-OneVision's SigLIP
+  takes every frame at 384 x 384 (729 patches, full attention in every layer, no pixel cap), GELU
+  MLPs, a 2-layer projector, 196 pooled tokens per frame.
 """
 from __future__ import annotations
 
@@ -47,8 +51,18 @@ DTYPES = {
 }
 
 
+def is_llava(m: dict) -> bool:
+    return m.get("family") == "llava_onevision"
+
+
 def vit_params(m: dict) -> int:
     e, i, depth = m["vision_hidden_size"], m["vision_intermediate_size"], m["vision_depth"]
+    if is_llava(m):  # SigLIP up to the feature layer (no post-norm, no head) and the projector
+        patches = (m["image_size"] // m["patch_size"]) ** 2
+        embed = 3 * m["patch_size"] ** 2 * e + e + patches * e  # patch conv with bias, position embedding
+        block = 4 * (e * e + e) + (e * i + i) + (i * e + e) + 4 * e  # q, k, v, out; fc1, fc2; 2 LayerNorms
+        d = m["hidden_size"]
+        return embed + depth * block + (e * d + d) + (d * d + d)
     patch = 3 * m["temporal_patch_size"] * m["patch_size"] ** 2 * e  # Conv3d, no bias
     block = (e * 3 * e + 3 * e) + (e * e + e) + (3 * e * i + 2 * i + e) + 2 * e  # qkv, proj, SwiGLU (biased), 2 RMSNorm
     merged = e * m["merge_size"] ** 2
@@ -123,7 +137,10 @@ class Workload:
 
 
 def visual_tokens(m: dict, w: Workload) -> tuple[int, int, int]:
-    """(temporal groups, patches per group, visual tokens) for square-ish frames at the pixel cap."""
+    """(temporal groups, patches per group, visual tokens) for square-ish frames at the pixel cap
+    (LLaVA-OV: one group per frame of 384 x 384, whatever ``max_pixels``)."""
+    if is_llava(m):
+        return w.frames, (m["image_size"] // m["patch_size"]) ** 2, w.frames * m["tokens_per_frame"]
     pixels = w.max_pixels or m["max_pixels"]
     patches = pixels // m["patch_size"] ** 2
     patches -= patches % m["merge_size"] ** 2

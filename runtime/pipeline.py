@@ -19,7 +19,7 @@ from .admission import admit
 from .compression.method import Kept, Method, Request
 from .compression.registry import check_per_group, compress, get_method
 from .decode import GraphStep, generate
-from .engines.base import Engine, check_io
+from .engines.base import Engine
 from .errors import BudgetError, PromptError
 from .manifest import Manifest, load_manifest
 from .options import Options, check_request
@@ -49,59 +49,73 @@ class Pipeline:
     def __init__(self, manifest: Manifest, engines: dict[str, Engine]):
         self.m = manifest
         self.engines = engines
-        self.prompt = PromptBuilder(manifest.path(manifest.data["tokenizer"]["file"]),
-                                    manifest.data["tokenizer"]["chat_template"], manifest.tokens)
+        self.families = {which: family_of(manifest, which) for which in manifest.data["models"]}
+        self.family = self.families["primary"]
+        self.prompts = {which: PromptBuilder(manifest.path(manifest.section(which, "tokenizer")["file"]),
+                                             manifest.section(which, "tokenizer")["chat_template"],
+                                             manifest.section(which, "tokens")) for which in self.families}
+        self.prompt = self.prompts["primary"]
         self.tables = {which: np.load(manifest.path(model["embeddings"]["file"]), mmap_mode="r", allow_pickle=False)
                        for which, model in manifest.data["models"].items()}
-        self.family = family_of(manifest)
+        self.suffix = {which: f.suffix_rows(manifest, which) for which, f in self.families.items()}
 
-    # ---- stages -------------------------------------------------------------------------
+    # ---- stages (``which``: "primary" or "assistant", each with its own family) ------------
     def preprocess_config(self, which: str, max_pixels: int | None, min_pixels: int | None):
-        return self.family.config(self.m.data["preprocess"], max_pixels, min_pixels)
+        return self.families[which].config(self.m.section(which, "preprocess"), max_pixels, min_pixels)
 
     def merged_grid(self, which: str, grid: tuple[int, int, int]) -> tuple[int, int, int]:
         """The family's input grid -> the LLM's visual tokens per axis (groups, rows, cols)."""
-        return self.family.merged_grid(grid, self.m.model(which))
+        return self.families[which].merged_grid(grid, self.m.model(which))
 
-    def seconds_per_group(self, frames: SampledFrames) -> float:
-        return self.family.frames_per_group / frames.sampled_fps
+    def seconds_per_group(self, frames: SampledFrames, which: str = "primary") -> float:
+        return self.families[which].frames_per_group / frames.sampled_fps
 
     def run_vision(self, which: str, patches: VideoPatches, chunk: int | None = None) -> dict[str, np.ndarray]:
         """The vision graph over the video, ``chunk`` temporal groups per call. Exact: attention
         never crosses a temporal group."""
-        model = self.m.model(which)
+        model, feeds = self.m.model(which), self.families[which].vision_feeds
         t = patches.grid_thw[0]
         step = min(chunk or t, t)
-        parts = [self.engines[f"{which}_vision"].run(self.family.vision_feeds(patches, g, min(step, t - g), model))
-                 for g in range(0, t, step)]
+        parts = [self.engines[f"{which}_vision"].run(feeds(patches, g, min(step, t - g), model)) for g in range(0, t, step)]
         if len(parts) == 1:
             return parts[0]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def sequence(self, which: str, question: str, patches: VideoPatches, seconds_per_group: float) -> PromptSequence:
-        """Full prompt ids, positions and the video span of one model."""
+        """Full prompt ids, positions, the video span and the rows after it, of one model."""
         t, h, w = self.merged_grid(which, patches.grid_thw)
-        ids, start = self.prompt.input_ids(question, t * h * w)
-        pos = self.family.positions(ids, self.m.tokens["video"], patches.grid_thw, seconds_per_group, self.m.model(which))
-        return PromptSequence(ids, pos, start, t * h * w)
+        family, suffix = self.families[which], self.suffix[which]
+        ids, start = self.prompts[which].input_ids(question, t * h * w + len(suffix))
+        pos = family.positions(ids, self.prompts[which].video_id, patches.grid_thw, seconds_per_group, self.m.model(which))
+        return PromptSequence(ids, pos, start, t * h * w, suffix, family.renumber)
+
+    def prior_clip(self, frames: SampledFrames, opts: Options) -> SampledFrames:
+        """The frames the assistant sees (``assistant_num_frames`` of them, uniformly)."""
+        if not opts.assistant_num_frames or opts.assistant_num_frames >= len(frames.frames):
+            return frames
+        pick = np.linspace(0, len(frames.frames) - 1, opts.assistant_num_frames).astype(int)
+        return SampledFrames(frames.frames[pick], frames.indices[pick], frames.timestamps[pick], frames.fps)
 
     def frame_prior(self, question: str, frames: SampledFrames, opts: Options, groups: int) -> np.ndarray:
-        """The assistant's keyframe prior as weights over the primary's ``groups`` temporal groups."""
-        clip = frames
-        if opts.assistant_num_frames and opts.assistant_num_frames < len(frames.frames):
-            pick = np.linspace(0, len(frames.frames) - 1, opts.assistant_num_frames).astype(int)
-            clip = SampledFrames(frames.frames[pick], frames.indices[pick], frames.timestamps[pick], frames.fps)
-        patches = self.family.preprocess(clip.frames, self.preprocess_config("assistant", opts.assistant_max_pixels,
-                                                                              opts.min_pixels))
+        """The assistant's keyframe prior as weights over the primary's ``groups`` temporal groups:
+        mapped by relative position when both models group frames alike, else by the frames'
+        timestamps (an assistant of another family, ``compression.map_weights_by_time``)."""
+        clip = self.prior_clip(frames, opts)
+        cfg = self.preprocess_config("assistant", opts.assistant_max_pixels, opts.min_pixels)
+        patches = self.families["assistant"].preprocess(clip.frames, cfg)
         tokens = self.run_vision("assistant", patches, opts.vision_chunk)["tokens"]
-        seq = self.sequence("assistant", question, patches, self.seconds_per_group(clip))
+        seq = self.sequence("assistant", question, patches, self.seconds_per_group(clip, "assistant"))
         inp = prefill_input(seq, Kept.select(tokens, np.arange(len(tokens))), self.tables["assistant"])
         attn = prior_attention(self.engines["assistant_prior"], inp.embeds, inp.positions,
                                np.arange(seq.start, seq.start + seq.n_visual), self.m.model("assistant"),
                                self.m.graph("assistant_prior"), opts.prefill_chunk)
         if opts.prior_layers is not None:
             attn = attn[self.prior_rows(opts.prior_layers)]
-        return C.map_group_weights(C.frame_weights(attn, seq.n_visual // patches.grid_thw[0]), groups)
+        weights = C.frame_weights(attn, seq.n_visual // patches.grid_thw[0])
+        fa, fp = self.families["assistant"].frames_per_group, self.family.frames_per_group
+        if fa == fp:
+            return C.map_group_weights(weights, groups)
+        return C.map_weights_by_time(weights, clip.timestamps, fa, frames.timestamps, fp)
 
     def prior_rows(self, layers) -> list[int]:
         """Rows of the prior graph's output for assistant ``layers`` (Options.prior_layers)."""
@@ -210,31 +224,9 @@ class Pipeline:
 def load_pipeline(folder: str, providers=("cpu",), threads: int | None = None, verify_hashes: bool = True,
                   profile_dir: str | None = None, backend: str = "onnxruntime", trt_cache: str | None = None,
                   fp16: bool = False) -> Pipeline:
-    """A pipeline over an artifact folder.
-
-    backend "onnxruntime": ``providers`` cpu/cuda/tensorrt (the TensorRT EP gets explicit profiles
-    from the manifest, an engine cache in ``trt_cache`` and ``fp16``); ``profile_dir``: ORT
-    per-node traces. backend "tensorrt": native engines from scripts/build_engines.py.
-    """
-    import os
+    """A pipeline over an artifact folder; the engines as ``engines.loading.load_engines`` makes them
+    (backend "onnxruntime" with ``providers`` cpu/cuda/tensorrt, or "tensorrt")."""
+    from .engines.loading import load_engines
 
     manifest = load_manifest(folder, verify_hashes)
-    manifest.require_onnx(f"the {backend} backend")
-    if backend == "tensorrt":
-        from .engines.tensorrt import tensorrt_engines
-        return Pipeline(manifest, tensorrt_engines(manifest))
-    if backend != "onnxruntime":
-        raise ValueError(f"backend {backend!r}: expected onnxruntime or tensorrt")
-    from .engines.ort import OrtEngine, gpu_provider_options
-
-    profiles = {}
-    if "tensorrt" in providers:
-        from .engines.profiles import derive_profiles
-        profiles = derive_profiles(manifest)
-    engines = {}
-    for role, entry in manifest.data["graphs"].items():
-        options = gpu_provider_options(profiles.get(role), trt_cache, fp16) if profiles else None
-        engines[role] = OrtEngine(manifest.onnx_path(role), providers, threads, options,
-                                  os.path.join(profile_dir, role) if profile_dir else None)
-        check_io(role, engines[role], entry)
-    return Pipeline(manifest, engines)
+    return Pipeline(manifest, load_engines(manifest, providers, threads, profile_dir, backend, trt_cache, fp16))

@@ -46,3 +46,21 @@ def tiny_split(tiny_artifacts, tmp_path_factory):
     shutil.copytree(tiny_artifacts, out, copy_function=link_or_copy)
     assert os.path.isfile(os.path.join(out, "manifest.json"))
     return export_artifacts("tiny", out, fastv_layer=2, log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def llava_tiny(tmp_path_factory):
+    """llava-onevision-tiny (primary + assistant) with the LLM split at layer 2 (FastV, DyCoke's KV
+    step), exported once for the whole session."""
+    pytest.importorskip("torch")
+    from export.exporter import export_artifacts
+    return export_artifacts("llava-onevision-tiny", str(tmp_path_factory.mktemp("llava") / "tiny"), fastv_layer=2,
+                            validate=False, log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def llava_models(llava_tiny):
+    """The transformers models behind the LLaVA-OV tiny artifacts (same seed; eager attention)."""
+    from export.torch_engine import load_models
+    from runtime.manifest import load_manifest
+    return load_models(load_manifest(llava_tiny))

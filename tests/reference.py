@@ -46,6 +46,24 @@ def vision_signals_reference(model, pixels: np.ndarray, grid) -> tuple[np.ndarra
 
 
 @torch.no_grad()
+def llava_signals_reference(model, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """LLaVA-OV's VisionZip signals from transformers' own modules (spec §2.2(b), §1.5 pooling=True):
+    the feature layer's attention received (``output_attentions``: mean over heads, then query rows)
+    and its head-mean keys, each pooled by transformers' ``apply_pooling``, as the tokens are.
+    pixels [F, 3, S, S] -> (importance [F*T], metric [F*T, key_dim])"""
+    tower = model.model.vision_tower
+    layer = tower.config.num_hidden_layers + model.config.vision_feature_layer  # -1: the last layer
+    out = tower(torch.from_numpy(pixels), output_attentions=True, output_hidden_states=True)
+    f, n, _ = out.hidden_states[layer].shape
+    attn = tower.encoder.layers[layer].self_attn
+    h = tower.encoder.layers[layer].layer_norm1(out.hidden_states[layer])
+    keys = attn.k_proj(h).view(f, n, attn.num_heads, attn.head_dim).mean(2)
+    received = out.attentions[layer].mean(dim=1).mean(dim=1)  # heads, then query rows
+    pool = model.model.apply_pooling
+    return pool(received[..., None])[..., 0].reshape(-1).numpy(), pool(keys).reshape(-1, attn.head_dim).numpy()
+
+
+@torch.no_grad()
 def prior_reference(model, embeds: np.ndarray, pos: np.ndarray, start: int, n_vis: int, layers) -> np.ndarray:
     """Spec §1.3: per selected layer, the last token's post-RoPE query against the visual keys,
     softmax over the visual keys only, mean over heads. -> [len(layers), n_vis]"""
@@ -59,8 +77,8 @@ def prior_reference(model, embeds: np.ndarray, pos: np.ndarray, start: int, n_vi
         layer = text.layers[layer_idx]
         attn = layer.self_attn
         h = layer.input_layernorm(states[layer_idx])
-        q = attn.q_proj(h).view(1, -1, attn.num_heads, attn.head_dim).transpose(1, 2)
-        k = attn.k_proj(h).view(1, -1, attn.num_key_value_heads, attn.head_dim).transpose(1, 2)
+        q = attn.q_proj(h).view(1, -1, text.config.num_attention_heads, attn.head_dim).transpose(1, 2)
+        k = attn.k_proj(h).view(1, -1, text.config.num_key_value_heads, attn.head_dim).transpose(1, 2)
         q, k = hf.apply_rotary_pos_emb(q, k, cos, sin)
         k = hf.repeat_kv(k, attn.num_key_value_groups)[:, :, start:start + n_vis]
         logits = torch.matmul(q[:, :, -1:], k.transpose(-1, -2))[0, :, 0] * attn.scaling  # (H, V)
@@ -194,7 +212,7 @@ def split_llm_reference(model, embeds: np.ndarray, pos: np.ndarray, split: int, 
     own decoder layers, rotary and cache, greedy. The attention row is the model's real one: the
     eager attention weights of layer ``split - 1`` (a forward hook), last query row, head mean.
 
-    embeds [N, D] and pos [3, N] of the prompt as fed. FastV: layers >= split run on the kept
+    embeds [N, D] and pos [3, N] of the prompt as fed (the first row only for a 1-D RoPE model). FastV: layers >= split run on the kept
     tokens at their original ids and cache only those rows. DyCoke: at each decode step, cos of
     the visual attention with the previous step's < 0.9 -> layers >= split see only the prefix,
     the top ``int(V * (1 - p))`` visual rows and everything after the span; else all rows.
@@ -207,6 +225,8 @@ def split_llm_reference(model, embeds: np.ndarray, pos: np.ndarray, split: int, 
     from transformers import DynamicCache
 
     text = model.model.language_model
+    mrope = "mrope_section" in (text.config.rope_parameters or {})
+    rows = (lambda q: q) if mrope else (lambda q: q[0])  # (3, 1, N) -> M-RoPE's rows, or 1-D (1, N)
     depth = len(text.layers)
     cache = DynamicCache(config=text.config)
     seen = {}
@@ -215,7 +235,7 @@ def split_llm_reference(model, embeds: np.ndarray, pos: np.ndarray, split: int, 
         x = torch.from_numpy(embeds)[None]
         p = torch.from_numpy(pos)[:, None]
         n = x.shape[1]
-        pe = text.rotary_emb(x, p)
+        pe = text.rotary_emb(x, rows(p))
         for i in range(split):
             x = text.layers[i](x, attention_mask=_causal(n), position_embeddings=pe, past_key_values=cache, use_cache=True)
         alpha = seen["w"][0, :, -1].float().mean(0)  # (N,)
@@ -234,7 +254,7 @@ def split_llm_reference(model, embeds: np.ndarray, pos: np.ndarray, split: int, 
             keep = torch.cat([torch.arange(vision_start), vision_start + torch.sort(local).values,
                               torch.arange(vision_start + num_visual, n)])
         x = x[:, keep]
-        pe = text.rotary_emb(x, p[..., keep])
+        pe = text.rotary_emb(x, rows(p[..., keep]))
         for i in range(split, depth):
             x = text.layers[i](x, attention_mask=_causal(len(keep)), position_embeddings=pe, past_key_values=cache,
                                use_cache=True)
@@ -247,7 +267,7 @@ def split_llm_reference(model, embeds: np.ndarray, pos: np.ndarray, split: int, 
             if tok in eos or step == max_new_tokens - 1:
                 break
             x = model.get_input_embeddings()(torch.tensor([[tok]]))
-            pe = text.rotary_emb(x, torch.full((3, 1, 1), start_pos + step))
+            pe = text.rotary_emb(x, rows(torch.full((3, 1, 1), start_pos + step)))
             for i in range(split):
                 x = text.layers[i](x, attention_mask=None, position_embeddings=pe, past_key_values=cache, use_cache=True)
             n_hi += 1

@@ -78,7 +78,7 @@ def _compress(vision: dict, request: Request) -> Kept:
     # matches the retention (about 3 in 4 groups are pruned). Budgets do not apply.
     k = float(np.clip((1 - request.retention) * 4 / 3, 0, 1))
     tokens = vision["tokens"]
-    return Kept.select(tokens, np.sort(ttm(tokens, request.grid[0], k, drop_odd_last=False)))
+    return Kept.select(tokens, ttm(tokens, request.grid[0], k, drop_odd_last=False))  # TTM's own order
 
 
 METHOD = Method("dycoke", "DyCoke", _compress, uses_budgets=False)

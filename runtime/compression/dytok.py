@@ -157,3 +157,26 @@ def map_group_weights(weights: np.ndarray, groups: int) -> np.ndarray:
     dst = (np.arange(groups) + 0.5) / groups
     mapped = weights[np.abs(dst[:, None] - src[None, :]).argmin(axis=1)]
     return (mapped / mapped.sum()).astype(np.float32)
+
+
+def map_weights_by_time(weights: np.ndarray, src_times: np.ndarray, src_per_group: int, dst_times: np.ndarray,
+                        dst_per_group: int) -> np.ndarray:
+    """Group weights of one model -> group weights of another that groups the frames differently
+    (an assistant of another family: e.g. one frame per group for LLaVA-OV, two for Qwen2.5-VL).
+
+    weights [Gs] over groups of ``src_per_group`` consecutive frames at ``src_times`` [Fs] (seconds;
+    the last group may hold fewer); each source frame carries its group's weight shared equally
+    among the group's frames; each destination frame at ``dst_times`` [Fd] takes the weight of the
+    source frame nearest in time (the earlier on ties); a destination group's weight is the sum over
+    its frames, renormalised. -> [ceil(Fd / dst_per_group)] float32."""
+    weights = np.asarray(weights, np.float64)
+    src_times, dst_times = np.asarray(src_times, np.float64), np.asarray(dst_times, np.float64)
+    groups = -(-len(src_times) // src_per_group)
+    if len(weights) != groups or len(dst_times) == 0:
+        raise ShapeError(f"{len(weights)} group weights for {len(src_times)} frames in groups of {src_per_group} "
+                         f"(expected {groups}), mapped onto {len(dst_times)} frames")
+    owner = np.arange(len(src_times)) // src_per_group
+    per_frame = weights[owner] / np.bincount(owner)[owner]
+    nearest = np.abs(dst_times[:, None] - src_times[None, :]).argmin(axis=1)
+    mapped = np.bincount(np.arange(len(dst_times)) // dst_per_group, weights=per_frame[nearest])
+    return (mapped / mapped.sum()).astype(np.float32)

@@ -118,7 +118,9 @@ def pool_merge_units(patch_values: np.ndarray, unit: int = 4) -> np.ndarray:
 
 
 def _compress(vision: dict, request: Request) -> Kept:
-    return visionzip_groups(vision["tokens"], vision["importance"], vision["metric"], request.budgets)
+    # spec order (per group: dominant ascending, then contextual by target); families that keep
+    # original ids put the tokens back in span order when splicing (prefill_input)
+    return visionzip_groups(vision["tokens"], vision["importance"], vision["metric"], request.budgets, raster_order=False)
 
 
 METHOD = Method("visionzip", "VisionZip", _compress, per_group=True, baseline=True)

@@ -49,6 +49,33 @@ def test_flops_against_hand_counts():
     assert F.vision_flops(v, (1, 4, 4)) == want
 
 
+def test_siglip_flops_against_hand_counts():
+    from runtime.families import REGISTRY
+    v = dict(vision_hidden_size=4, vision_intermediate_size=8, vision_depth=1, hidden_size=8, patch_size=14,
+             tokens_per_frame=4)
+    n = 2 * 9  # grid (2, 3, 3): two frames of 9 patches, full attention within each frame
+    # patch embed 2*n*588*4; layer: q,k,v,out 2*n*4*16 + scores and sum 4*4*2*81 + fc1, fc2 2*n*2*4*8;
+    # projector 2*n*4*8 + 2*n*8*8; pooling 2*2*4*9*8
+    want = 2 * n * 588 * 4 + 2 * n * 4 * 16 + 4 * 4 * 2 * 81 + 2 * n * 2 * 4 * 8 + 2 * n * 4 * 8 + 2 * n * 8 * 8 + 2 * 2 * 4 * 9 * 8
+    assert REGISTRY["llava_onevision"].vision_flops(v, (2, 3, 3)) == want
+
+
+def test_benchmark_on_llava_tiny(llava_tiny, video_path):
+    """The LLaVA-OV rows: transformers' own model as the eager baseline (get_video_features, 1-D
+    positions), runtime rows, and the reduced-pixel prior skipped with the reason."""
+    names = ("eager full", "runtime full", "runtime DyToK+VisionZip 25%", "runtime DyToK+VisionZip 25%, assistant reduced")
+    configs = [c for c in BC.default_configs() if c.name in names]
+    report = BR.run_benchmark(llava_tiny, video_path, "What moves?", frames=3, runs=1, warmup=0, max_new_tokens=3,
+                             max_pixels=64 * 784, configs=configs, log=lambda *_: None)
+    rows = {r["name"]: r for r in report["configs"]}
+    assert "fixed size" in rows["runtime DyToK+VisionZip 25%, assistant reduced"]["skipped"]
+    assert rows["eager full"]["visual_tokens"] == rows["runtime full"]["visual_tokens"] == 3 * 196
+    assert rows["runtime DyToK+VisionZip 25%"]["visual_tokens"] == 3 * 49
+    assert rows["eager full"]["engine"].startswith("transformers[cpu")
+    for name in names[:3]:
+        assert rows[name]["flops"]["vision"] > 0 and rows[name]["floor_s"] > 0
+
+
 def test_missing_backends_are_reported_not_crashed(tiny_artifacts, video_path):
     """On a machine without CUDA, --device cuda leaves no backend: each reason is named."""
     import torch

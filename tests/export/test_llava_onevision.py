@@ -23,17 +23,17 @@ from runtime.manifest import load_manifest  # noqa: E402
 from runtime.prompt import PromptBuilder  # noqa: E402
 from runtime.specs_kv import kv_input_names  # noqa: E402
 
+from tests.reference import llava_signals_reference  # noqa: E402
+
 ATOL = 1e-4
 FRAMES = (1, 3)
 QUESTION = "What happens in the video?"
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    """Exported once (with the FastV split at layer 2); validation runs in the tests below."""
-    from export.exporter import export_artifacts
-    return export_artifacts("llava-onevision-tiny", str(tmp_path_factory.mktemp("llava") / "tiny"), fastv_layer=2,
-                            validate=False, log=lambda *_: None)
+def folder(llava_tiny):
+    """The session's export (with the FastV split at layer 2); validation runs in the tests below."""
+    return llava_tiny
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +42,9 @@ def manifest(folder):
 
 
 @pytest.fixture(scope="module")
-def models(manifest):
+def models(llava_models):
     """The transformers models behind the export (same presets, same seed)."""
-    from tokenizers import Tokenizer
-
-    from export.families import FAMILIES
-    from export.presets import get_preset
-    from export.tokenizer import special_ids
-    from export.weights import load_model
-
-    tok = Tokenizer.from_file(manifest.path("tokenizer.json"))
-    ids = special_ids(tok, FAMILIES["llava_onevision"].special_tokens)
-    return {which: load_model(get_preset(manifest.data[key]), tok, ids, seed=manifest.data["seed"])
-            for which, key in (("primary", "preset"), ("assistant", "assistant_preset"))}
+    return llava_models
 
 
 def engine(manifest, role):
@@ -70,19 +60,9 @@ def maxdiff(a, b) -> float:
 
 
 def signals_reference(model, pixels: np.ndarray):
-    """Importance and metric from transformers' own modules: the feature layer's attention
-    probabilities and keys, pooled by ``apply_pooling`` (the pooling the tokens get)."""
-    tower = model.model.vision_tower
-    layer = tower.config.num_hidden_layers + model.config.vision_feature_layer  # -1: the last layer
+    """Importance and metric from transformers' own modules (tests/reference.py)."""
     with torch.no_grad():
-        out = tower(torch.from_numpy(pixels), output_attentions=True, output_hidden_states=True)
-        f, n, _ = out.hidden_states[layer].shape
-        attn = tower.encoder.layers[layer].self_attn
-        h = tower.encoder.layers[layer].layer_norm1(out.hidden_states[layer])
-        keys = attn.k_proj(h).view(f, n, attn.num_heads, attn.head_dim).mean(2)
-        received = out.attentions[layer].mean(dim=1).mean(dim=1)  # heads, then query rows
-        pool = model.model.apply_pooling
-        return pool(received[..., None])[..., 0].reshape(-1).numpy(), pool(keys).reshape(-1, attn.head_dim).numpy()
+        return llava_signals_reference(model, pixels)
 
 
 @pytest.mark.parametrize("which", ["primary", "assistant"])

@@ -92,3 +92,21 @@ def test_fit_request_tries_exact_chunking_before_quality():
     assert verdict.ok and fitted.prefill_chunk < 2048 and fitted.max_pixels == 602112
     fitted, _ = fit_request(lambda r: evaluate(r, 1e12), req, 100352)
     assert fitted == req
+
+
+def test_siglip_memory_terms_by_hand():
+    """LLaVA-OV's vision: full attention in every layer over each frame's 729 patches (no windows),
+    the frames held as [T, 3, 384, 384] float32."""
+    from runtime.families import REGISTRY
+    fam = REGISTRY["llava_onevision"]
+    m = dict(M, vision_hidden_size=1152, vision_intermediate_size=4304, vision_key_dim=72, hidden_size=896,
+             image_size=384)
+    grid = (16, 27, 27)
+    n = 2 * 729
+    assert fam.vision_bytes(m, grid, 2) == 4 * (n * (10 * 1152 + 3 * 4304 + 2 * 896) + 3 * 2 * 16 * 729 ** 2)
+    assert fam.pixel_bytes(m, grid) == 16 * 3 * 384 * 384 * 4
+    p = ModelPlan(grid, 52, 16 * 49, 4, visual=16 * 196)
+    v = assess(m, p, None, None, 2, budget=1e12, families=(fam, fam))
+    held = 16 * 3 * 384 * 384 * 4 + 16 * 196 * (896 + 72 + 1) * 4
+    assert v.peak == pytest.approx(OVERHEAD * (held + sum(v.stages.values())))
+    assert v.stages["primary vision"] == fam.vision_bytes(m, grid, 2)

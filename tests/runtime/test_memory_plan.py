@@ -101,3 +101,41 @@ def test_script_reads_the_folder_precision_and_prints_small_sizes_in_mb(tiny_art
     assert out.returncode == 0 and lines[0].startswith("primary: tiny, fp32, 8 frames")
     sizes = [line for line in lines if line.endswith((" MB", " GB"))]
     assert sizes and "0.00 GB" not in out.stdout and len({len(line) for line in sizes}) == 1  # one column
+
+
+def test_llava_vision_parameters_equal_transformers():
+    """SigLIP up to the feature layer (no post-norm, no head) + projector, counted on transformers'
+    own LlavaOnevisionForConditionalGeneration built from the tiny preset's config (random weights)."""
+    torch = pytest.importorskip("torch")
+    from export.exporter import model_constants
+    from export.families import FAMILIES
+    from export.presets import get_preset, llava_onevision_config
+    from export.tokenizer import LLAVA_OV_SPECIAL_TOKENS
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    ids = {t: i for i, t in enumerate(LLAVA_OV_SPECIAL_TOKENS)}
+    torch.manual_seed(0)
+    model = LlavaOnevisionForConditionalGeneration(llava_onevision_config(get_preset("llava-onevision-tiny"), 384, ids))
+    c = dict(model_constants(model, FAMILIES["llava_onevision"]), family="llava_onevision")
+    tower = model.model.vision_tower
+    used = [tower.embeddings, *tower.encoder.layers[:c["vision_depth"]], model.model.multi_modal_projector]
+    assert vit_params(c) == sum(p.numel() for m in used for p in m.parameters())
+
+
+def test_llava_7b_with_the_05b_assistant_by_hand():
+    m7, m05 = REAL_MODELS["llava-onevision-qwen2-7b"], REAL_MODELS["llava-onevision-qwen2-0.5b"]
+    e, i, d = 1152, 4304, 3584
+    block = 4 * (e * e + e) + 2 * e * i + i + e + 4 * e
+    assert vit_params(m7) == 3 * 14 * 14 * e + e + 729 * e + 26 * block + (e * d + d) + (d * d + d)
+    assert 0.41e9 < vit_params(m7) < 0.42e9  # so400m's 26 layers and the projector
+    w = Workload(frames=32, max_pixels=10_000)  # no pixel cap: every frame 384 x 384
+    p = plan(m7, "int4", w, "orin-nx-16gb")
+    assert p["visual_tokens"] == 32 * 196 and p["context"] == 1568 + 384
+    assert p["weights"]["vision"] == vit_params(m7) * 4  # int4 quantizes the LLM only
+    # 2 frames per ViT call of 729 patches, full attention in every layer (16 heads x 729^2, fp32)
+    assert p["activations"]["vision"] == 2 * 729 * (5 * e + 2 * i) * 4 + 2 * 16 * 729 ** 2 * 4
+    a = assistant_plan(m05, "fp16", Workload(frames=32, retention=1.0, new_tokens=0))
+    assert a["visual_tokens"] == 6272 and a["context"] == 6272 + 128
+    both = plan_deployment(m7, "int4", w, m05, "fp16", Workload(frames=32, retention=1.0, new_tokens=0),
+                           device="orin-nx-16gb")
+    assert both["total"] == pytest.approx(p["total"] + a["total"]) and both["fits"]

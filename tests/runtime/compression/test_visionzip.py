@@ -58,3 +58,33 @@ def test_budget_errors():
         visionzip(HS, S[:5], M, 1, 1)
     with pytest.raises(ShapeError):
         visionzip_groups(HS[:5], S[:5], M[:5], np.array([1, 1]))
+
+
+def test_paper_setting_on_llava_shapes():
+    """DyToK + VisionZip as the paper runs it on LLaVA-OV (spec §1.5 pooling=True, §1.7): 32 frames of
+    196 pooled tokens, V1.5's budgets (B = 49, U = 196) through the registered method. Per frame:
+    V1.5's d dominant tokens ascending, then c contextual ones in target order, each frame equal to
+    the torch reference of §2.1 (tests/reference.py)."""
+    torch = pytest.importorskip("torch")
+    from runtime.compression import Request, allocate_budgets, get_method
+    from tests.reference import visionzip_reference
+
+    w = np.arange(1, 33, dtype=np.float32)
+    budgets = allocate_budgets(w / w.sum(), 49, 196)
+    v15_d = [2, 5, 7, 10, 12, 15, 18, 20, 23, 25, 28, 30, 33, 36, 38, 41, 42, 45, 48, 50, 53, 55, 58, 60,
+             63, 66, 68, 71, 73, 76, 78, 81]
+    rng = np.random.default_rng(0)
+    tokens = rng.normal(size=(32 * 196, 16)).astype(np.float32)
+    importance = rng.random(32 * 196).astype(np.float32)
+    metric = rng.normal(size=(32 * 196, 8)).astype(np.float32)
+    kept = get_method("visionzip").compress({"tokens": tokens, "importance": importance, "metric": metric},
+                                            Request((32, 14, 14), budgets, 0.25, prior=True))
+    assert len(kept.source) == 1568 and (np.diff(kept.source // 196) >= 0).all()
+    for f in range(32):
+        mine = kept.source // 196 == f
+        assert kept.dominant[mine].sum() == v15_d[f] and mine.sum() == budgets[f]
+        sl = slice(f * 196, (f + 1) * 196)
+        want, src = visionzip_reference(torch.from_numpy(tokens[sl]), torch.from_numpy(importance[sl]),
+                                        torch.from_numpy(metric[sl]), v15_d[f], int(budgets[f]) - v15_d[f])
+        np.testing.assert_array_equal(kept.source[mine] - f * 196, src.numpy())
+        np.testing.assert_allclose(kept.tokens[mine], want.numpy(), rtol=1e-6, atol=1e-6)
