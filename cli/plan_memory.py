@@ -6,7 +6,7 @@ maximum and every engine's activation peak, summed, against a device.
       --assistant qwen2.5-vl-3b --assistant-precision int8 --assistant-frames 8 --assistant-max-pixels 50176 --device orin-nx-16gb
   python scripts/plan_memory.py --artifacts artifacts/small --precision fp16 --frames 16 --device orin-nano-8gb
   # the DyToK paper's pair: LLaVA-OneVision 7B in int4 with the 0.5B assistant (every frame 384 x 384)
-  python scripts/plan_memory.py --model llava-onevision-qwen2-7b --precision int4 --assistant-precision fp16 \
+  python scripts/plan_memory.py --model llava-onevision-qwen2-7b --precision int4 --assistant-precision fp16 \\
       --frames 32 --device orin-nx-16gb
 
 The assistant defaults to the model's default (3B for 7B and 32B, 7B for 72B, LLaVA-OV 0.5B for LLaVA-OV

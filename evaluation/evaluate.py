@@ -139,7 +139,8 @@ def score_video(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base:
     method, the prefill input, the LLM) with greedy decoding of one token. Returns one dict per
     config: correct, hit (needle share of the kept tokens), kept tokens, the frame weights' needle share."""
     frames = video.sampled()
-    patches = pipe.family.preprocess(frames.frames, pipe.preprocess_config("primary", base.max_pixels, base.min_pixels))
+    primary_cfg = pipe.preprocess_config("primary", base.max_pixels, base.min_pixels)
+    patches = pipe.preprocess("primary", frames.frames, primary_cfg)
     seq = pipe.sequence("primary", video.question, patches, pipe.seconds_per_group(frames))
     grid = pipe.merged_grid("primary", patches.grid_thw)
     per_group = grid[1] * grid[2]
@@ -153,7 +154,7 @@ def score_video(pipe: Pipeline, video: NeedleVideo, configs: list[Config], base:
         if not pipe.m.has_assistant:
             raise DyTokError("the artifact folder has no assistant: use --assistants none")
         opts = assistant_options(base, a, len(frames.frames), pipe.m.data["preprocess"]["max_pixels"])
-        priors[a] = pipe.frame_prior(video.question, frames, opts, grid[0])
+        priors[a] = pipe.frame_prior(video.question, frames, opts, grid[0], (primary_cfg, patches))
     context = pipe.m.model("primary")["context_length"]
     answers: dict[bytes, int] = {}  # configs that keep the same tokens (e.g. all of them) share one LLM run
     out = []

@@ -119,4 +119,10 @@ def torch_engines(manifest: Manifest, models: dict | None = None, device: str = 
 
 def torch_pipeline(manifest: Manifest, models: dict | None = None, device: str = "cpu",
                    dtype: torch.dtype | None = None, attention: str = "sdpa", static_decode: bool = True) -> Pipeline:
-    return Pipeline(manifest, torch_engines(manifest, models, device, dtype, attention, static_decode))
+    """A pipeline on PyTorch engines; on a GPU, Qwen2.5-VL preprocessing runs there too (bit-identical
+    to the NumPy reference, ``torch_preprocess``), and its patches stay on the device."""
+    pipe = Pipeline(manifest, torch_engines(manifest, models, device, dtype, attention, static_decode))
+    if torch.device(device).type == "cuda":
+        from .torch_preprocess import TorchPreprocess
+        pipe.device_preprocess["qwen2_5_vl"] = TorchPreprocess(device)
+    return pipe

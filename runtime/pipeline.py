@@ -58,6 +58,12 @@ class Pipeline:
         self.tables = {which: np.load(manifest.path(model["embeddings"]["file"]), mmap_mode="r", allow_pickle=False)
                        for which, model in manifest.data["models"].items()}
         self.suffix = {which: f.suffix_rows(manifest, which) for which, f in self.families.items()}
+        self.device_preprocess: dict[str, Callable] = {}  # family name -> a backend's own, same output
+
+    def preprocess(self, which: str, frames: np.ndarray, cfg) -> VideoPatches:
+        """Frames [T, H, W, 3] uint8 -> the family's patches; on the backend's device where it has its own."""
+        family = self.families[which]
+        return self.device_preprocess.get(family.name, family.preprocess)(frames, cfg)
 
     # ---- stages (``which``: "primary" or "assistant", each with its own family) ------------
     def preprocess_config(self, which: str, max_pixels: int | None, min_pixels: int | None):
@@ -96,13 +102,17 @@ class Pipeline:
         pick = np.linspace(0, len(frames.frames) - 1, opts.assistant_num_frames).astype(int)
         return SampledFrames(frames.frames[pick], frames.indices[pick], frames.timestamps[pick], frames.fps)
 
-    def frame_prior(self, question: str, frames: SampledFrames, opts: Options, groups: int) -> np.ndarray:
+    def frame_prior(self, question: str, frames: SampledFrames, opts: Options, groups: int,
+                    primary: tuple | None = None) -> np.ndarray:
         """The assistant's keyframe prior as weights over the primary's ``groups`` temporal groups:
         mapped by relative position when both models group frames alike, else by the frames'
-        timestamps (an assistant of another family, ``compression.map_weights_by_time``)."""
+        timestamps (an assistant of another family, ``compression.map_weights_by_time``).
+        ``primary``: (config, patches) the primary made of ``frames``, reused at the same geometry."""
         clip = self.prior_clip(frames, opts)
         cfg = self.preprocess_config("assistant", opts.assistant_max_pixels, opts.min_pixels)
-        patches = self.families["assistant"].preprocess(clip.frames, cfg)
+        same = (primary is not None and clip is frames and self.families["assistant"] is self.family
+                and self.family.same_patches(frames.frames.shape[:3], primary[0], cfg))
+        patches = primary[1] if same else self.preprocess("assistant", clip.frames, cfg)
         tokens = self.run_vision("assistant", patches, opts.vision_chunk)["tokens"]
         seq = self.sequence("assistant", question, patches, self.seconds_per_group(clip, "assistant"))
         inp = prefill_input(seq, Kept.select(tokens, np.arange(len(tokens))), self.tables["assistant"])
@@ -180,7 +190,7 @@ class Pipeline:
         if budget_aware:  # groups are preprocessed at their own grids later
             patches = VideoPatches(None, self.family.plan(*frames.frames.shape[1:3], len(frames.frames), cfg), (0, 0))
         else:
-            patches = self.family.preprocess(frames.frames, cfg)
+            patches = self.preprocess("primary", frames.frames, cfg)
         seq = self.sequence("primary", question, patches, self.seconds_per_group(frames))
         context = self.m.model("primary")["context_length"]
         if seq.text_tokens + opts.max_new_tokens > context:
@@ -192,7 +202,7 @@ class Pipeline:
         t0 = time.perf_counter()
         weights = None
         if self.uses_prior(opts):
-            weights = self.frame_prior(question, frames, opts, grid[0])
+            weights = self.frame_prior(question, frames, opts, grid[0], None if budget_aware else (cfg, patches))
         timings["assistant"] = time.perf_counter() - t0
 
         if budget_aware:  # each group at the smallest grid its budget needs

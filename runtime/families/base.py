@@ -4,6 +4,7 @@ instead of branching on its name."""
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,3 +57,12 @@ class Family:
     preprocess_bytes: Callable[[dict, Grid], float]
     vision_flops: Callable[[dict, Grid], float]
     check_pixels: Callable[[dict, int | None, int | None], tuple[int | None, int | None]] | None = None
+
+    def same_patches(self, shape: tuple[int, int, int], a: Any, b: Any) -> bool:
+        """Whether configs ``a`` and ``b`` give the same patches of frames of ``shape`` (T, H, W):
+        equal, or equal but for pixel bounds that plan the same grid."""
+        if a == b:
+            return True
+        bounds = {k: 0 for k in ("min_pixels", "max_pixels") if hasattr(a, k)}
+        return (type(a) is type(b) and bool(bounds) and dataclasses.replace(a, **bounds) == dataclasses.replace(b, **bounds)
+                and self.plan(shape[1], shape[2], shape[0], a) == self.plan(shape[1], shape[2], shape[0], b))

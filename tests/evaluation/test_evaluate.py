@@ -210,15 +210,20 @@ def test_encoder_slack_rows_go_through_the_pipeline(needle_artifacts):
             assert abs(a["hit"] - b["hit"]) < 1e-9
 
 
-def test_prior_layers_pick_rows_of_the_exported_prior(tmp_path):
+def test_prior_layers_pick_rows_of_the_exported_prior(needle_artifacts, tmp_path):
     """Options.prior_layers: a subset of the exported layers gives the mean over those rows only;
     a layer the graph lacks fails in one line before any engine runs. (The committed assistant
     exports layer 1 alone, so this folder is exported with the layers it was trained on.)"""
     from dataclasses import replace
 
+    import shutil
+
     from export.exporter import export_artifacts
     from runtime.errors import BudgetError
-    folder = export_artifacts("needle", str(tmp_path / "needle"), prior_layers=[1, 2, 3], validate=False, log=lambda *_: None)
+    from runtime.manifest import link_or_copy
+    folder = str(tmp_path / "needle")  # re-exported in place: only the prior graph is new
+    shutil.copytree(needle_artifacts, folder, copy_function=link_or_copy)
+    export_artifacts("needle", folder, prior_layers=[1, 2, 3], validate=False, log=lambda *_: None)
     pipe = load_pipeline(folder)
     exported = pipe.m.model("assistant")["prior_layers"]
     assert exported == [1, 2, 3]
