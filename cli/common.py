@@ -11,6 +11,7 @@ import warnings
 from serving.config import DEFAULT_ARTIFACTS
 
 DEFAULT_PRESET = "needle"
+DEFAULT_SPLIT = 2  # the default model's LLM split, so that fastv, dart and self run on it (K = 2 won on validation)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -63,7 +64,7 @@ def artifacts_or_default(folder: str | None, preset: str | None = None) -> str:
         raise SystemExit(f"error: no artifact folder at {folder} (no manifest.json); export one with "
                          f"scripts/export.py --model <preset> --out {folder}")
     print(f"note: exporting the {name} model to {folder} (first use, about a minute) ...", file=sys.stderr, flush=True)
-    export_artifacts(name, folder, log=lambda *_: None)
+    export_artifacts(name, folder, fastv_layer=DEFAULT_SPLIT if name == DEFAULT_PRESET else None, log=lambda *_: None)
     return folder
 
 

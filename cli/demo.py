@@ -12,7 +12,7 @@ from dataclasses import replace
 
 
 def main() -> int:
-    from cli.common import DEFAULT_ARTIFACTS, parser, quiet
+    from cli.common import DEFAULT_ARTIFACTS, DEFAULT_PRESET, DEFAULT_SPLIT, parser, quiet
 
     ap = parser(__doc__)
     ap.add_argument("--model", default="needle", choices=["needle", "tiny"], help="the trained needle pair, or the "
@@ -34,7 +34,8 @@ def main() -> int:
     out = args.artifacts or (DEFAULT_ARTIFACTS if args.model == "needle" else os.path.join("artifacts", args.model))
     print(f"1. export {args.model} -> {out}")
     try:
-        export_artifacts(args.model, out, log=lambda s: print("   " + s))
+        export_artifacts(args.model, out, fastv_layer=DEFAULT_SPLIT if args.model == DEFAULT_PRESET else None,
+                         log=lambda s: print("   " + s))
     except DyTokError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -66,6 +67,9 @@ def main() -> int:
           f" {'(right)' if full.text.strip() == video.answer else '(wrong)'}")
     print(f"   model, DyToK + VisionZip at {args.retention:.0%} ({kept} kept): {result.text!r}"
           f" {'(right)' if result.text.strip() == video.answer else '(wrong)'}")
+    own = pipe.answer(frames, video.question, replace(opts, method="self"))
+    print(f"   model, its own prior at {args.retention:.0%} (--method self, {own.visual_tokens[0]} kept): {own.text!r}"
+          f" {'(right)' if own.text.strip() == video.answer else '(wrong)'}")
     w = result.frame_weights
     print(f"   frame weights (assistant prior): {[round(float(x), 3) for x in w]}")
     print(f"   budgets per temporal group     : {result.budgets.tolist()}")

@@ -1,7 +1,8 @@
-"""The PyTorch backend's fast path (SDPA attention, static-cache decode, CUDA graphs on CUDA)
-against its reference path (the exported attention formulation, the past/present loop) on one
-device, fp32, on the tiny preset: identical greedy tokens, the prior within 1e-4. What
-``scripts/gpu_bench.py`` checks before it times anything."""
+"""The PyTorch backend's fast path (SDPA attention, static-cache decode, CUDA graphs and
+preprocessing on the device on CUDA) against its reference path (the exported attention
+formulation, the past/present loop, NumPy preprocessing) on one device, fp32, on the tiny preset:
+identical greedy tokens and patches, the prior within 1e-4. What ``scripts/gpu_bench.py`` checks
+before it times anything."""
 from __future__ import annotations
 
 import os
@@ -17,7 +18,8 @@ CASES = ("none", "visionzip", "self")  # all tokens; DyToK+VisionZip with the as
 
 
 def fast_path_parity(device: str, work: str | None = None, log=print) -> dict:
-    """{"ok": bool, "cases": {method: {"tokens_equal", "fast", "reference"}}, "prior_max_abs_diff": float}."""
+    """{"ok": bool, "cases": {method: {"tokens_equal", "fast", "reference", "kept_equal"}},
+    "preprocess_equal": bool, "prior_max_abs_diff": float}."""
     from .exporter import export_artifacts
     from .torch_engine import load_models, torch_pipeline
     from runtime.manifest import load_manifest
@@ -29,6 +31,7 @@ def fast_path_parity(device: str, work: str | None = None, log=print) -> dict:
     models = load_models(manifest, device)
     fast = torch_pipeline(manifest, models, device, attention="sdpa", static_decode=True)
     reference = torch_pipeline(manifest, models, device, attention="plain", static_decode=False)
+    reference.device_preprocess.clear()  # the NumPy reference
     clip = sample_video(write_test_video(os.path.join(work, "clip.mp4")), num_frames=8)
     question = "What moves in the video?"
     out = {"device": device, "cases": {}}
@@ -39,9 +42,15 @@ def fast_path_parity(device: str, work: str | None = None, log=print) -> dict:
                                 "kept_equal": bool(np.array_equal(a.kept_source, b.kept_source))}
         log(f"  parity {method}: tokens {'equal' if a.token_ids == b.token_ids else 'DIFFER'}")
     opts = Options(min_pixels=16 * 784, max_pixels=64 * 784)
+    cfg = fast.preprocess_config("primary", opts.max_pixels, opts.min_pixels)
+    mine, numpy_ref = fast.preprocess("primary", clip.frames, cfg), reference.preprocess("primary", clip.frames, cfg)
+    got = mine.pixel_values if isinstance(mine.pixel_values, np.ndarray) else mine.pixel_values.cpu().numpy()
+    out["preprocess_equal"] = bool(np.array_equal(got, numpy_ref.pixel_values))
+    log(f"  parity preprocessing: patches {'identical' if out['preprocess_equal'] else 'DIFFER'}")
     groups = -(-len(clip.frames) // 2)
     diff = float(np.abs(fast.frame_prior(question, clip, opts, groups) - reference.frame_prior(question, clip, opts, groups)).max())
     out["prior_max_abs_diff"] = diff
-    out["ok"] = all(c["tokens_equal"] and c["kept_equal"] for c in out["cases"].values()) and diff <= PRIOR_ATOL
+    out["ok"] = (all(c["tokens_equal"] and c["kept_equal"] for c in out["cases"].values()) and diff <= PRIOR_ATOL
+                 and out["preprocess_equal"])
     log(f"  parity prior: max abs diff {diff:.2e} (tolerance {PRIOR_ATOL:g}) -> {'ok' if out['ok'] else 'FAILED'}")
     return out

@@ -43,11 +43,17 @@ def test_quick_start_command_runs(command, needle_artifacts, tmp_path):
     argv = [clip if a == "my.mp4" else a for a in shlex.split(command)]
     if argv[0] == "python":
         argv[0] = sys.executable
-    # the default model: the session's needle export (the same folder `make demo` writes, reused)
-    env = dict(os.environ, DYTOK_ARTIFACTS=needle_artifacts)
+    # the default model: a hard-linked copy of the session's needle export (`make demo` re-exports it
+    # in place with its LLM split; the session's folder stays as it is)
+    import shutil
+
+    from runtime.manifest import link_or_copy
+    folder = str(tmp_path / "needle")
+    shutil.copytree(needle_artifacts, folder, copy_function=link_or_copy)
+    env = dict(os.environ, DYTOK_ARTIFACTS=folder)
     out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, f"{command}\n{out.stdout[-1500:]}\n{out.stderr[-1500:]}"
     if argv[:2] == ["make", "demo"]:
-        assert "right answer" in out.stdout
+        assert "right answer" in out.stdout and "--method self" in out.stdout
     else:
         assert out.stdout.strip() and out.stderr.strip().splitlines()[-1].startswith("timing:")

@@ -9,6 +9,8 @@ import sys
 import pytest
 
 pytest.importorskip("torch")
+from bench.gpu_suite import suite_configs  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -21,13 +23,13 @@ def test_gpu_suite_on_the_cpu(tmp_path):
     assert out.stdout.splitlines()[0].startswith("device cpu: ") and "torch " in out.stdout.splitlines()[0]
     [json_file] = [f for f in os.listdir(tmp_path / "gpu") if f.endswith(".json")]
     record = json.load(open(tmp_path / "gpu" / json_file))
-    assert record["parity"]["ok"] and record["parity"]["prior_max_abs_diff"] <= 1e-4
+    assert record["parity"]["ok"] and record["parity"]["prior_max_abs_diff"] <= 1e-4 and record["parity"]["preprocess_equal"]
     assert all(c["tokens_equal"] for c in record["parity"]["cases"].values())
     assert record["rates"]["matmul_flops_per_s"] > 0 and record["rates"]["copy_bytes_per_s"] > 0
     rows = record["runs_by_frames"]["4"]["configs"]
-    assert len(rows) == 8 and all("skipped" not in r or r["skipped"] for r in rows)
+    assert len(rows) == len(suite_configs()) and all("skipped" not in r or r["skipped"] for r in rows)
     measured = [r for r in rows if "skipped" not in r]
-    assert len(measured) == 8  # tiny runs every row, the in-LLM ones on the split LLM
+    assert len(measured) == len(rows)  # tiny runs every row, the in-LLM ones on the split LLM
     for r in measured:
         assert {"vision", "prefill", "decode"} <= set(r["floors"])
         assert all(f["over_floor"] > 0 for f in r["floors"].values())
