@@ -79,7 +79,9 @@ def main() -> int:
     from export.torch_engine import load_models, torch_engines
     from runtime.manifest import load_manifest
     from runtime.pipeline import Pipeline
+    from runtime.compression.method import Kept
     from runtime.prefill import prior_attention, run_chunked
+    from runtime.prefill_input import prefill_input
     from runtime.preprocess import preprocess_video
     from runtime.specs_kv import kv_input_names
     from runtime.video import sample_video, write_test_video
@@ -140,9 +142,14 @@ def main() -> int:
     # ---- the assistant: its ViT, then the prior graph on its tokens ---------------------------
     a_patches, a_feeds = vision_feeds_of("assistant")
     a_tokens = vit_rows("assistant", a_feeds) if stages & {"vit", "prior"} else None
-    ids, pos, start, n_vis = pipe.sequence("assistant", question, a_patches, 2 / clip.sampled_fps)
-    embeds = np.asarray(pipe.tables["assistant"][ids], np.float32)
-    embeds[start:start + n_vis] = a_tokens
+
+    def prompt(which, patches, tokens):
+        """The full prompt with every visual token: (ids, embeds, positions, visual span start, length)."""
+        seq = pipe.sequence(which, question, patches, 2 / clip.sampled_fps)
+        inp = prefill_input(seq, Kept.select(tokens, np.arange(len(tokens))), pipe.tables[which])
+        return inp.ids, inp.embeds, inp.positions, seq.start, seq.n_visual
+
+    ids, embeds, pos, start, n_vis = prompt("assistant", a_patches, a_tokens)
     graph, consts = m.graph("assistant_prior"), m.model("assistant")
 
     def prior(attention):
@@ -164,10 +171,8 @@ def main() -> int:
     p_tokens = vit_rows("primary", p_feeds) if stages & {"vit", "llm"} else None
     decode_rows = []
     if "llm" in stages:
-        ids, pos, start, n_vis = pipe.sequence("primary", question, p_patches, 2 / clip.sampled_fps)
+        ids, embeds, pos, start, n_vis = prompt("primary", p_patches, p_tokens)
         table = pipe.tables["primary"]
-        embeds = np.asarray(table[ids], np.float32)
-        embeds[start:start + n_vis] = p_tokens
         c = m.model("primary")
         names = kv_input_names(c["num_layers"])
         next_pos = int(pos.max()) + 1
