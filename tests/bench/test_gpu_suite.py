@@ -35,3 +35,18 @@ def test_gpu_suite_on_the_cpu(tmp_path):
         assert all(f["over_floor"] > 0 for f in r["floors"].values())
     md = open(tmp_path / "gpu" / json_file.replace(".json", ".md")).read()
     assert "Parity (fast path vs reference, tiny fp32): ok" in md and "## 4 frames" in md
+
+
+def test_torch_prior_benchmark_runs_on_tiny():
+    """scripts/bench_torch_prior.py (plain vs SDPA per stage) end to end on tiny: every stage's
+    row, the formulations within 1e-4 of each other, the decode tokens identical."""
+    out = subprocess.run([sys.executable, "scripts/bench_torch_prior.py", "--model", "tiny", "--frames", "4", "--runs", "1",
+                          "--warmup", "0", "--max-pixels", "50176", "--min-pixels", "3136", "--new-tokens", "2"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    stages = [r for r in rows if len(r) == 5 and r[0].strip() != "stage"]
+    assert {"assistant ViT", "assistant prior", "primary ViT", "LLM prefill"} <= {r[0].split(" (")[0].strip() for r in stages}
+    assert all(float(r[4]) <= 1e-4 for r in stages)
+    decode = [r for r in rows if len(r) == 3 and r[0].strip() != "LLM decode"]
+    assert len(decode) == 3 and all(r[2].strip() == "yes" for r in decode)
