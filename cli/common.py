@@ -72,8 +72,9 @@ def model_note(manifest) -> str | None:
     """One line when the model cannot answer real questions: random weights, or the needle demo."""
     preset = manifest.data.get("preset", "")
     if not any((manifest.data.get("checkpoints") or {}).values()):
+        real = "llava-onevision-qwen2-7b-ov" if manifest.data.get("family") == "llava_onevision" else "qwen2.5-vl-7b"
         return (f"{preset} has random weights: its answers are not text. For real videos export a checkpoint: "
-                f"scripts/export.py --model qwen2.5-vl-7b --checkpoint DIR")
+                f"scripts/export.py --model {real} --checkpoint DIR")
     if preset == "needle":
         return ("the default model is the 2M-parameter needle demo: it only answers needle questions (What colour "
                 "is the star? How many red circles are there? Which appeared first, the circle or the triangle?); "
