@@ -17,17 +17,14 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-import runtime.pipeline as pipeline_module  # noqa: E402
-from runtime import llm_split  # noqa: E402
 from runtime.compression import REGISTRY, Request, frame_weights, get_method  # noqa: E402
 from runtime.compression.dart import dart_keep, dart_keep_groups  # noqa: E402
 from runtime.compression.self_prior import self_budgets  # noqa: E402
 from runtime.options import Options  # noqa: E402
 from runtime.pipeline import load_pipeline  # noqa: E402
-from runtime.prefill_input import prefill_input  # noqa: E402
 from runtime.video import sample_video  # noqa: E402
 
-from tests.e2e.test_methods import CASES  # noqa: E402
+from tests.e2e.test_methods import CASES, answer_seen  # noqa: E402
 from tests.reference import llava_signals_reference, prior_reference, split_llm_reference  # noqa: E402
 
 QUESTION = "What happens in the video?"
@@ -107,16 +104,7 @@ def test_method_matches_transformers(case, pipe, llava_models, video_path, monke
     opts = Options(**{"method": case, **CASES[case]}, retention=0.25, max_new_tokens=6)
     method = get_method(opts.method)
     model = llava_models["primary"]
-    norm_weight = np.ones(model.config.text_config.hidden_size, np.float32)
-    if method.final_norm:  # the tiny model's final norm weight is all ones: give DART's norm a real weight
-        assert bool((model.model.language_model.norm.weight == 1).all())
-        norm_weight = np.random.default_rng(0).normal(1, 0.5, len(norm_weight)).astype(np.float32)
-        eps = llm_split.final_norm(pipe.m)["final_norm_eps"]
-        monkeypatch.setattr(llm_split, "final_norm", lambda m: {"final_norm": norm_weight, "final_norm_eps": eps})
-    seen = []
-    monkeypatch.setattr(pipeline_module, "prefill_input", lambda *a, **k: seen.append(prefill_input(*a, **k)) or seen[-1])
-    result = pipe.answer(clip, QUESTION, opts)
-    inp = seen[-1]
+    result, inp, norm_weight = answer_seen(pipe, clip, QUESTION, opts, model, monkeypatch)
 
     patches = pipe.family.preprocess(clip.frames, pipe.preprocess_config("primary", None, None))
     grid = pipe.merged_grid("primary", patches.grid_thw)

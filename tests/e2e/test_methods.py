@@ -54,6 +54,20 @@ def greedy(model, embeds: np.ndarray, positions: np.ndarray, next_position: int,
     return tokens
 
 
+def answer_seen(pipe, clip, question, opts, model, monkeypatch):
+    """``pipe.answer(clip, question, opts)`` -> (result, the PrefillInput it built, the final norm weight
+    it used). A tiny model's final norm weight is all ones, so DART's norm gets a real weight to apply."""
+    norm_weight = np.ones(model.config.text_config.hidden_size, np.float32)
+    if get_method(opts.method).final_norm:
+        assert bool((model.model.language_model.norm.weight == 1).all())
+        norm_weight = np.random.default_rng(0).normal(1, 0.5, len(norm_weight)).astype(np.float32)
+        eps = llm_split.final_norm(pipe.m)["final_norm_eps"]
+        monkeypatch.setattr(llm_split, "final_norm", lambda m: {"final_norm": norm_weight, "final_norm_eps": eps})
+    seen = []
+    monkeypatch.setattr(pipeline_module, "prefill_input", lambda *a, **k: seen.append(prefill_input(*a, **k)) or seen[-1])
+    return pipe.answer(clip, question, opts), seen[-1], norm_weight
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_method_matches_transformers(case, tiny_split, tiny_models, video_path, monkeypatch):
     pipe = load_pipeline(tiny_split)
@@ -62,16 +76,7 @@ def test_method_matches_transformers(case, tiny_split, tiny_models, video_path, 
                    max_new_tokens=6)
     method = get_method(opts.method)
     model = tiny_models["primary"]
-    norm_weight = np.ones(model.config.text_config.hidden_size, np.float32)
-    if method.final_norm:  # tiny's final norm weight is all ones: give DART's norm a real weight to apply
-        assert bool((model.model.language_model.norm.weight == 1).all())
-        norm_weight = np.random.default_rng(0).normal(1, 0.5, len(norm_weight)).astype(np.float32)
-        eps = llm_split.final_norm(pipe.m)["final_norm_eps"]
-        monkeypatch.setattr(llm_split, "final_norm", lambda m: {"final_norm": norm_weight, "final_norm_eps": eps})
-    seen = []
-    monkeypatch.setattr(pipeline_module, "prefill_input", lambda *a, **k: seen.append(prefill_input(*a, **k)) or seen[-1])
-    result = pipe.answer(clip, QUESTION, opts)
-    inp = seen[-1]
+    result, inp, norm_weight = answer_seen(pipe, clip, QUESTION, opts, model, monkeypatch)
 
     patches = preprocess_video(clip.frames, pipe.preprocess_config("primary", opts.max_pixels, opts.min_pixels))
     grid = pipe.merged_grid("primary", patches.grid_thw)
