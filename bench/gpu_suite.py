@@ -16,7 +16,7 @@ from runtime.fileio import write_atomic, write_json
 from runtime.manifest import load_manifest
 
 from .configs import Config
-from .floors import stage_floors
+from .floors import STAGE_KINDS, stage_floors
 from .host import describe, machine_info
 from .report import terminal_table
 
@@ -114,13 +114,14 @@ def markdown(record: dict) -> str:
              f"{rates['copy_bytes_per_s'] / 1e9:.0f} GB/s; floors = max(FLOPs / matmul rate, bytes / copy bandwidth).", ""]
     for n, report in record["runs_by_frames"].items():
         lines += [f"## {n} frames", "", "```", terminal_table(report), "```", "",
-                  "| configuration | " + " | ".join(f"{s} s (x floor)" for s in ("assistant", "vision", "prefill", "decode"))
-                  + " |", "|---|---|---|---|---|"]
+                  "| configuration | TFLOP | e2e s | " + " | ".join(f"{s} s (x floor)" for s in STAGE_KINDS)
+                  + " |", "|---|---|---|---|---|---|---|"]
         for row in report["configs"]:
             if "floors" not in row:
                 continue
-            cells = [f"{f['seconds']:.3f} ({f['over_floor']:.1f}x)" if (f := row["floors"].get(s)) else "–"
-                     for s in ("assistant", "vision", "prefill", "decode")]
+            cells = [f"{sum(row['flops'].values()) / 1e12:.3g}", f"{row['e2e_s']:.3f}"]
+            cells += [f"{f['seconds']:.3f} ({f['over_floor']:.1f}x)" if (f := row["floors"].get(s)) else "–"
+                      for s in STAGE_KINDS]
             lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

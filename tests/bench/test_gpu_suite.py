@@ -35,6 +35,8 @@ def test_gpu_suite_on_the_cpu(tmp_path):
         assert all(f["over_floor"] > 0 for f in r["floors"].values())
     md = open(tmp_path / "gpu" / json_file.replace(".json", ".md")).read()
     assert "Parity (fast path vs reference, tiny fp32): ok" in md and "## 4 frames" in md
+    table = [line.split(" | ") for line in md.splitlines() if line.startswith("| runtime")]
+    assert len(table) == len(rows) - 1 and all(float(cells[1]) > 0 for cells in table)  # each row's TFLOP
 
 
 def test_torch_prior_benchmark_runs_on_tiny():
