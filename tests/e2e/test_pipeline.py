@@ -67,7 +67,7 @@ def test_dytok_visionzip_matches_reference_pipeline(pipe, clip, tiny_models, ret
 def test_torch_backend_matches_onnxruntime(pipe, clip, tiny_models):
     from export.torch_engine import torch_pipeline
     tp = torch_pipeline(pipe.m, tiny_models)
-    for method in ("visionzip", "dyntok", "uniform", "dycoke"):
+    for method in ("visionzip", "dyntok", "uniform", "dycoke", "none"):
         opts = Options(method=method, **SMALL)
         a, b = pipe.answer(clip, QUESTION, opts), tp.answer(clip, QUESTION, opts)
         assert a.token_ids == b.token_ids, method

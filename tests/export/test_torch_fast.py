@@ -252,7 +252,7 @@ def test_pipeline_answers_identically_with_sdpa_and_plain(tiny_artifacts, tiny_m
 def test_torch_only_export_keeps_the_llm_split(tiny_split, tiny_models, clip, tmp_path):
     """A --torch-only folder with --fastv-layer records the split and its I/O tables as the ONNX
     export does, and the in-LLM methods (FastV, DyCoke KV, DART, the self prior) then run on the
-    torch backend, answering as ONNX Runtime."""
+    torch backend, answering as ONNX Runtime (as do VidCom2 and DART-embed)."""
     folder = export_artifacts("tiny", str(tmp_path / "tiny-torch-split"), torch_only=True, fastv_layer=2, log=lambda *_: None)
     torch_only, onnx_split = load_manifest(folder), load_manifest(tiny_split)
     for role in ("primary_llm_lo", "primary_llm_hi"):
@@ -264,7 +264,8 @@ def test_torch_only_export_keeps_the_llm_split(tiny_split, tiny_models, clip, tm
     pipe, tp = load_pipeline(tiny_split), torch_pipeline(torch_only, tiny_models)
     base = dict(num_frames=8, max_pixels=64 * 784, min_pixels=16 * 784, max_new_tokens=6)
     for opts in (Options(method="fastv", **base), Options(method="visionzip", dycoke_kv=True, **base),
-                 Options(method="dart", **base), Options(method="self", **base)):
+                 Options(method="dart", **base), Options(method="self", **base), Options(method="vidcom2", **base),
+                 Options(method="dart-embed", **base)):
         a, b = pipe.answer(clip, QUESTION, opts), tp.answer(clip, QUESTION, opts)
         assert a.token_ids == b.token_ids, opts
         np.testing.assert_array_equal(a.kept_source, b.kept_source)
