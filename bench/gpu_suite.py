@@ -3,7 +3,8 @@
 bandwidth, (3) the real-size pair (Qwen2.5-VL-7B + 3B, random bf16 weights drawn on the device)
 at each frame count: transformers sdpa at full tokens, the runtime at full tokens, DyToK+VisionZip
 25% with the full, the reduced (also with budget-aware encoder resolution) and the primary's own
-prior, DyToK+FastV, VisionZip and EVS without an assistant, each stage against its floor. Each row is guarded; a failed row says why.
+prior, DyToK+FastV, DART in the LLM, VisionZip and EVS without an assistant, each stage against
+its floor. Each row is guarded; a failed row says why.
 ``--device cpu --model small`` runs the same suite on the CPU (CI runs it on ``tiny``)."""
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def suite_configs(retention: float = RETENTION) -> list[Config]:
                True, True, encoder_slack=2.0),
         Config(f"runtime DyToK-self {pct} (the primary's own prior)", "runtime", "self", retention, False),
         Config(f"runtime DyToK+FastV {pct}", "runtime", "fastv", retention, True),
+        Config(f"runtime DART {pct} in the LLM, no assistant", "runtime", "dart", retention, False),
         Config(f"runtime VisionZip {pct}, no assistant", "runtime", "visionzip", retention, False),
         Config(f"runtime EVS {pct}, no assistant", "runtime", "evs", retention, False),
     ]
