@@ -55,7 +55,7 @@ def artifacts_or_default(folder: str | None, preset: str | None = None) -> str:
         return folder
     name = preset or (DEFAULT_PRESET if folder == DEFAULT_ARTIFACTS else os.path.basename(os.path.normpath(folder)))
     try:
-        from export.exporter import export_artifacts
+        from export.exporter import export_artifacts  # noqa: F401  (the export extra is installed)
         from export.presets import PRESETS
     except ImportError:
         raise SystemExit(f"error: no artifact folder at {folder}; exporting one needs the export extra "
@@ -64,8 +64,15 @@ def artifacts_or_default(folder: str | None, preset: str | None = None) -> str:
         raise SystemExit(f"error: no artifact folder at {folder} (no manifest.json); export one with "
                          f"scripts/export.py --model <preset> --out {folder}")
     print(f"note: exporting the {name} model to {folder} (first use, about a minute) ...", file=sys.stderr, flush=True)
-    export_artifacts(name, folder, fastv_layer=DEFAULT_SPLIT if name == DEFAULT_PRESET else None, log=lambda *_: None)
+    export_preset(name, folder, log=lambda *_: None)
     return folder
+
+
+def export_preset(name: str, folder: str, log=print) -> str:
+    """``export_artifacts`` of preset ``name``; the default model with its LLM split (``DEFAULT_SPLIT``)."""
+    from export.exporter import export_artifacts
+
+    return export_artifacts(name, folder, fastv_layer=DEFAULT_SPLIT if name == DEFAULT_PRESET else None, log=log)
 
 
 def model_note(manifest) -> str | None:

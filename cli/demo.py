@@ -12,7 +12,7 @@ from dataclasses import replace
 
 
 def main() -> int:
-    from cli.common import DEFAULT_ARTIFACTS, DEFAULT_PRESET, DEFAULT_SPLIT, parser, quiet
+    from cli.common import DEFAULT_ARTIFACTS, export_preset, parser, quiet
 
     ap = parser(__doc__)
     ap.add_argument("--model", default="needle", choices=["needle", "tiny"], help="the trained needle pair, or the "
@@ -26,7 +26,6 @@ def main() -> int:
     args = ap.parse_args()
     quiet(args.verbose)
 
-    from export.exporter import export_artifacts
     from runtime.errors import DyTokError
     from runtime.options import Options
     from runtime.pipeline import load_pipeline
@@ -34,8 +33,7 @@ def main() -> int:
     out = args.artifacts or (DEFAULT_ARTIFACTS if args.model == "needle" else os.path.join("artifacts", args.model))
     print(f"1. export {args.model} -> {out}")
     try:
-        export_artifacts(args.model, out, fastv_layer=DEFAULT_SPLIT if args.model == DEFAULT_PRESET else None,
-                         log=lambda s: print("   " + s))
+        export_preset(args.model, out, log=lambda s: print("   " + s))
     except DyTokError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -123,6 +123,8 @@ def torch_pipeline(manifest: Manifest, models: dict | None = None, device: str =
     to the NumPy reference, ``torch_preprocess``), and its patches stay on the device."""
     pipe = Pipeline(manifest, torch_engines(manifest, models, device, dtype, attention, static_decode))
     if torch.device(device).type == "cuda":
+        from runtime.families.qwen2_5_vl import FAMILY as QWEN
+
         from .torch_preprocess import TorchPreprocess
-        pipe.device_preprocess["qwen2_5_vl"] = TorchPreprocess(device)
+        pipe.device_preprocess[QWEN.name] = TorchPreprocess(device)
     return pipe

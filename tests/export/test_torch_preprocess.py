@@ -44,7 +44,7 @@ def test_needle_answers_through_the_device_hook(needle_artifacts):
     assert [pipe.answer(v.sampled(), v.question, opts).token_ids for v in videos] == want
 
 
-def test_one_preprocessing_when_the_assistant_shares_the_frames(tiny_artifacts, monkeypatch):
+def test_one_preprocessing_when_the_assistant_shares_the_frames(tiny_artifacts):
     from runtime.options import Options
     from runtime.pipeline import load_pipeline
 
