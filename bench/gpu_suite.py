@@ -43,8 +43,11 @@ def suite_configs(retention: float = RETENTION) -> list[Config]:
 
 
 def run_suite(device: str, model: str, frames=FRAMES, runs: int = 3, warmup: int = 1, max_new_tokens: int = 16,
-              max_pixels: int | None = 200704, out_dir: str = "docs/gpu", work: str = "artifacts", log=print) -> dict:
-    """The whole suite; writes ``<out_dir>/<device name>-<date>.json`` and ``.md``. Returns the record."""
+              max_pixels: int | None = 200704, out_dir: str = "docs/gpu", work: str = "artifacts", log=print,
+              dtype: str | None = None) -> dict:
+    """The whole suite; writes ``<out_dir>/<device name>-<date>.json`` and ``.md``. Returns the record.
+    ``dtype``: the pair's weights (default bf16 on CUDA, fp32 on the CPU; bf16 on the CPU runs the
+    GPU's numerics paths where no GPU is at hand)."""
     import torch
 
     from export.eager_baseline import measure_rates
@@ -67,22 +70,24 @@ def run_suite(device: str, model: str, frames=FRAMES, runs: int = 3, warmup: int
     except Exception as e:  # noqa: BLE001 - the timing rows still run; the record says the check failed
         record["parity"] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
         log(f"  parity: failed to run ({type(e).__name__}: {e})")
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
+    dtype_name = str(dtype).removeprefix("torch.")
+    record["dtype"] = dtype_name
     log("2. device rates")
     record["rates"] = measure_rates(device, dtype, size=8192 if device == "cuda" else 1024,
                                     copy_mb=2048 if device == "cuda" else 256)
     log(f"  matmul {record['rates']['matmul_flops_per_s'] / 1e12:.1f} TFLOP/s ({record['rates']['matmul_dtype']}), "
         f"copy {record['rates']['copy_bytes_per_s'] / 1e9:.0f} GB/s")
     log(f"3. {model} on {device}")
-    folder = os.path.join(work, f"{model}-{device}")
+    folder = os.path.join(work, f"{model}-{device}-{dtype_name}")
     t0 = time.perf_counter()
     if not os.path.isfile(os.path.join(folder, "manifest.json")):
-        export_artifacts(model, folder, validate=False, torch_only=True, dtype=str(dtype).removeprefix("torch."),
+        export_artifacts(model, folder, validate=False, torch_only=True, dtype=dtype_name,
                          fastv_layer="default", device=device, log=lambda *_: None)
     record["export_s"] = round(time.perf_counter() - t0, 1)
     log(f"  folder {folder} ready in {record['export_s']} s")
     video = write_test_video(os.path.join(work, "gpu_bench.mp4"), num_frames=max(frames) * 2, size=(448, 336), fps=24.0)
-    precision = "bf16" if device == "cuda" else "fp32"
+    precision = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[dtype_name]
     primary = load_manifest(folder).model("primary")
     record["runs_by_frames"] = {}
     for n in frames:
@@ -106,7 +111,8 @@ def markdown(record: dict) -> str:
     """The suite's tables: parity, rates, and per frame count every row with each stage over its floor."""
     rates = record["rates"]
     parity = record["parity"]
-    lines = [f"# {record['model']} on {record['device_name']} ({record['device']}), {record['date']}", "",
+    lines = [f"# {record['model']} ({record.get('dtype', '')}) on {record['device_name']} ({record['device']}), "
+             f"{record['date']}", "",
              f"Host: {describe(record['host'])}; torch {record['host']['torch']}, transformers "
              f"{record['host']['transformers']}. Medians of {record['runs']} runs after {record['warmup']} warm-up.", "",
              f"Parity (fast path vs reference, tiny fp32): {'ok' if parity.get('ok') else 'FAILED'}"

@@ -87,3 +87,23 @@ def model_note(manifest) -> str | None:
                 "is the star? How many red circles are there? Which appeared first, the circle or the triangle?); "
                 "for real videos export a Qwen2.5-VL checkpoint (README: your own video)")
     return None
+
+
+TORCH_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def torch_backend_pipeline(folder: str, device: str = "cpu", dtype: str | None = None):
+    """The pipeline on PyTorch engines (the export extra), weights in ``dtype`` (default: the
+    folder's own). One clear error where torch or the device is missing."""
+    from runtime.errors import EngineError
+    from runtime.manifest import load_manifest
+    if dtype is not None and dtype not in TORCH_DTYPES:
+        raise EngineError(f"--dtype {dtype}: expected one of {', '.join(TORCH_DTYPES)}")
+    try:
+        import torch
+        from export.torch_engine import torch_pipeline
+    except ImportError as e:
+        raise EngineError(f"the torch backend needs the export extra (pip install -e '.[export]'): {e}") from None
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EngineError("--device cuda: torch sees no CUDA device")
+    return torch_pipeline(load_manifest(folder), device=device, dtype=getattr(torch, dtype) if dtype else None)

@@ -8,6 +8,10 @@ Every method x retention x assistant setting (full, reduced = half the frames an
 pixels, F:P = the prior at 1/F of the frames and 1/P of the pixels, none) on the test split (or --split val), on ONNX Runtime. JSON rows: method, retention,
 assistant, accuracy, hit_rate (share of the kept tokens on the answer's temporal groups), n, per
 family, and the --set overrides of runtime.pipeline.Options under "options".
+
+--backend torch runs the same grid on the PyTorch engines (the export extra), e.g. in bf16 to see
+what a GPU's bf16 numerics do to accuracy:
+  python scripts/evaluate.py --artifacts artifacts/needle --backend torch --dtype bfloat16 --json out/bf16.json
 """
 import argparse
 import sys
@@ -32,13 +36,18 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a field of runtime.pipeline.Options (repeatable), e.g. cap=8, max_pixels=3136")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    ap.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"],
+                    help="engines: ONNX Runtime (default) or the PyTorch engines (export extra)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device of the torch backend")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                    help="weights of the torch backend (default: the folder's)")
     ap.add_argument("--variant", help="weights label written into every row (e.g. dynamic-int8 for a quantized folder), "
                                       "what scripts/benchmark.py --accuracy joins on")
     ap.add_argument("--json", required=True, help="report to write")
     ap.add_argument("--plot", help="PNG of accuracy and hit rate against retention")
     args = ap.parse_args()
 
-    from evaluation.evaluate import merge, parse_options, plot, run
+    from evaluation.evaluate import grid, merge, parse_options, plot, run
     from runtime.fileio import write_json
     from runtime.errors import DyTokError
 
@@ -54,8 +63,17 @@ def main() -> int:
         elif not args.artifacts:
             raise DyTokError("--artifacts is required (or --merge)")
         else:
-            report = run(args.artifacts, args.videos, args.seed, args.split, _list(args.methods),
-                         _list(args.retentions, float), _list(args.assistants), parse_options(args.set), args.threads)
+            if args.backend != "torch" and (args.dtype or args.device != "cpu"):
+                raise DyTokError("--dtype and --device are for --backend torch")
+            methods, retentions, assistants = _list(args.methods), _list(args.retentions, float), _list(args.assistants)
+            overrides = parse_options(args.set)
+            grid(methods, retentions, assistants)  # bad names fail before any model loads
+            pipe = None
+            if args.backend == "torch":
+                from cli.common import torch_backend_pipeline
+                pipe = torch_backend_pipeline(args.artifacts, args.device, args.dtype)
+            report = run(args.artifacts, args.videos, args.seed, args.split, methods, retentions, assistants,
+                         overrides, args.threads, pipe=pipe)
     except (DyTokError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ needs no network; prints the versions it ran with.
 
   python scripts/gpu_bench.py                                      # make gpu-bench: cuda, 7B + 3B
   python scripts/gpu_bench.py --device cpu --model small --frames 16 --runs 1   # the same suite on the CPU
+  python scripts/gpu_bench.py --device cpu --model tiny --dtype bfloat16 ...    # the GPU's bf16 paths, on the CPU
 """
 import sys
 
@@ -18,6 +19,8 @@ def main() -> int:
     ap.add_argument("--frames", default="32,96", help="comma-separated frame counts")
     ap.add_argument("--runs", type=int, default=3, help="timed runs per row")
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs per row first")
+    ap.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+                    help="weights of the benchmarked pair (default: bfloat16 on cuda, float32 on cpu)")
     ap.add_argument("--max-new-tokens", type=int, default=16, help="tokens decoded per answer")
     ap.add_argument("--max-pixels", type=int, default=200704, help="most pixels per frame (448x448)")
     ap.add_argument("--out", default="docs/gpu", help="folder of the JSON and Markdown results")
@@ -36,7 +39,7 @@ def main() -> int:
     try:
         frames = tuple(int(f) for f in args.frames.split(","))
         record = run_suite(args.device, args.model, frames, args.runs, args.warmup, args.max_new_tokens, args.max_pixels,
-                           args.out, args.work)
+                           args.out, args.work, dtype=args.dtype)
     except (DyTokError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -24,19 +24,6 @@ def print_profiles(pipe, top: int = 6) -> None:
         print(f"[profile] {role}: {total / 1000:.2f} s in nodes: {shares} ({trace})", file=sys.stderr)
 
 
-def torch_reference_pipeline(folder: str, device: str):
-    from runtime.errors import EngineError
-    from runtime.manifest import load_manifest
-    try:
-        import torch
-        from export.torch_engine import torch_pipeline
-    except ImportError as e:
-        raise EngineError(f"the torch backend needs the export extra (pip install -e '.[export]'): {e}") from None
-    if device == "cuda" and not torch.cuda.is_available():
-        raise EngineError("--device cuda: torch sees no CUDA device")
-    return torch_pipeline(load_manifest(folder), device=device)
-
-
 def timing_line(result, method: str) -> str:
     t = result.timings
     kept, total = result.visual_tokens
@@ -106,7 +93,7 @@ def main() -> int:
     args = ap.parse_args()
     quiet(args.verbose)
 
-    from cli.common import artifacts_or_default, model_note
+    from cli.common import artifacts_or_default, model_note, torch_backend_pipeline
     from runtime.encoder_plan import check_slack
     from runtime.errors import DyTokError
     from runtime.notes import note
@@ -131,7 +118,7 @@ def main() -> int:
         if args.profile:
             os.makedirs(args.profile, exist_ok=True)
         if args.backend == "torch":
-            pipe = torch_reference_pipeline(folder, args.device)
+            pipe = torch_backend_pipeline(folder, args.device)
         else:
             pipe = load_pipeline(folder, tuple(args.provider or ["cpu"]), args.threads, profile_dir=args.profile,
                                  backend=args.backend, trt_cache=args.trt_cache, fp16=args.fp16)

@@ -307,9 +307,10 @@ def plot(rows: list[dict], path: str, title: str = "") -> None:
 
 def run(artifacts: str, n: int = 300, seed: int | None = None, split: str = "test", methods=METHODS,
         retentions=RETENTIONS, assistants=ASSISTANTS, overrides: dict | None = None, threads: int | None = 1,
-        progress: bool = True) -> dict:
-    """Load ``artifacts``, score the grid on ``n`` videos of ``split``; the report as a dict."""
-    pipe = load_pipeline(artifacts, threads=threads)
+        progress: bool = True, pipe: Pipeline | None = None) -> dict:
+    """Load ``artifacts`` (on ONNX Runtime, unless ``pipe`` is the folder's pipeline on other
+    engines), score the grid on ``n`` videos of ``split``; the report as a dict."""
+    pipe = pipe or load_pipeline(artifacts, threads=threads)
     base = Options(**(overrides or {}))
     configs = grid(methods, retentions, assistants)
     vids = split_videos(n, seed, split)
@@ -319,7 +320,9 @@ def run(artifacts: str, n: int = 300, seed: int | None = None, split: str = "tes
         r["options"] = dict(overrides or {})
         if base.encoder_slack is not None:  # what scripts/benchmark.py --accuracy joins on
             r["encoder_slack"] = base.encoder_slack
+    engines = sorted({getattr(e, "name", type(e).__name__) for e in pipe.engines.values()})
     return {"artifacts": os.path.abspath(artifacts), "preset": pipe.m.data.get("preset"), "split": split,
+            "engines": engines,
             "first_seed_index": seed or 0, "videos": n,
             "families": {f: sum(v.family == f for v in vids) for f in FAMILY_ORDER},
             "options": asdict(base), "wall_s": round(time.perf_counter() - t0, 1), "rows": rows}

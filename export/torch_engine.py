@@ -45,7 +45,13 @@ class TorchEngine(Engine):
     def _run(self, feeds: dict) -> dict:
         out = self.module(*[self._tensor(feeds[n]) for n in self._inputs])
         out = out if isinstance(out, tuple) else (out,)
-        return {n: o if n in self.keep_on_device else o.detach().float().cpu().numpy() for n, o in zip(self._outputs, out)}
+        return {n: o if n in self.keep_on_device else self.host(o) for n, o in zip(self._outputs, out)}
+
+    def host(self, value) -> np.ndarray:
+        """Floating outputs come back as fp32 (NumPy has no bfloat16)."""
+        if not isinstance(value, torch.Tensor):
+            return np.asarray(value)
+        return (value.detach().float() if value.is_floating_point() else value.detach()).cpu().numpy()
 
 
 class TorchLLMEngine(TorchEngine):

@@ -19,7 +19,8 @@ export writes beside the graphs.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import ChainMap
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +79,24 @@ def final_norm(manifest) -> dict:
             "final_norm_eps": float(entry["eps"])}
 
 
+class HostView(Mapping):
+    """An engine's outputs as host arrays, copied only when read: a method in the LLM reads one
+    layer's keys of the cache the engine keeps on its device (a torch tensor, a TensorRT buffer)."""
+
+    def __init__(self, outputs: dict, engine: Engine):
+        self.outputs = outputs
+        self.host = getattr(engine, "host", np.asarray)  # a duck-typed engine returns NumPy throughout
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.host(self.outputs[name])
+
+    def __iter__(self):
+        return iter(self.outputs)
+
+    def __len__(self) -> int:
+        return len(self.outputs)
+
+
 @dataclass
 class SplitStep:
     """The split LLM as a decode step (``runtime.decode``) for one request. ``vision_start`` /
@@ -111,7 +130,7 @@ class SplitStep:
                                    **empty_kv(self.names_lo, self.kv_heads, self.head_dim)})
         keep = np.arange(n)
         if self.select is not None:
-            keep = self.select(self.out_lo)
+            keep = self.select(HostView(self.out_lo, self.lo))
             s = self.vision_start
             self.kept_visual = keep[(keep >= s) & (keep < s + self.num_visual)] - s
         hidden = np.asarray(self.out_lo["hidden_states"])[:, keep]
@@ -151,7 +170,7 @@ def plan(pipe, opts, vision_start: int, num_visual: int, request: Request) -> Sp
     model = pipe.m.model("primary")
     method = get_method(opts.method)
     extra = final_norm(pipe.m) if method.final_norm else {}
-    select = (lambda lo: method.in_llm({**lo, **extra}, request, vision_start)) if method.in_llm else None
+    select = (lambda lo: method.in_llm(ChainMap(extra, lo), request, vision_start)) if method.in_llm else None
     return SplitStep(pipe.engines[LO], pipe.engines[HI], split_layer(pipe.m), model["num_layers"],
                      model["num_kv_heads"], model["head_dim"], vision_start, num_visual, select, bool(opts.dycoke_kv),
                      opts.kv_prune_ratio)

@@ -3,7 +3,7 @@
 ``run`` takes and returns NumPy arrays by name. Returned arrays belong to the caller: a backend
 that reuses buffers must copy before returning. The one exception is an output a backend keeps
 on its device (the LLM's KV cache as a TensorRT ``DeviceArray`` or a torch tensor): the caller
-only feeds it back to the same engine.
+only feeds it back to the same engine, or reads it through ``host``.
 """
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ class Engine(ABC):
         out = self._run(feeds)
         self.last_latency_s = time.perf_counter() - t0
         return out
+
+    def host(self, value) -> np.ndarray:
+        """An output of this engine as a host array (a copy where it was kept on the device)."""
+        return np.asarray(value)
 
     def close(self) -> None:
         pass

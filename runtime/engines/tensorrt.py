@@ -179,6 +179,9 @@ class TensorRTEngine(Engine):
         check(cudart().cudaStreamSynchronize(self.stream))
         return out
 
+    def host(self, value) -> np.ndarray:
+        return value.download(self.stream) if isinstance(value, DeviceArray) else np.asarray(value)
+
     def close(self) -> None:
         for buf in (*self.inputs.values(), *self.outputs.values(), *self.kept[0].values(), *self.kept[1].values()):
             buf.free()

@@ -1,4 +1,5 @@
-"""scripts/gpu_bench.py --device cpu: the GPU suite runs end to end on the CPU (tiny, one run):
+"""scripts/gpu_bench.py --device cpu: the GPU suite runs end to end on the CPU (tiny, one run, in
+bf16 as on a GPU, so that a path NumPy cannot take in bf16 fails here and not on a lent GPU):
 the fast path's parity with the reference path, the rates, every row measured or failing with its
 reason, each stage against its floor, the JSON and Markdown written."""
 import json
@@ -17,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_gpu_suite_on_the_cpu(tmp_path):
     out = subprocess.run([sys.executable, "scripts/gpu_bench.py", "--device", "cpu", "--model", "tiny", "--frames", "4",
                           "--runs", "1", "--warmup", "0", "--max-new-tokens", "3", "--max-pixels", "100352",
-                          "--out", str(tmp_path / "gpu"), "--work", str(tmp_path / "work")],
+                          "--dtype", "bfloat16", "--out", str(tmp_path / "gpu"), "--work", str(tmp_path / "work")],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert out.stdout.splitlines()[0].startswith("device cpu: ") and "torch " in out.stdout.splitlines()[0]
@@ -26,15 +27,16 @@ def test_gpu_suite_on_the_cpu(tmp_path):
     assert record["parity"]["ok"] and record["parity"]["prior_max_abs_diff"] <= 1e-4 and record["parity"]["preprocess_equal"]
     assert all(c["tokens_equal"] for c in record["parity"]["cases"].values())
     assert record["rates"]["matmul_flops_per_s"] > 0 and record["rates"]["copy_bytes_per_s"] > 0
+    assert record["dtype"] == "bfloat16"
     rows = record["runs_by_frames"]["4"]["configs"]
     assert len(rows) == len(suite_configs()) and all("skipped" not in r or r["skipped"] for r in rows)
     measured = [r for r in rows if "skipped" not in r]
-    assert len(measured) == len(rows)  # tiny runs every row, the in-LLM ones on the split LLM
+    assert len(measured) == len(rows), [r.get("skipped") for r in rows]  # every row, the in-LLM ones on the split LLM
     for r in measured:
         assert {"vision", "prefill", "decode"} <= set(r["floors"])
         assert all(f["over_floor"] > 0 for f in r["floors"].values())
     md = open(tmp_path / "gpu" / json_file.replace(".json", ".md")).read()
-    assert "Parity (fast path vs reference, tiny fp32): ok" in md and "## 4 frames" in md
+    assert "Parity (fast path vs reference, tiny fp32): ok" in md and "## 4 frames" in md and "(bfloat16)" in md
     table = [line.split(" | ") for line in md.splitlines() if line.startswith("| runtime")]
     assert len(table) == len(rows) - 1 and all(float(cells[1]) > 0 for cells in table)  # each row's TFLOP
 

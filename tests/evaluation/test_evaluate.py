@@ -255,3 +255,31 @@ def test_training_prior_is_the_runtime_prior(needle_artifacts):
             torch_w = prior_groups(model, batcher([v]), layers, batcher.video_id)[0].mean(0).numpy()
         w = pipe.frame_prior(v.question, v.sampled(), Options(method="visionzip", max_new_tokens=1), v.num_groups)
         np.testing.assert_allclose(w, torch_w / torch_w.sum(), atol=1e-4)
+
+
+def test_torch_backend_scores_what_onnx_runtime_scores(needle_split, tmp_path):
+    """The grid on the PyTorch engines in fp32 gives ONNX Runtime's tokens and kept counts (prior,
+    in-LLM FastV and DART included); the script's --backend torch --dtype bfloat16 runs and names
+    its engines; --dtype without --backend torch is one error line."""
+    pytest.importorskip("torch")
+    from cli.common import torch_backend_pipeline
+    from evaluation.evaluate import score_video
+
+    configs = grid(methods=("none", "visionzip", "fastv", "dart"), retentions=(0.25,), assistants=("full", "none"))
+    ort, torch_fp32 = load_pipeline(needle_split), torch_backend_pipeline(needle_split, "cpu", "float32")
+    for v in split_videos(2, start=7):
+        for a, b, cfg in zip(score_video(ort, v, configs, Options()), score_video(torch_fp32, v, configs, Options()),
+                             configs):
+            assert (a["token"], a["kept"]) == (b["token"], b["kept"]), cfg
+            assert a["prior_share"] == pytest.approx(b["prior_share"], abs=1e-5), cfg
+    out = tmp_path / "bf16.json"
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), "--artifacts", needle_split, "--videos", "2",
+           "--methods", "visionzip,dart,none", "--retentions", "0.25", "--assistants", "full"]
+    proc = subprocess.run(cmd + ["--backend", "torch", "--dtype", "bfloat16", "--json", str(out)], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["engines"] == ["torch[cpu, bfloat16]"] and len(report["rows"]) == 3  # DART reads bf16 keys
+    bad = subprocess.run(cmd + ["--dtype", "bfloat16", "--json", str(out)], capture_output=True, text=True, timeout=300,
+                         cwd=ROOT)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --dtype and --device are for --backend torch"
