@@ -57,7 +57,7 @@ def final_norm_file(model, which: str, folder: str) -> dict:
     ``{"final_norm": {file, sha256, shape, dtype, eps}}`` (``runtime.manifest``'s optional model file)."""
     norm = model.model.language_model.norm
     name = f"{which}_final_norm.npy"
-    weight = norm.weight.detach().float().numpy()
+    weight = norm.weight.detach().float().cpu().numpy()
     np.save(os.path.join(folder, name), weight)
     return {"final_norm": {"file": name, "sha256": sha256_file(os.path.join(folder, name)), "shape": list(weight.shape),
                            "dtype": "float32", "eps": float(norm.variance_epsilon)}}

@@ -120,3 +120,22 @@ def test_layers_import_downwards_only():
             if d.split(".")[0] in FORBIDDEN.get(top, ()):
                 bad[mod].append(d)
     assert not bad, "wrong-way imports: " + "; ".join(f"{m} -> {', '.join(sorted(d))}" for m, d in sorted(bad.items()))
+
+
+def test_tensors_reach_numpy_through_cpu():
+    """Code that runs on a CUDA device (the export of random presets drawn there, the PyTorch
+    engines, the benchmarks) copies a tensor to the host with ``.cpu()`` before ``.numpy()``: on the
+    CPU both forms work, so only this check catches the other before a lent GPU does. Training
+    and ONNX validation run on the CPU only."""
+    bad = []
+    for pkg in ("export", "bench", "serving", "evaluation", "cli"):
+        for dirpath, _, files in os.walk(os.path.join(ROOT, pkg)):
+            for f in files:
+                if not f.endswith(".py") or f == "validate.py":
+                    continue
+                path = os.path.join(dirpath, f)
+                for node in ast.walk(ast.parse(open(path).read())):
+                    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "numpy"
+                            and "cpu()" not in ast.unparse(node.func.value)):
+                        bad.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
+    assert not bad, f".numpy() without .cpu() first: {bad}"
