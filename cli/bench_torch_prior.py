@@ -66,6 +66,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", help="weights' dtype (default: the folder's)")
+    ap.add_argument("--versus-dtype", help="also time plain attention in the weights' dtype against sdpa with the "
+                                           "weights in this one (e.g. bfloat16), interleaved in the same run")
     ap.add_argument("--stages", default="prior,vit,llm", help="comma-separated subset of prior, vit, llm")
     args = ap.parse_args()
     stages = set(args.stages.split(","))
@@ -152,11 +154,11 @@ def main() -> int:
     ids, embeds, pos, start, n_vis = prompt("assistant", a_patches, a_tokens)
     graph, consts = m.graph("assistant_prior"), m.model("assistant")
 
-    def prior(attention):
+    def prior(attention, engine=None):
         def run():
             t = time.perf_counter()
-            out = prior_attention(engines[attention]["assistant_prior"], embeds, pos, np.arange(start, start + n_vis),
-                                  consts, graph, args.chunk)
+            out = prior_attention(engine or engines[attention]["assistant_prior"], embeds, pos,
+                                  np.arange(start, start + n_vis), consts, graph, args.chunk)
             sync()
             return out, {"prior": time.perf_counter() - t}
         return run
@@ -165,6 +167,13 @@ def main() -> int:
         rows.append((f"assistant prior ({len(ids)} tokens, layers {consts['prior_layers']}, "
                      f"{-(-len(ids) // args.chunk)} chunks)", med["plain"], med["sdpa"], "prior",
                      max_diff(outs["plain"], outs["sdpa"])))
+    if "prior" in stages and args.versus_dtype:
+        other = torch_engines(m, load_models(m, args.device, getattr(torch, args.versus_dtype)), args.device)
+        med, outs = measure({"plain": prior("plain"), "other": prior("sdpa", other["assistant_prior"])}, args.runs,
+                            args.warmup)
+        base = str(next(models["assistant"].parameters()).dtype).removeprefix("torch.")
+        rows.append((f"assistant prior, plain {base} vs sdpa {args.versus_dtype}", med["plain"], med["other"], "prior",
+                     max_diff(outs["plain"], outs["other"])))
 
     # ---- the primary: its ViT, then prefill and decode of the full prompt ---------------------
     p_patches, p_feeds = vision_feeds_of("primary")
