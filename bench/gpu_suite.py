@@ -73,38 +73,78 @@ def run_suite(device: str, model: str, frames=FRAMES, runs: int = 3, warmup: int
     dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
     dtype_name = str(dtype).removeprefix("torch.")
     record["dtype"] = dtype_name
+    stem = os.path.join(out_dir, f"{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}-{record['date']}")
+
+    def save():  # after every phase: a later failure (a device error, an out-of-memory) keeps what ran
+        record["wall_s"] = round(time.perf_counter() - t_start, 1)
+        write_json(stem + ".json", record)
+        write_atomic(stem + ".md", markdown(record).encode())
+
     log("2. device rates")
-    record["rates"] = measure_rates(device, dtype, size=8192 if device == "cuda" else 1024,
-                                    copy_mb=2048 if device == "cuda" else 256)
-    log(f"  matmul {record['rates']['matmul_flops_per_s'] / 1e12:.1f} TFLOP/s ({record['rates']['matmul_dtype']}), "
-        f"copy {record['rates']['copy_bytes_per_s'] / 1e9:.0f} GB/s")
+    try:
+        record["rates"] = measure_rates(device, dtype, size=8192 if device == "cuda" else 1024,
+                                        copy_mb=2048 if device == "cuda" else 256)
+        log(f"  matmul {record['rates']['matmul_flops_per_s'] / 1e12:.1f} TFLOP/s ({record['rates']['matmul_dtype']}), "
+            f"copy {record['rates']['copy_bytes_per_s'] / 1e9:.0f} GB/s")
+    except Exception as e:  # noqa: BLE001 - the rows still run, without floors
+        record["rates"] = {"error": _why(e)}
+        log(f"  rates: {record['rates']['error']}")
+    save()
     log(f"3. {model} on {device}")
     folder = os.path.join(work, f"{model}-{device}-{dtype_name}")
     t0 = time.perf_counter()
-    if not os.path.isfile(os.path.join(folder, "manifest.json")):
-        export_artifacts(model, folder, validate=False, torch_only=True, dtype=dtype_name,
-                         fastv_layer="default", device=device, log=lambda *_: None)
+    try:
+        if not os.path.isfile(os.path.join(folder, "manifest.json")):
+            export_artifacts(model, folder, validate=False, torch_only=True, dtype=dtype_name,
+                             fastv_layer="default", device=device, log=lambda *_: None)
+    except Exception as e:  # noqa: BLE001 - nothing below can run; the record says why
+        record["export_error"] = _why(e)
+        log(f"  export: {record['export_error']}")
+        save()
+        log(f"wrote {stem}.json and {stem}.md in {record['wall_s']} s")
+        return record
     record["export_s"] = round(time.perf_counter() - t0, 1)
     log(f"  folder {folder} ready in {record['export_s']} s")
     video = write_test_video(os.path.join(work, "gpu_bench.mp4"), num_frames=max(frames) * 2, size=(448, 336), fps=24.0)
     precision = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[dtype_name]
     primary = load_manifest(folder).model("primary")
     record["runs_by_frames"] = {}
+    rates = record["rates"]
     for n in frames:
         log(f"  {n} frames")
-        report = run_benchmark(folder, video, "What happens in the video?", n, runs, warmup, max_new_tokens, max_pixels,
-                               None, None, device, suite_configs(), runtime_backend="torch", log=log)
+        try:
+            report = run_benchmark(folder, video, "What happens in the video?", n, runs, warmup, max_new_tokens,
+                                   max_pixels, None, None, device, suite_configs(), runtime_backend="torch", log=log)
+        except Exception as e:  # noqa: BLE001 - the other frame counts still run
+            record["runs_by_frames"][str(n)] = {"error": _why(e)}
+            log(f"  {n} frames: {record['runs_by_frames'][str(n)]['error']}")
+            _free(device)
+            save()
+            continue
         for row in report["configs"]:
-            if "skipped" not in row:
-                row["floors"] = stage_floors(row, primary, precision, record["rates"]["matmul_flops_per_s"],
-                                             record["rates"]["copy_bytes_per_s"])
+            if "skipped" not in row and "error" not in rates:
+                row["floors"] = stage_floors(row, primary, precision, rates["matmul_flops_per_s"],
+                                             rates["copy_bytes_per_s"])
         record["runs_by_frames"][str(n)] = report
-    record["wall_s"] = round(time.perf_counter() - t_start, 1)
-    stem = os.path.join(out_dir, f"{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}-{record['date']}")
-    write_json(stem + ".json", record)
-    write_atomic(stem + ".md", markdown(record).encode())
+        _free(device)
+        save()
+    save()
     log(f"wrote {stem}.json and {stem}.md in {record['wall_s']} s")
     return record
+
+
+def _why(e: BaseException) -> str:
+    return f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+
+
+def _free(device: str) -> None:
+    """Hand the previous frame count's models and caches back before the next one loads its own."""
+    import gc
+
+    import torch
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
 
 
 def markdown(record: dict) -> str:
@@ -118,9 +158,15 @@ def markdown(record: dict) -> str:
              f"Parity (fast path vs reference, tiny fp32): {'ok' if parity.get('ok') else 'FAILED'}"
              + (f"; prior max abs diff {parity['prior_max_abs_diff']:.1e}" if "prior_max_abs_diff" in parity else "")
              + (f"; {parity['error']}" if "error" in parity else ""), "",
-             f"Measured: matmul {rates['matmul_flops_per_s'] / 1e12:.1f} TFLOP/s ({rates['matmul_dtype']}), copy "
-             f"{rates['copy_bytes_per_s'] / 1e9:.0f} GB/s; floors = max(FLOPs / matmul rate, bytes / copy bandwidth).", ""]
-    for n, report in record["runs_by_frames"].items():
+             (f"Measured: matmul {rates['matmul_flops_per_s'] / 1e12:.1f} TFLOP/s ({rates['matmul_dtype']}), copy "
+              f"{rates['copy_bytes_per_s'] / 1e9:.0f} GB/s; floors = max(FLOPs / matmul rate, bytes / copy bandwidth)."
+              if "error" not in rates else f"Device rates: {rates['error']} (no floors)."), ""]
+    if "export_error" in record:
+        lines += [f"Export of {record['model']}: {record['export_error']}", ""]
+    for n, report in record.get("runs_by_frames", {}).items():
+        if "error" in report:
+            lines += [f"## {n} frames", "", report["error"], ""]
+            continue
         lines += [f"## {n} frames", "", "```", terminal_table(report), "```", "",
                   "| configuration | TFLOP | e2e s | " + " | ".join(f"{s} s (x floor)" for s in STAGE_KINDS)
                   + " |", "|---|---|---|---|---|---|---|"]

@@ -57,6 +57,8 @@ def _eager(manifest, device: str, attn: str, threads: int | None):
         return Eager(manifest, device, attn, threads), None
     except EngineError as e:
         return None, str(e)
+    except RuntimeError as e:  # torch's, e.g. out of device memory while loading the pair: the rows say so
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
 
 
 def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, runs: int = 3, warmup: int = 1,

@@ -63,7 +63,9 @@ class TransformersFull:
             t0 = time.perf_counter()
             emb = m.get_input_embeddings()(torch.from_numpy(seq.ids).to(device))[None].clone()
             emb[0, start:start + len(feats)] = feats
-            out = m(inputs_embeds=emb, position_ids=rows(torch.from_numpy(seq.positions).to(device)), use_cache=True)
+            # logits of the last position only, as generate() asks for them
+            out = m(inputs_embeds=emb, position_ids=rows(torch.from_numpy(seq.positions).to(device)), use_cache=True,
+                    logits_to_keep=1)
             sync()
             t["prefill"] = time.perf_counter() - t0
             nxt = seq.next_position

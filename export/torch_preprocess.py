@@ -54,4 +54,6 @@ class TorchPreprocess:
         gt, gh, gw = t // tp, height // p, width // p
         x = x.permute(0, 3, 1, 2).reshape(gt, tp, 3, gh // m, m, p, gw // m, m, p)
         x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8).reshape(gt * gh * gw, 3 * tp * p * p).contiguous()
+        if x.is_cuda:  # finished here, so the time lands on preprocessing and not on the next stage
+            torch.cuda.synchronize(x.device)
         return VideoPatches(pixel_values=x, grid_thw=(gt, gh, gw), resized_hw=(height, width))

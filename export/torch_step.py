@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -141,27 +142,33 @@ class LLMStep:
 
 
 class StepPool:
-    """``open_step`` of one LLM module, with one idle cache kept for the next request whose
-    ``max_len`` fits (its captured decode graph with it). Concurrent steps get their own caches."""
+    """``open_step`` of one LLM module, with idle caches kept for the next requests (their captured
+    decode graphs with them): a request takes one that fits without being twice its size (the
+    decode step reads the whole cache, so a far larger one would cost bandwidth on every token);
+    at most ``keep`` idle caches, one per power-of-two size class. Concurrent steps get their own."""
 
-    def __init__(self, module: LanguageModel, device: torch.device, dtype: torch.dtype):
+    def __init__(self, module: LanguageModel, device: torch.device, dtype: torch.dtype, keep: int = 2):
         if module.attention != "sdpa":
             raise ValueError(f"the static-cache step runs the sdpa formulation, not {module.attention!r}")
-        self.module, self.device, self.dtype = module, device, dtype
+        self.module, self.device, self.dtype, self.keep = module, device, dtype, keep
         self._lock = threading.RLock()  # release() runs from LLMStep.__del__, whenever a step is dropped
-        self._idle: _Cache | None = None
+        self._idle: OrderedDict[int, _Cache] = OrderedDict()  # size class -> cache, least recently used first
 
     def open(self, max_len: int) -> LLMStep:
         if int(max_len) < 1:
             raise PromptError(f"open_step: max_len must be >= 1, got {max_len}")
         with self._lock:
-            cache, self._idle = self._idle, None
-        if cache is None or cache.max_len < max_len:
-            del cache  # free the old buffers before allocating the new ones
+            key = next((k for k, c in self._idle.items() if max_len <= c.max_len < 2 * max_len), None)
+            cache = self._idle.pop(key) if key is not None else None
+        if cache is None:
             cache = _Cache(self.module, int(max_len), self.device, self.dtype)
         return LLMStep(self, cache)
 
     def release(self, cache: _Cache) -> None:
         with self._lock:
-            if self._idle is None or self._idle.max_len < cache.max_len:
-                self._idle = cache
+            key = cache.max_len.bit_length()
+            if key not in self._idle or self._idle[key].max_len < cache.max_len:
+                self._idle[key] = cache
+            self._idle.move_to_end(key)
+            while len(self._idle) > self.keep:
+                self._idle.popitem(last=False)

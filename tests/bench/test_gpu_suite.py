@@ -58,3 +58,47 @@ def test_torch_prior_benchmark_runs_on_tiny():
     assert all(float(r[4]) <= 1e-4 for r in stages if r is not versus)
     decode = [r for r in rows if len(r) == 3 and r[0].strip() != "LLM decode"]
     assert len(decode) == 3 and all(r[2].strip() == "yes" for r in decode)
+
+
+def test_gpu_suite_keeps_what_ran_after_a_failure(tmp_path, monkeypatch):
+    """A phase that fails (the device rates, one frame count, the export) is recorded with its reason,
+    the other phases still run, and the JSON and Markdown are written after each phase."""
+    import bench.gpu_suite as suite
+    import bench.run
+    import export.eager_baseline
+    import export.exporter
+    import export.fast_parity
+    import runtime.video
+
+    def no_rates(*a, **k):
+        raise RuntimeError("CUDA error: out of memory\nmore")
+
+    def bench_one(folder, video, question, n, *a, **k):
+        if n == 8:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return {"configs": [{"name": "runtime full", "skipped": "no"}]}
+
+    monkeypatch.setattr(export.fast_parity, "fast_path_parity", lambda *a: {"ok": True})
+    monkeypatch.setattr(export.eager_baseline, "measure_rates", no_rates)
+    monkeypatch.setattr(export.exporter, "export_artifacts", lambda *a, **k: None)
+    monkeypatch.setattr(runtime.video, "write_test_video", lambda path, **k: path)
+    monkeypatch.setattr(suite, "load_manifest", lambda folder: type("M", (), {"model": lambda self, role: None})())
+    monkeypatch.setattr(bench.run, "run_benchmark", bench_one)
+    monkeypatch.setattr(suite, "terminal_table", lambda report: "table")
+    record = suite.run_suite("cpu", "tiny", frames=(4, 8), out_dir=str(tmp_path), work=str(tmp_path / "w"),
+                             log=lambda *_: None, dtype="float32")
+    assert record["rates"]["error"] == "failed: RuntimeError: CUDA error: out of memory"
+    assert "error" in record["runs_by_frames"]["8"] and "configs" in record["runs_by_frames"]["4"]
+    [md] = [f for f in os.listdir(tmp_path) if f.endswith(".md")]
+    text = open(tmp_path / md).read()
+    assert "Device rates: failed: RuntimeError" in text and "illegal memory access" in text and "## 4 frames" in text
+
+    def no_export(*a, **k):
+        raise ValueError("disk full")
+
+    monkeypatch.setattr(export.exporter, "export_artifacts", no_export)
+    record = suite.run_suite("cpu", "tiny", frames=(4,), out_dir=str(tmp_path / "b"), work=str(tmp_path / "w2"),
+                             log=lambda *_: None, dtype="float32")
+    assert record["export_error"] == "failed: ValueError: disk full" and "runs_by_frames" not in record
+    [md] = [f for f in os.listdir(tmp_path / "b") if f.endswith(".md")]
+    assert "Export of tiny: failed: ValueError: disk full" in open(tmp_path / "b" / md).read()

@@ -199,8 +199,9 @@ def test_static_step_greedy_tokens_match_the_past_present_loop(pairs, pair):
 
 
 def test_static_step_reuses_its_cache_and_refuses_overflow(pairs):
-    """A request after a longer one reuses the cache (stale rows past its length are masked) and
-    answers as a fresh one; concurrent steps get their own caches; overflow is a clear error."""
+    """A request after a longer one reuses the cache when it is less than twice its size (stale rows
+    past its length are masked) and answers as a fresh one; a far smaller request gets its own cache;
+    concurrent steps get their own caches; at most two idle caches are kept; overflow is a clear error."""
     model = pairs["tiny"]["primary"]
     plain, fast, layers = _llm_engines(model)
     table = model.get_input_embeddings().weight.detach().numpy()
@@ -211,10 +212,14 @@ def test_static_step_reuses_its_cache_and_refuses_overflow(pairs):
     _greedy_step(step, table, table[long_ids], long_pos, None, 10)
     cache = step._cache
     del step
-    step = fast.open_step(20)
+    assert fast.open_step(20)._cache is not cache  # 80 rows read on every token of a 20-row request: no
+    step = fast.open_step(50)
     assert step._cache is cache and step.max_len == 80
-    other = fast.open_step(20)
+    other = fast.open_step(50)
     assert other._cache is not cache
+    for n in (3, 7, 300):
+        fast.open_step(n)
+    assert sorted(c.max_len for c in fast._steps._idle.values()) == [7, 300]  # the two most recent size classes
     want = _greedy_plain(plain, table, table[short_ids], short_pos, None, 9, layers)[0]
     assert _greedy_step(step, table, table[short_ids], short_pos, 4, 9)[0] == want
     small = fast.open_step(12)
