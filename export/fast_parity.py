@@ -14,7 +14,9 @@ from runtime.options import Options
 from runtime.video import sample_video, write_test_video
 
 PRIOR_ATOL = 1e-4
-CASES = ("none", "visionzip", "self")  # all tokens; DyToK+VisionZip with the assistant's prior; the in-LLM prior
+# all tokens; DyToK+VisionZip with the assistant's prior; the methods that prune inside the LLM, which the
+# fast path runs on the static cache (one captured decode step) and the reference on the two segments
+CASES = ("none", "visionzip", "self", "fastv", "dart")
 
 
 def fast_path_parity(device: str, work: str | None = None, log=print) -> dict:

@@ -56,12 +56,14 @@ class TorchEngine(Engine):
 
 class TorchLLMEngine(TorchEngine):
     """The primary LLM (``LanguageModel`` with "sdpa" attention): ``run`` as every engine, plus
-    ``open_step(max_len)``, prefill and decode on a preallocated cache."""
+    ``open_step(max_len)``, prefill and decode on a preallocated cache. ``split_layer``: the folder's
+    split at layer K, for the steps' ``prefill_split`` (a method that prunes inside the LLM)."""
 
     def __init__(self, module: LanguageModel, inputs: list[str], outputs: list[str], device: str = "cpu",
-                 keep_on_device: tuple[str, ...] = ()):
+                 keep_on_device: tuple[str, ...] = (), split_layer: int | None = None):
         super().__init__(module, inputs, outputs, device, keep_on_device)
-        self._steps = StepPool(self.module, self.device, self.dtype)
+        self.split_layer = split_layer
+        self._steps = StepPool(self.module, self.device, self.dtype, split=split_layer)
 
     def open_step(self, max_len: int) -> LLMStep:
         """``step.prefill(embeds [S, D], positions [3, S], chunk) -> logits [V]``, then
@@ -103,11 +105,13 @@ def torch_engines(manifest: Manifest, models: dict | None = None, device: str = 
     io = lambda role: ([t["name"] for t in manifest.graph(role)["inputs"]], [t["name"] for t in manifest.graph(role)["outputs"]])  # noqa: E731
     llm_inputs, llm_outputs = io("primary_llm")
     vision = lambda which: FAMILIES[manifest.family_name(which)].vision_module(models[which], attention)  # noqa: E731
-    llm_engine = TorchLLMEngine if attention == "sdpa" and static_decode else TorchEngine
-    engines = {"primary_vision": TorchEngine(vision("primary"), *io("primary_vision"), device),
-               "primary_llm": llm_engine(LanguageModel(models["primary"], attention), llm_inputs, llm_outputs, device,
-                                         keep_on_device=tuple(n for n in llm_outputs if n.startswith("present")))}
     split = manifest.data["graphs"].get("primary_llm_lo", {}).get("split_layer")
+    presents = tuple(n for n in llm_outputs if n.startswith("present"))
+    llm = LanguageModel(models["primary"], attention)
+    engines = {"primary_vision": TorchEngine(vision("primary"), *io("primary_vision"), device),
+               "primary_llm": (TorchLLMEngine(llm, llm_inputs, llm_outputs, device, presents, split)
+                               if attention == "sdpa" and static_decode else
+                               TorchEngine(llm, llm_inputs, llm_outputs, device, presents))}
     if split is not None:  # the LLM split at layer K (FastV, DyCoke's KV step): runtime/llm_split.py
         depth = manifest.model("primary")["num_layers"]
         for role, (a, b) in (("primary_llm_lo", (0, split)), ("primary_llm_hi", (split, depth))):

@@ -162,15 +162,45 @@ class SplitStep:
         return self.out_hi["logits"][0]
 
 
-def plan(pipe, opts, vision_start: int, num_visual: int, request: Request) -> SplitStep | None:
+@dataclass
+class EngineSplitStep:
+    """A method that prunes inside the LLM, on the primary LLM engine's own step: ``open_step`` whose
+    ``prefill_split(embeds, positions, select) -> (logits, kept indices)`` runs both layer ranges on
+    one preallocated cache (the PyTorch backend: its decode is then the one captured CUDA graph, not
+    two engine calls per token). Same contract as ``SplitStep`` (no DyCoke KV step)."""
+    step: object
+    vision_start: int
+    num_visual: int
+    select: Callable[[Mapping], np.ndarray]
+    kept_visual: np.ndarray | None = None
+    dycoke_kv: bool = False
+    pruned_steps: int = 0
+
+    def prefill(self, embeds: np.ndarray, positions: np.ndarray, chunk: int | None = None) -> np.ndarray:
+        logits, keep = self.step.prefill_split(embeds, positions, self.select)
+        s = self.vision_start
+        self.kept_visual = keep[(keep >= s) & (keep < s + self.num_visual)] - s
+        return logits
+
+    def decode(self, embed: np.ndarray, position: int) -> np.ndarray:
+        return self.step.decode(embed, position)
+
+
+def plan(pipe, opts, vision_start: int, num_visual: int, request: Request,
+         max_len: int | None = None) -> SplitStep | EngineSplitStep | None:
     """The split-LLM step for these options on ``pipe``'s engines, or None for the one-graph LLM.
-    ``request``: the method's view of the visual span as fed (its grid, budgets, prior)."""
+    ``request``: the method's view of the visual span as fed (its grid, budgets, prior); ``max_len``:
+    prompt + new tokens, for an engine whose own step can prune inside the LLM (``EngineSplitStep``)."""
     if not needs_split(opts):
         return None
     model = pipe.m.model("primary")
     method = get_method(opts.method)
     extra = final_norm(pipe.m) if method.final_norm else {}
     select = (lambda lo: method.in_llm(ChainMap(extra, lo), request, vision_start)) if method.in_llm else None
+    llm = pipe.engines.get("primary_llm")
+    if (select is not None and not opts.dycoke_kv and max_len is not None and hasattr(llm, "open_step")
+            and getattr(llm, "split_layer", None) == split_layer(pipe.m)):
+        return EngineSplitStep(llm.open_step(max_len), vision_start, num_visual, select)
     return SplitStep(pipe.engines[LO], pipe.engines[HI], split_layer(pipe.m), model["num_layers"],
                      model["num_kv_heads"], model["head_dim"], vision_start, num_visual, select, bool(opts.dycoke_kv),
                      opts.kv_prune_ratio)

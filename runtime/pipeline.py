@@ -151,7 +151,7 @@ class Pipeline:
         """Prefill ``inp`` and decode; ``request``: the compression request (an in-LLM method's
         budgets). -> (token ids, the visual tokens layers >= K saw when a method pruned inside the LLM, else None)."""
         timings = {} if timings is None else timings
-        split = llm_split.plan(self, opts, inp.start, len(inp.source), request)
+        split = llm_split.plan(self, opts, inp.start, len(inp.source), request, len(inp.ids) + opts.max_new_tokens)
         step = split
         if step is None:
             llm, model = self.engines["primary_llm"], self.m.model("primary")

@@ -81,6 +81,14 @@ class _Decoder(nn.Module):
         v = attn.v_proj(x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
         return apply_rope(q, cos[:, :, -1:], sin[:, :, -1:]), apply_rope(k, cos, sin), v
 
+    def last_row_attention(self, q_last, k, bias_last=None):
+        """q_last (B, H, 1, d) rotated, k (B, KV, T, d) rotated, bias (B, 1, 1, T) or None (every key)
+        -> (T,) the head-mean softmax, fp32."""
+        scores = torch.matmul(q_last, expand_kv(k, self.heads).transpose(-1, -2)) * self.head_dim ** -0.5
+        if bias_last is not None:
+            scores = scores + bias_last
+        return torch.softmax(scores.float(), dim=-1).mean(dim=1)[0, 0]
+
     def half_cos_sin(self, cos, sin):
         """(B, 1, S, d) -> (S, d/2), the fused op's form (batch 1, as the pipeline runs)."""
         half = self.head_dim // 2
@@ -131,14 +139,31 @@ class LanguageModel(_Decoder):
         the new rotated rows (a slice copy at prefill, an ``index_copy_`` in a captured decode step);
         attention reads rows ``[0, visible)`` under ``mask`` (``sdpa_attention``); mask None with
         ``visible`` = S is the first prompt chunk (causal over itself). -> last-position logits (1, V)."""
-        for i, layer in enumerate(self.text.layers):
+        x, _ = self.layers_static(x, cos, sin, k_cache, v_cache, 0, len(self.text.layers), write, visible, mask)
+        return self.head_static(x)
+
+    def layers_static(self, x, cos, sin, k_cache, v_cache, start: int, stop: int, write, visible: int, mask,
+                      row: bool = False):
+        """Layers ``[start, stop)`` of ``forward_static`` -> (x (1, S, D), the head-mean attention row
+        (visible,) of the last query at layer stop-1 when ``row`` (FastV's and the self prior's
+        ranking: every row visible, as at prefill), else None)."""
+        last = None
+        for i in range(start, stop):
+            layer = self.text.layers[i]
             h = rms_norm(layer.input_layernorm, x)
             q, k, v = self.qkv(layer, h, cos, sin)
             write(k_cache[i], k)
             write(v_cache[i], v)
-            out = sdpa_attention(q, k_cache[i, :, :, :visible], v_cache[i, :, :, :visible], mask)
+            keys = k_cache[i, :, :, :visible]
+            out = sdpa_attention(q, keys, v_cache[i, :, :, :visible], mask)
+            if row and i == stop - 1:
+                last = self.last_row_attention(q[:, :, -1:], keys)
             x = x + layer.self_attn.o_proj(out)
             x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
+        return x, last
+
+    def head_static(self, x):
+        """x (1, S, D) -> last-position logits (1, V)."""
         return self._head(x, [])[0]
 
     def _head(self, x, presents):
@@ -312,11 +337,6 @@ class LanguageModelSegment(_Decoder):
         self.lm_head = lm.lm_head if self.last else None
         self.attention = _check_attention(attention)
         self.gqa = attention == "gqa"
-
-    def last_row_attention(self, q_last, k, bias_last):
-        """q_last (B, H, 1, d) rotated, k (B, KV, T, d) rotated, bias (B, 1, 1, T) -> (T,) head mean."""
-        scores = torch.matmul(q_last, expand_kv(k, self.heads).transpose(-1, -2)) * self.head_dim ** -0.5 + bias_last
-        return torch.softmax(scores.float(), dim=-1).mean(dim=1)[0, 0]
 
     def forward(self, x, position_ids, attention_mask, *past):
         n_new = x.shape[1]

@@ -21,6 +21,7 @@ from export.presets import get_preset  # noqa: E402
 from export.tokenizer import build_tiny_tokenizer, special_ids  # noqa: E402
 from export.torch_engine import TorchEngine, TorchLLMEngine, torch_engines, torch_pipeline  # noqa: E402
 from export.weights import load_model  # noqa: E402
+from runtime import llm_split  # noqa: E402
 from runtime.errors import PromptError  # noqa: E402
 from runtime.manifest import load_manifest  # noqa: E402
 from runtime.pipeline import Options, load_pipeline  # noqa: E402
@@ -233,6 +234,55 @@ def test_static_step_reuses_its_cache_and_refuses_overflow(pairs):
         fast.open_step(5).decode(table[0], 3)
 
 
+@pytest.mark.parametrize("pair", ["tiny", "needle"])
+def test_split_prefill_on_the_static_cache_matches_the_two_segments(pairs, pair):
+    """A method that prunes inside the LLM on the static cache (``prefill_split``, then the one decode
+    step with two write indices) against the runtime's two-segment SplitStep on the plain
+    formulation: what the method reads (layer K-1's attention row, keys, hidden states), the kept
+    rows, the logits (1e-4) and the greedy tokens; on a cache a longer request left stale rows in."""
+    from runtime.llm_split import EngineSplitStep, SplitStep
+
+    model = pairs[pair]["primary"]
+    depth, kv, head_dim, _ = _dims(model)
+    k = 2
+    table = model.get_input_embeddings().weight.detach().numpy()
+    inputs = ["inputs_embeds", "position_ids", "attention_mask", *kv_input_names(depth)]
+    outputs = ["logits", *kv_input_names(depth, "present")]
+    fast = TorchLLMEngine(LanguageModel(model, "sdpa"), inputs, outputs, keep_on_device=tuple(outputs[1:]), split_layer=k)
+    lo = TorchEngine(LanguageModelSegment(model, 0, k, "plain"), inputs[:3] + kv_input_names(k),
+                     ["hidden_states", "attention", *kv_input_names(k, "present")])
+    hi = TorchEngine(LanguageModelSegment(model, k, depth, "plain"), ["hidden_states", *inputs[1:3], *kv_input_names(depth, "past", k)],
+                     ["logits", *kv_input_names(depth, "present", k)])
+    rng = np.random.default_rng(7)
+    n, start, span = 70, 5, 48
+    ids, pos = rng.integers(0, table.shape[0], n), _positions(rng, n)
+    _greedy_step(fast.open_step(120), table, table[rng.integers(0, table.shape[0], 100)], _positions(rng, 100), None, 3)
+    seen = {}
+
+    def select(name):
+        def pick(view):  # the 12 most attended rows of the span, every row outside it
+            seen[name] = {key: np.array(view[key]) for key in ("attention", "hidden_states", f"present_key_{k - 1}")}
+            top = start + np.sort(np.argsort(-seen[name]["attention"][start:start + span], kind="stable")[:12])
+            return np.concatenate([np.arange(start), top, np.arange(start + span, n)])
+        return pick
+
+    two = SplitStep(lo, hi, k, depth, kv, head_dim, start, span, select("segments"))
+    one = EngineSplitStep(fast.open_step(80), start, span, select("static"))
+    assert one.step._cache.max_len == 120  # the longer request's cache, rows past 70 stale
+    want, want_logits = _greedy_step(two, table, table[ids], pos, None, 10)
+    got, got_logits = _greedy_step(one, table, table[ids], pos, None, 10)
+    for key in seen["segments"]:
+        np.testing.assert_allclose(seen["static"][key], seen["segments"][key], atol=ATOL, err_msg=key)
+    np.testing.assert_array_equal(one.kept_visual, two.kept_visual)
+    assert len(one.kept_visual) == 12 and one.step.length_hi == n - span + 12 + 9
+    assert got == want
+    assert max(np.abs(a - b).max() for a, b in zip(got_logits, want_logits)) <= ATOL
+    with pytest.raises(PromptError, match="ascending"):
+        fast.open_step(80).prefill_split(table[ids], pos, lambda view: np.array([3, 1]))
+    with pytest.raises(PromptError, match="no split layer"):
+        _llm_engines(model)[1].open_step(80).prefill_split(table[ids], pos, select("x"))
+
+
 @pytest.fixture(scope="module")
 def clip(video_path):
     return sample_video(video_path, num_frames=8)
@@ -254,7 +304,7 @@ def test_pipeline_answers_identically_with_sdpa_and_plain(tiny_artifacts, tiny_m
             np.testing.assert_allclose(b.frame_weights, a.frame_weights, atol=ATOL)
 
 
-def test_torch_only_export_keeps_the_llm_split(tiny_split, tiny_models, clip, tmp_path):
+def test_torch_only_export_keeps_the_llm_split(tiny_split, tiny_models, clip, tmp_path, monkeypatch):
     """A --torch-only folder with --fastv-layer records the split and its I/O tables as the ONNX
     export does, and the in-LLM methods (FastV, DyCoke KV, DART, the self prior) then run on the
     torch backend, answering as ONNX Runtime (as do VidCom2 and DART-embed)."""
@@ -267,6 +317,9 @@ def test_torch_only_export_keeps_the_llm_split(tiny_split, tiny_models, clip, tm
     engines = torch_engines(torch_only, tiny_models)
     assert isinstance(engines["primary_llm_lo"].module, LanguageModelSegment)
     pipe, tp = load_pipeline(tiny_split), torch_pipeline(torch_only, tiny_models)
+    steps = []
+    plan = llm_split.plan
+    monkeypatch.setattr(llm_split, "plan", lambda *a, **kw: steps.append(plan(*a, **kw)) or steps[-1])
     base = dict(num_frames=8, max_pixels=64 * 784, min_pixels=16 * 784, max_new_tokens=6)
     for opts in (Options(method="fastv", **base), Options(method="visionzip", dycoke_kv=True, **base),
                  Options(method="dart", **base), Options(method="self", **base), Options(method="vidcom2", **base),
@@ -274,6 +327,9 @@ def test_torch_only_export_keeps_the_llm_split(tiny_split, tiny_models, clip, tm
         a, b = pipe.answer(clip, QUESTION, opts), tp.answer(clip, QUESTION, opts)
         assert a.token_ids == b.token_ids, opts
         np.testing.assert_array_equal(a.kept_source, b.kept_source)
+    # the in-LLM methods ran on the LLM engine's static cache; DyCoke's KV step on the two segments
+    assert [type(s).__name__ for s in steps[1::2]] == ["EngineSplitStep", "SplitStep", "EngineSplitStep", "EngineSplitStep",
+                                                 "NoneType", "NoneType"]
 
 
 def test_random_weights_are_drawn_on_the_target_device():
