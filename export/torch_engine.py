@@ -17,7 +17,7 @@ from .families import FAMILIES
 from .graphs.llm import KeyframePrior, LanguageModel, LanguageModelSegment
 from .presets import get_preset
 from .tokenizer import special_ids
-from .torch_step import LLMStep, StepPool
+from .torch_step import LLMStep, StepPool, to_host
 from .weights import load_model
 
 ATTENTION = ("sdpa", "plain")
@@ -49,9 +49,7 @@ class TorchEngine(Engine):
 
     def host(self, value) -> np.ndarray:
         """Floating outputs come back as fp32 (NumPy has no bfloat16)."""
-        if not isinstance(value, torch.Tensor):
-            return np.asarray(value)
-        return (value.detach().float() if value.is_floating_point() else value.detach()).cpu().numpy()
+        return to_host(value)
 
 
 class TorchLLMEngine(TorchEngine):

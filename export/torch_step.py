@@ -16,17 +16,24 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
 
 import numpy as np
 import torch
 
 from runtime.errors import PromptError
+from runtime.llm_split import HostView
 
 from .graphs.gqa import causal_mask
 from .graphs.llm import LanguageModel, mrope_cos_sin
 
 log = logging.getLogger("dytok.torch")
+
+
+def to_host(value) -> np.ndarray:
+    """A tensor as a NumPy array; floating ones as float32 (NumPy has no bfloat16)."""
+    if not isinstance(value, torch.Tensor):
+        return np.asarray(value)
+    return (value.detach().float() if value.is_floating_point() else value.detach()).cpu().numpy()
 
 
 class _Cache:
@@ -70,11 +77,7 @@ class LLMStep:
         t = torch.from_numpy(array if array.flags.writeable else array.copy())  # tables are read-only mmaps
         return t.to(self._pool.device, dtype or self._pool.dtype)
 
-    @torch.no_grad()
-    def prefill(self, embeds: np.ndarray, positions: np.ndarray, chunk: int | None = None) -> np.ndarray:
-        """embeds [S, D] float32, positions [3, S] int64 (M-RoPE ids), ``chunk`` prompt tokens per
-        call (None or 0: one call) -> logits [V] float32 of the last position."""
-        m, c = self.module, self._cache
+    def _prompt(self, embeds, positions) -> tuple[np.ndarray, np.ndarray]:
         embeds, positions = np.asarray(embeds), np.asarray(positions)
         n = len(embeds)
         if embeds.ndim != 2 or positions.shape != (3, n) or n == 0:
@@ -82,6 +85,15 @@ class LLMStep:
                               f"{positions.shape}")
         if n > self.max_len:
             raise PromptError(f"prompt of {n} tokens exceeds the step's cache of {self.max_len} rows")
+        return embeds, positions
+
+    @torch.no_grad()
+    def prefill(self, embeds: np.ndarray, positions: np.ndarray, chunk: int | None = None) -> np.ndarray:
+        """embeds [S, D] float32, positions [3, S] int64 (M-RoPE ids), ``chunk`` prompt tokens per
+        call (None or 0: one call) -> logits [V] float32 of the last position."""
+        m, c = self.module, self._cache
+        embeds, positions = self._prompt(embeds, positions)
+        n = len(embeds)
         if chunk is not None and chunk < 0:
             raise PromptError(f"prefill chunk must be positive, got {chunk}")
         step = chunk or n
@@ -95,7 +107,7 @@ class LLMStep:
                 cache[:, :, s0:s1].copy_(new)
             logits = m.forward_static(x, cos, sin, c.k, c.v, write, s1, mask)
         self.length = self.length_hi = n
-        return logits[0].float().cpu().numpy()
+        return to_host(logits[0])
 
     @torch.no_grad()
     def prefill_split(self, embeds: np.ndarray, positions: np.ndarray, select) -> tuple[np.ndarray, np.ndarray]:
@@ -108,13 +120,8 @@ class LLMStep:
         k = c.split
         if not 0 < k < len(m.text.layers):
             raise PromptError(f"prefill_split: this LLM engine has no split layer inside its {len(m.text.layers)} layers")
-        embeds, positions = np.asarray(embeds), np.asarray(positions)
+        embeds, positions = self._prompt(embeds, positions)
         n = len(embeds)
-        if embeds.ndim != 2 or positions.shape != (3, n) or n == 0:
-            raise PromptError(f"prefill: embeds [S, D] and positions [3, S] with S >= 1, got {embeds.shape} and "
-                              f"{positions.shape}")
-        if n > self.max_len:
-            raise PromptError(f"prompt of {n} tokens exceeds the step's cache of {self.max_len} rows")
         pos = self._tensor(positions, torch.int64)[:, None]
         x = self._tensor(embeds)[None]
         cos, sin = mrope_cos_sin(pos, m.inv_freq, m.sections, x.dtype)
@@ -125,7 +132,7 @@ class LLMStep:
         outputs = {"hidden_states": x, "attention": row}
         for i in range(k):
             outputs[f"present_key_{i}"], outputs[f"present_value_{i}"] = c.k[i, :, :, :n], c.v[i, :, :, :n]
-        keep = np.asarray(select(_HostView(outputs)), np.int64)
+        keep = np.asarray(select(HostView(outputs, to_host)), np.int64)
         if keep.ndim != 1 or not 0 < len(keep) <= n or np.any(np.diff(keep) <= 0) or keep[0] < 0 or keep[-1] >= n:
             raise PromptError(f"prefill_split: the kept rows must be ascending indices into the {n} prompt rows")
         rows = torch.from_numpy(keep).to(x.device)
@@ -136,7 +143,7 @@ class LLMStep:
         x, _ = m.layers_static(x[:, rows], cos[:, :, rows], sin[:, :, rows], c.k, c.v, k, len(m.text.layers),
                                write_kept, kept, None)
         self.length, self.length_hi = n, kept
-        return m.head_static(x)[0].float().cpu().numpy(), keep
+        return to_host(m.head_static(x)[0]), keep
 
     def _decode_body(self) -> torch.Tensor:
         """The static-shape decode step over the cache's buffers (captured on CUDA)."""
@@ -173,7 +180,7 @@ class LLMStep:
             logits = self._decode_body()
         self.length += 1
         self.length_hi += 1
-        return logits[0].float().cpu().numpy()
+        return to_host(logits[0])
 
     def _capture(self) -> None:
         """Warm up on a side stream (allocator, kernel selection), then capture one decode step.
@@ -194,26 +201,6 @@ class LLMStep:
             c.graph, c.logits = False, None
             return
         c.graph = graph
-
-
-class _HostView(Mapping):
-    """Device tensors read as host float32 arrays, each copied when first read: a method reads one
-    or two of the lower layers' outputs, not the whole cache."""
-
-    def __init__(self, outputs: dict):
-        self.outputs, self.copied = outputs, {}
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self.copied:
-            t = self.outputs[name].detach()
-            self.copied[name] = (t.float() if t.is_floating_point() else t).cpu().numpy()
-        return self.copied[name]
-
-    def __iter__(self):
-        return iter(self.outputs)
-
-    def __len__(self) -> int:
-        return len(self.outputs)
 
 
 class StepPool:

@@ -81,11 +81,11 @@ def final_norm(manifest) -> dict:
 
 class HostView(Mapping):
     """An engine's outputs as host arrays, copied only when read: a method in the LLM reads one
-    layer's keys of the cache the engine keeps on its device (a torch tensor, a TensorRT buffer)."""
+    layer's keys of the cache the engine keeps on its device (a torch tensor, a TensorRT buffer).
+    ``host``: the engine's ``Engine.host``."""
 
-    def __init__(self, outputs: dict, engine: Engine):
-        self.outputs = outputs
-        self.host = getattr(engine, "host", np.asarray)  # a duck-typed engine returns NumPy throughout
+    def __init__(self, outputs: Mapping, host: Callable[[object], np.ndarray]):
+        self.outputs, self.host = outputs, host
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.host(self.outputs[name])
@@ -130,7 +130,7 @@ class SplitStep:
                                    **empty_kv(self.names_lo, self.kv_heads, self.head_dim)})
         keep = np.arange(n)
         if self.select is not None:
-            keep = self.select(HostView(self.out_lo, self.lo))
+            keep = self.select(HostView(self.out_lo, getattr(self.lo, "host", np.asarray)))  # duck-typed: NumPy
             s = self.vision_start
             self.kept_visual = keep[(keep >= s) & (keep < s + self.num_visual)] - s
         hidden = np.asarray(self.out_lo["hidden_states"])[:, keep]
