@@ -20,6 +20,7 @@ from .configs import Config
 from .floors import STAGE_KINDS, stage_floors
 from .host import describe, machine_info
 from .report import terminal_table
+from .run import why
 
 FRAMES = (32, 96)
 RETENTION = 0.25
@@ -134,7 +135,7 @@ def run_suite(device: str, model: str, frames=FRAMES, runs: int = 3, warmup: int
 
 
 def _why(e: BaseException) -> str:
-    return f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+    return f"failed: {why(e)}"
 
 
 def _free(device: str) -> None:

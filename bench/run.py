@@ -58,7 +58,12 @@ def _eager(manifest, device: str, attn: str, threads: int | None):
     except EngineError as e:
         return None, str(e)
     except RuntimeError as e:  # torch's, e.g. out of device memory while loading the pair: the rows say so
-        return None, f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        return None, why(e)
+
+
+def why(e: BaseException) -> str:
+    """An exception in one line for a report row: its type and the first line of its message."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
 
 
 def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, runs: int = 3, warmup: int = 1,
@@ -162,7 +167,7 @@ def run_benchmark(artifacts: str, video: str, question: str, frames: int = 16, r
                 t = dict(r.timings)
                 last[k] = (r.visual_tokens, r.grid_thw, r.budgets, pipe.engines["primary_llm"].name)
         except Exception as e:  # noqa: BLE001 - reported in the row, with its type
-            failed[k] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            failed[k] = f"failed: {why(e)}"
             results[k] = {**asdict(configs[k]), "skipped": failed[k]}
             log(f"  {cfg.name}: {failed[k]}")
             continue
