@@ -15,6 +15,7 @@ import time
 
 from runtime.fileio import write_atomic, write_json
 from runtime.manifest import load_manifest
+from runtime.memory_plan import folder_precision
 
 from .configs import Config
 from .floors import STAGE_KINDS, stage_floors
@@ -107,8 +108,8 @@ def run_suite(device: str, model: str, frames=FRAMES, runs: int = 3, warmup: int
     record["export_s"] = round(time.perf_counter() - t0, 1)
     log(f"  folder {folder} ready in {record['export_s']} s")
     video = write_test_video(os.path.join(work, "gpu_bench.mp4"), num_frames=max(frames) * 2, size=(448, 336), fps=24.0)
-    precision = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[dtype_name]
-    primary = load_manifest(folder).model("primary")
+    manifest = load_manifest(folder)
+    precision, primary = folder_precision(manifest), manifest.model("primary")
     record["runs_by_frames"] = {}
     rates = record["rates"]
     for n in frames:
@@ -129,7 +130,6 @@ def run_suite(device: str, model: str, frames=FRAMES, runs: int = 3, warmup: int
         record["runs_by_frames"][str(n)] = report
         _free(device)
         save()
-    save()
     log(f"wrote {stem}.json and {stem}.md in {record['wall_s']} s")
     return record
 

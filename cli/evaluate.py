@@ -23,6 +23,8 @@ def _list(text, cast=str):
 
 
 def main() -> int:
+    from cli.common import TORCH_DTYPES
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--artifacts", help="artifact folder (e.g. from scripts/export.py --model needle)")
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="combine reports of disjoint --seed ranges instead")
@@ -39,7 +41,7 @@ def main() -> int:
     ap.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"],
                     help="engines: ONNX Runtime (default) or the PyTorch engines (export extra)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device of the torch backend")
-    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+    ap.add_argument("--dtype", choices=TORCH_DTYPES,
                     help="weights of the torch backend (default: the folder's)")
     ap.add_argument("--variant", help="weights label written into every row (e.g. dynamic-int8 for a quantized folder), "
                                       "what scripts/benchmark.py --accuracy joins on")

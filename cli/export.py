@@ -14,7 +14,7 @@ import time
 
 
 def main() -> int:
-    from cli.common import parser, quiet
+    from cli.common import TORCH_DTYPES, parser, quiet
 
     ap = parser(__doc__)
     ap.add_argument("--model", default="tiny", help="preset: needle (trained, committed), tiny, small, qwen2.5-vl-3b/7b/32b/72b, "
@@ -36,7 +36,7 @@ def main() -> int:
                     help="no ONNX graphs: a folder for the PyTorch engine backend (real-size GPU benchmarks)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                     help="where a random preset draws its weights, for a --torch-only folder (a GPU draws a 7B in seconds)")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+    ap.add_argument("--dtype", default="float32", choices=TORCH_DTYPES,
                     help="weights' dtype of a --torch-only folder (ONNX graphs are always fp32)")
     ap.add_argument("--fastv-layer", metavar="K", help="also export the primary LLM split at layer K (an integer, or "
                     "'default' = 3) as primary_llm_lo/_hi, with the final norm's weight: needed by --method fastv, "

@@ -11,7 +11,7 @@ import sys
 
 
 def main() -> int:
-    from cli.common import parser, quiet
+    from cli.common import TORCH_DTYPES, parser, quiet
 
     ap = parser(__doc__)
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="where everything runs")
@@ -19,7 +19,7 @@ def main() -> int:
     ap.add_argument("--frames", default="32,96", help="comma-separated frame counts")
     ap.add_argument("--runs", type=int, default=3, help="timed runs per row")
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs per row first")
-    ap.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+    ap.add_argument("--dtype", choices=TORCH_DTYPES,
                     help="weights of the benchmarked pair (default: bfloat16 on cuda, float32 on cpu)")
     ap.add_argument("--max-new-tokens", type=int, default=16, help="tokens decoded per answer")
     ap.add_argument("--max-pixels", type=int, default=200704, help="most pixels per frame (448x448)")

@@ -35,20 +35,6 @@ def _frames(config: dict, frames: int, pixels: int | None) -> str:
     return f"{frames} frames at <= {pixels or config['max_pixels']} px"
 
 
-# calibration/ort_quant.py modes and export/half.py precisions -> the memory plan's precisions
-FOLDER_PRECISION = {"dynamic-int8": "int8", "int8": "int8", "fp8": "fp8", "int4": "int4", "fp16": "fp16", "bf16": "bf16",
-                    "float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-
-
-def folder_precision(m) -> str:
-    """The weights' precision of an artifact folder: quantized, half precision, a --torch-only
-    dtype, else the fp32 ONNX export."""
-    record = m.data.get("quantization") or {}
-    half = m.data.get("half_precision") or {}
-    key = record.get("mode") or half.get("precision") or (m.data.get("torch_dtype") if m.torch_only else None)
-    return FOLDER_PRECISION.get(key, "fp32")
-
-
 def size(b: float) -> str:
     """Bytes as a fixed-width figure: MB below 1 GB, else GB."""
     return f"{b / 1e6:8.1f} MB" if b < 1e9 else f"{b / 1e9:8.2f} GB"
@@ -81,7 +67,7 @@ def hints(p: dict, assistant: bool) -> str:
 
 
 def main() -> int:
-    from runtime.memory_plan import DEVICES, DTYPES, Workload, plan_deployment
+    from runtime.memory_plan import DEVICES, DTYPES, Workload, folder_precision, plan_deployment
     from runtime.models import REAL_MODELS
 
     from cli.common import parser

@@ -79,6 +79,11 @@ def final_norm(manifest) -> dict:
             "final_norm_eps": float(entry["eps"])}
 
 
+def visual_kept(keep: np.ndarray, start: int, num_visual: int) -> np.ndarray:
+    """Kept sequence indices [K] -> the visual tokens among them, as indices into the visual span."""
+    return keep[(keep >= start) & (keep < start + num_visual)] - start
+
+
 class HostView(Mapping):
     """An engine's outputs as host arrays, copied only when read: a method in the LLM reads one
     layer's keys of the cache the engine keeps on its device (a torch tensor, a TensorRT buffer).
@@ -131,8 +136,7 @@ class SplitStep:
         keep = np.arange(n)
         if self.select is not None:
             keep = self.select(HostView(self.out_lo, getattr(self.lo, "host", np.asarray)))  # duck-typed: NumPy
-            s = self.vision_start
-            self.kept_visual = keep[(keep >= s) & (keep < s + self.num_visual)] - s
+            self.kept_visual = visual_kept(keep, self.vision_start, self.num_visual)
         hidden = np.asarray(self.out_lo["hidden_states"])[:, keep]
         self.out_hi = self.hi.run({"hidden_states": hidden, "position_ids": positions[:, None][..., keep],
                                    "attention_mask": np.ones((1, len(keep)), np.int64),
@@ -178,8 +182,7 @@ class EngineSplitStep:
 
     def prefill(self, embeds: np.ndarray, positions: np.ndarray, chunk: int | None = None) -> np.ndarray:
         logits, keep = self.step.prefill_split(embeds, positions, self.select)
-        s = self.vision_start
-        self.kept_visual = keep[(keep >= s) & (keep < s + self.num_visual)] - s
+        self.kept_visual = visual_kept(keep, self.vision_start, self.num_visual)
         return logits
 
     def decode(self, embed: np.ndarray, position: int) -> np.ndarray:

@@ -51,6 +51,20 @@ DTYPES = {
 }
 
 
+# calibration/ort_quant.py modes and export/half.py precisions -> the memory plan's precisions
+FOLDER_PRECISION = {"dynamic-int8": "int8", "int8": "int8", "fp8": "fp8", "int4": "int4", "fp16": "fp16", "bf16": "bf16",
+                    "float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def folder_precision(m) -> str:
+    """The weights' precision of an artifact folder: quantized, half precision, a --torch-only
+    dtype, else the fp32 ONNX export."""
+    record = m.data.get("quantization") or {}
+    half = m.data.get("half_precision") or {}
+    key = record.get("mode") or half.get("precision") or (m.data.get("torch_dtype") if m.torch_only else None)
+    return FOLDER_PRECISION.get(key, "fp32")
+
+
 def is_llava(m: dict) -> bool:
     return m.get("family") == "llava_onevision"
 

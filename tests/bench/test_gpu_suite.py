@@ -82,7 +82,8 @@ def test_gpu_suite_keeps_what_ran_after_a_failure(tmp_path, monkeypatch):
     monkeypatch.setattr(export.eager_baseline, "measure_rates", no_rates)
     monkeypatch.setattr(export.exporter, "export_artifacts", lambda *a, **k: None)
     monkeypatch.setattr(runtime.video, "write_test_video", lambda path, **k: path)
-    monkeypatch.setattr(suite, "load_manifest", lambda folder: type("M", (), {"model": lambda self, role: None})())
+    folder = type("M", (), {"model": lambda self, role: None, "data": {"torch_dtype": "float32"}, "torch_only": True})
+    monkeypatch.setattr(suite, "load_manifest", lambda path: folder())
     monkeypatch.setattr(bench.run, "run_benchmark", bench_one)
     monkeypatch.setattr(suite, "terminal_table", lambda report: "table")
     record = suite.run_suite("cpu", "tiny", frames=(4, 8), out_dir=str(tmp_path), work=str(tmp_path / "w"),
